@@ -1,0 +1,73 @@
+"""causalvl: causal interventions that remove spurious correlations from vision-language models.
+
+    >>> import causalvl
+    >>> vl = causalvl.intervene(model, causalvl.CounterfactualConfig(num_answers=10))  # doctest: +SKIP
+    >>> out = vl(**inputs)                                                              # doctest: +SKIP
+    >>> out.logits, out.factual_logits, out.effects["tie"]                              # doctest: +SKIP
+
+Public names are loaded on first use so that ``import causalvl`` stays fast: torch,
+transformers, dowhy and matplotlib are only imported by the parts that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+from ._version import __version__
+
+logging.getLogger("causalvl").addHandler(logging.NullHandler())
+
+# public name -> module that defines it (relative to this package)
+_LAZY: dict[str, str] = {
+    # errors
+    "CausalVLError": ".errors",
+    "ConfigError": ".errors",
+    "InputError": ".errors",
+    "UnsupportedModelError": ".errors",
+    "NoMatchingModuleError": ".errors",
+    "AlreadyIntervenedError": ".errors",
+    "InterventionStateError": ".errors",
+    "CheckpointError": ".errors",
+    "DataError": ".errors",
+    "OptionalDependencyError": ".errors",
+    # configuration and outputs
+    "Config": ".config",
+    "InterventionConfig": ".config",
+    "InterventionOutput": ".outputs",
+    "ObjectiveOutput": ".outputs",
+    # the wrapper
+    "intervene": ".model",
+    "load": ".model",
+    "IntervenedModel": ".model",
+    "inspect_targets": ".model",
+    "HookManager": ".hooks",
+    # adapters
+    "ModelAdapter": ".adapters",
+    "GenericAdapter": ".adapters",
+    "register_adapter": ".adapters",
+    "get_adapter": ".adapters",
+    # interventions
+    "Intervention": ".interventions.base",
+    "IdentityConfig": ".interventions.identity",
+    # reference models
+    "TinyVQA": ".models",
+    "TinyContrastive": ".models",
+    # -- more public names are registered below by each subsystem --
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'causalvl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,0 +1,268 @@
+"""Configuration dataclasses: validation on construction, JSON round-trip, a type registry.
+
+Every configuration in causalvl (interventions, training, diagnostics, reports) is a
+keyword-only dataclass deriving from :class:`Config`. Validation runs in ``__post_init__``
+and raises :class:`~causalvl.errors.ConfigError` naming the field, the bad value and what is
+allowed. ``to_dict``/``from_dict`` round-trip through JSON; unknown keys warn and are dropped
+(so configs written by a newer causalvl still load), missing required keys raise.
+
+Intervention configs additionally carry a registry key (``type``) so a list of them can be
+saved and restored without pickle::
+
+    >>> from causalvl import IdentityConfig
+    >>> cfg = IdentityConfig()
+    >>> InterventionConfig.from_dict(cfg.to_dict()) == cfg
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import typing
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from ._version import __version__
+from .errors import ConfigError
+
+C = TypeVar("C", bound="Config")
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Config:
+    """Base class of every causalvl configuration dataclass.
+
+    Subclasses are declared with ``@dataclass(kw_only=True)`` and put their checks in
+    :meth:`validate`, using the ``_check_*`` helpers so that messages are uniform.
+    """
+
+    def __post_init__(self) -> None:
+        self._check_literals()
+        self.validate()
+
+    # -- validation ---------------------------------------------------------------------
+    def validate(self) -> None:
+        """Check field values; subclasses extend this. Raises :class:`ConfigError`."""
+
+    def _check_literals(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            allowed = _literal_values(hints.get(f.name))
+            if allowed is not None:
+                value = getattr(self, f.name)
+                if value not in allowed:
+                    raise ConfigError(
+                        f"{type(self).__name__}.{f.name} = {value!r} is not allowed; "
+                        f"choose one of {', '.join(repr(a) for a in allowed)}."
+                    )
+
+    def _fail(self, name: str, requirement: str) -> None:
+        raise ConfigError(
+            f"{type(self).__name__}.{name} = {getattr(self, name)!r} is invalid: {requirement}."
+        )
+
+    def _check_positive(self, *names: str, allow_zero: bool = False) -> None:
+        for name in names:
+            value = getattr(self, name)
+            bad = not isinstance(value, (int, float)) or isinstance(value, bool)
+            bad = bad or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero)
+            if bad:
+                self._fail(name, "must be a finite number " + (">= 0" if allow_zero else "> 0"))
+
+    def _check_int(self, *names: str, minimum: int = 1) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                self._fail(name, f"must be an integer >= {minimum}")
+
+    def _check_fraction(self, *names: str) -> None:
+        for name in names:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+                self._fail(name, "must be a number in [0, 1]")
+
+    # -- serialisation ------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the fields (tuples become lists)."""
+        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
+        """Build from a dict; unknown keys warn and are dropped, missing required keys raise."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}.")
+        data = {k: v for k, v in data.items() if k not in ("type", "causalvl_version")}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            warnings.warn(
+                f"{cls.__name__}: ignoring unknown keys {unknown} (written by another causalvl "
+                f"version?). Known keys: {sorted(names)}.",
+                UserWarning,
+                stacklevel=2,
+            )
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.init
+            and f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ConfigError(f"{cls.__name__}: missing required keys {missing}.")
+        hints = typing.get_type_hints(cls)
+        kwargs = {k: _from_json(v, hints.get(k)) for k, v in data.items() if k in names}
+        return cls(**kwargs)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """Serialise to JSON; with ``path``, also write it atomically."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            atomic_write_text(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls: type[C], text_or_path: str | os.PathLike) -> C:
+        """Load from a JSON string or a path to a JSON file."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            path = Path(text_or_path)
+            if not path.is_file():
+                raise ConfigError(f"{cls.__name__}.from_json: no such file {str(path)!r}.")
+            text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{cls.__name__}.from_json: invalid JSON ({exc}).") from exc
+        return cls.from_dict(data)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+_INTERVENTIONS: dict[str, type[InterventionConfig]] = {}
+
+
+@dataclasses.dataclass(kw_only=True)
+class InterventionConfig(Config):
+    """Base of intervention configs. Subclasses set the class attribute ``type``.
+
+    The matching :class:`~causalvl.interventions.base.Intervention` implementation is looked
+    up from this key when :func:`causalvl.intervene` builds the wrapper.
+    """
+
+    type: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        key = cls.__dict__.get("type")
+        if key:
+            if key in _INTERVENTIONS and _INTERVENTIONS[key].__qualname__ != cls.__qualname__:
+                raise ConfigError(f"intervention type {key!r} is registered twice.")
+            _INTERVENTIONS[key] = cls
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "causalvl_version": __version__, **super().to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InterventionConfig:  # type: ignore[override]
+        if cls is InterventionConfig or cls.type == "":
+            if not isinstance(data, Mapping) or "type" not in data:
+                raise ConfigError(
+                    "intervention config dict has no 'type' key; known types: "
+                    f"{sorted(_INTERVENTIONS)}."
+                )
+            key = data["type"]
+            if key not in _INTERVENTIONS:
+                raise ConfigError(
+                    f"unknown intervention type {key!r}; known types: {sorted(_INTERVENTIONS)}."
+                )
+            return _INTERVENTIONS[key].from_dict(data)
+        if isinstance(data, Mapping) and data.get("type", cls.type) != cls.type:
+            raise ConfigError(f"{cls.__name__}.from_dict got a config of type {data['type']!r}.")
+        return super().from_dict.__func__(cls, data)  # type: ignore[attr-defined]
+
+
+def registered_intervention_types() -> dict[str, type[InterventionConfig]]:
+    """The registry key -> config class mapping (a copy)."""
+    return dict(_INTERVENTIONS)
+
+
+def _literal_values(hint: Any) -> tuple[Any, ...] | None:
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    return None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Config):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise ConfigError(
+        f"config value {value!r} of type {type(value).__name__} cannot be written to JSON; "
+        "use numbers, strings, lists or dicts (tensors belong in the weights file)."
+    )
+
+
+def _from_json(value: Any, hint: Any) -> Any:
+    """Undo list-for-tuple conversion where the field is annotated as a tuple."""
+    origin = typing.get_origin(hint)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for arg in typing.get_args(hint):
+            if typing.get_origin(arg) is tuple and isinstance(value, list):
+                return tuple(value)
+    if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, Mapping):
+        return hint.from_dict(value)
+    return value
+
+
+def as_config_list(configs: InterventionConfig | Iterable[InterventionConfig]) -> list[InterventionConfig]:
+    """Normalise one config or an iterable of configs to a validated list."""
+    if isinstance(configs, InterventionConfig):
+        return [configs]
+    if isinstance(configs, (str, bytes, Mapping)) or not isinstance(configs, Iterable):
+        raise ConfigError(
+            f"expected an InterventionConfig or a list of them, got {type(configs).__name__}; "
+            "e.g. causalvl.intervene(model, causalvl.IdentityConfig())."
+        )
+    out = list(configs)
+    for c in out:
+        if not isinstance(c, InterventionConfig):
+            raise ConfigError(
+                f"expected InterventionConfig instances, got {type(c).__name__} in the list."
+            )
+    if not out:
+        raise ConfigError("empty list of intervention configs; pass at least one config.")
+    return out
