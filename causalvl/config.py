@@ -99,7 +99,11 @@ class Config:
     def _check_fraction(self, *names: str) -> None:
         for name in names:
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+            if (
+                not isinstance(value, (int, float))
+                or isinstance(value, bool)
+                or not 0 <= value <= 1
+            ):
                 self._fail(name, "must be a number in [0, 1]")
 
     # -- serialisation ------------------------------------------------------------------
@@ -111,7 +115,9 @@ class Config:
     def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
         """Build from a dict; unknown keys warn and are dropped, missing required keys raise."""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}.")
+            raise ConfigError(
+                f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}."
+            )
         data = {k: v for k, v in data.items() if k not in ("type", "causalvl_version")}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -248,7 +254,9 @@ def _from_json(value: Any, hint: Any) -> Any:
     return value
 
 
-def as_config_list(configs: InterventionConfig | Iterable[InterventionConfig]) -> list[InterventionConfig]:
+def as_config_list(
+    configs: InterventionConfig | Iterable[InterventionConfig],
+) -> list[InterventionConfig]:
     """Normalise one config or an iterable of configs to a validated list."""
     if isinstance(configs, InterventionConfig):
         return [configs]

@@ -1,0 +1,593 @@
+"""Model adapters: what a wrapped model's inputs mean and where its features live.
+
+An adapter tells causalvl, for one model family,
+
+* which input keys carry vision and which carry language (``vision_keys``, ``language_keys``);
+* which module gives which feature (``roles``: role name -> module path);
+* how to read the answer logits from the model's output (:meth:`ModelAdapter.logits`);
+* how to build counterfactual inputs with the vision or the language part removed
+  (:meth:`ModelAdapter.counterfactual_inputs`).
+
+Family adapters are found by ``model.config.model_type`` (see :func:`get_adapter`); any other
+``nn.Module`` or callable is described with :class:`GenericAdapter`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import inspect
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
+
+RemoveKind = Literal["vision", "language"]
+VISION_MODES = ("zeros", "mean", "shuffle", "noise", "mask")
+LANGUAGE_MODES = ("zeros", "mask", "shuffle")
+ROLE_NAMES = ("vision_features", "language_features", "fused")
+
+
+class ModelAdapter:
+    """Describes one model family to causalvl. Subclass it to support a new family.
+
+    Class attributes a subclass sets:
+        family: registry key (``model.config.model_type``).
+        kind: ``"classifier"`` (logits ``(batch, num_answers)``) or ``"contrastive"``
+            (logits ``(num_images, num_texts)``; the language input is a set of candidate texts).
+        vision_keys / language_keys: input keys of each modality.
+        required_keys: keys the forward cannot run without.
+        roles: role name -> module path (relative to the model).
+        vision_mask_key: an input key that masks vision out (``"mask"`` mode), if any.
+    """
+
+    family: ClassVar[str] = ""
+    kind: ClassVar[Literal["classifier", "contrastive"]] = "classifier"
+    vision_keys: tuple[str, ...] = ()
+    language_keys: tuple[str, ...] = ()
+    required_keys: tuple[str, ...] = ()
+    roles: Mapping[str, str] = {}
+    vision_mask_key: str | None = None
+    #: float input keys whose dtype must match the model's floating dtype
+    float_keys: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self.model: nn.Module | None = None
+        self.vision_mean: dict[str, torch.Tensor] = {}
+
+    # -- binding --------------------------------------------------------------------------
+    def bind(self, model: nn.Module) -> ModelAdapter:
+        """A copy of this adapter bound to ``model`` (the user's adapter object is not mutated)."""
+        bound = copy.copy(self)
+        bound.vision_mean = dict(self.vision_mean)
+        bound.model = model
+        bound._check_roles(model)
+        return bound
+
+    def _check_roles(self, model: nn.Module) -> None:
+        for role, path in self.roles.items():
+            if path is not None and not isinstance(path, str):
+                raise ConfigError(f"role {role!r} maps to {path!r}; module paths are strings.")
+
+    @property
+    def input_keys(self) -> frozenset[str] | None:
+        """Keys the model's forward accepts (``None``: accepts anything)."""
+        if self.model is None:
+            return None
+        return _forward_keys(self.model)
+
+    @property
+    def pad_token_id(self) -> int:
+        cfg = getattr(self.model, "config", None)
+        for source in (cfg, getattr(cfg, "text_config", None)):
+            pad = getattr(source, "pad_token_id", None)
+            if isinstance(pad, int):
+                return pad
+        return 0
+
+    @property
+    def special_token_ids(self) -> frozenset[int]:
+        """Token ids kept when the language part is removed (CLS/SEP/BOS/EOS/PAD)."""
+        ids: set[int] = set()
+        cfg = getattr(self.model, "config", None)
+        for source in (cfg, getattr(cfg, "text_config", None)):
+            for name in (
+                "bos_token_id",
+                "eos_token_id",
+                "pad_token_id",
+                "sep_token_id",
+                "cls_token_id",
+            ):
+                value = getattr(source, name, None)
+                if isinstance(value, int):
+                    ids.add(value)
+        return frozenset(ids)
+
+    # -- inputs ---------------------------------------------------------------------------
+    def model_inputs(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of ``batch`` the model's forward takes (labels and metadata dropped)."""
+        if not isinstance(batch, Mapping):
+            raise InputError(
+                f"a batch must be a mapping of input names to tensors, got {type(batch).__name__}."
+            )
+        keys = self.input_keys
+        declared = set(self.vision_keys) | set(self.language_keys) | set(self.required_keys)
+        if keys is None:
+            return {k: v for k, v in batch.items() if k in declared} if declared else dict(batch)
+        accepted = (keys | declared) - {"labels", "return_loss", "return_dict"}
+        return {k: v for k, v in batch.items() if k in accepted}
+
+    def validate_inputs(self, inputs: Mapping[str, Any]) -> None:
+        """Raise :class:`InputError` for missing keys, empty batches or wrong dtypes."""
+        name = self.family or "generic"
+        missing = [k for k in self.required_keys if k not in inputs or inputs[k] is None]
+        if missing:
+            raise InputError(
+                f"the {name} adapter needs inputs {list(self.required_keys)}; missing {missing}. "
+                f"Got keys {sorted(inputs)}. Build inputs with the model's processor, or describe "
+                "your model's inputs with causalvl.GenericAdapter(vision_keys=..., language_keys=...)."
+            )
+        for key, value in inputs.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            if value.dim() > 0 and value.shape[0] == 0:
+                raise InputError(f"input {key!r} is an empty batch (shape {tuple(value.shape)}).")
+            if (
+                key in self.language_keys
+                and key.endswith("input_ids")
+                and value.is_floating_point()
+            ):
+                raise InputError(
+                    f"input {key!r} has dtype {value.dtype}; token ids must be integers "
+                    "(torch.long). Did you pass embeddings under the ids key?"
+                )
+            if key in self.float_keys and not value.is_floating_point():
+                raise InputError(
+                    f"input {key!r} has dtype {value.dtype}; it must be a floating tensor "
+                    "(convert with .float() or use the model's image processor)."
+                )
+
+    def batch_size(self, inputs: Mapping[str, Any]) -> int:
+        for key in (*self.vision_keys, *self.language_keys, *inputs):
+            value = inputs.get(key)
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return int(value.shape[0])
+        raise InputError(f"no batched tensor among inputs {sorted(inputs)}.")
+
+    # -- outputs --------------------------------------------------------------------------
+    def logits(self, output: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """The answer logits in the model's output. Default: a tensor output, or its
+        ``logits`` field."""
+        if isinstance(output, torch.Tensor):
+            return output
+        for name in ("logits", "logits_per_image", "question_answering_score"):
+            value = _field(output, name)
+            if isinstance(value, torch.Tensor):
+                return value
+        raise UnsupportedModelError(
+            f"cannot find logits in a model output of type {type(output).__name__}; pass "
+            "GenericAdapter(logits=lambda out: ...) to say where they are."
+        )
+
+    def pool(self, role: str, feature: torch.Tensor, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """Reduce a captured feature to one vector per example, ``(batch, dim)``.
+
+        ``(B, D)`` is kept; ``(B, N, D)`` is averaged over N (masked by the attention mask of the
+        role's modality when the lengths agree); ``(B, D, H, W)`` is averaged over H and W.
+        """
+        if feature.dim() == 2:
+            return feature
+        if feature.dim() == 3:
+            mask = self._pool_mask(role, inputs, feature.shape[1])
+            if mask is not None:
+                mask = mask.to(feature.dtype).unsqueeze(-1)
+                return (feature * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+            return feature.mean(1)
+        if feature.dim() == 4:
+            return feature.mean(dim=(2, 3))
+        raise InputError(f"cannot pool role {role!r} feature of shape {tuple(feature.shape)}.")
+
+    def _pool_mask(self, role: str, inputs: Mapping[str, Any], length: int) -> torch.Tensor | None:
+        key = "attention_mask" if role == "language_features" else self.vision_mask_key
+        mask = inputs.get(key) if key else None
+        if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == length:
+            return mask
+        return None
+
+    # -- counterfactual inputs ------------------------------------------------------------
+    def counterfactual_inputs(
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        remove: RemoveKind = "vision",
+        mode: str = "zeros",
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Any]:
+        """Inputs with the vision (or language) part replaced by a null value.
+
+        Vision modes: ``"zeros"``; ``"mean"`` (the mean fitted with :meth:`fit_vision_mean`, else
+        the batch mean); ``"shuffle"`` (another example's image: a derangement within the batch);
+        ``"noise"`` (Gaussian noise with the batch's mean and std); ``"mask"`` (the model's own
+        vision mask, where it has one). Language modes: ``"zeros"`` (content tokens replaced by
+        the pad token, special tokens kept), ``"mask"`` (content tokens masked out of attention),
+        ``"shuffle"`` (another example's text). Only the removed part differs from ``inputs``;
+        nothing in ``inputs`` is modified.
+        """
+        if remove == "vision":
+            if mode not in VISION_MODES:
+                raise ConfigError(
+                    f"vision removal mode {mode!r} unknown; choose one of {VISION_MODES}."
+                )
+            return self._remove_vision(dict(inputs), mode, generator)
+        if remove == "language":
+            if mode not in LANGUAGE_MODES:
+                raise ConfigError(
+                    f"language removal mode {mode!r} unknown; choose one of {LANGUAGE_MODES}."
+                )
+            return self._remove_language(dict(inputs), mode, generator)
+        raise ConfigError(f"remove={remove!r} unknown; choose 'vision' or 'language'.")
+
+    def _present(self, inputs: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if isinstance(inputs.get(k), torch.Tensor)]
+
+    def _remove_vision(
+        self, inputs: dict[str, Any], mode: str, generator: torch.Generator | None
+    ) -> dict[str, Any]:
+        keys = [k for k in self._present(inputs, self.vision_keys) if k != self.vision_mask_key]
+        if not keys:
+            raise InputError(
+                f"no vision input among {sorted(inputs)}; the adapter's vision keys are "
+                f"{list(self.vision_keys)}."
+            )
+        if mode == "mask":
+            return self._mask_vision(inputs, keys)
+        if mode == "shuffle":
+            perm = derangement(self.batch_size(inputs), generator, device=inputs[keys[0]].device)
+            for k in self._present(inputs, self.vision_keys):
+                inputs[k] = inputs[k][perm]
+            return inputs
+        for k in keys:
+            x = inputs[k]
+            if not x.is_floating_point():
+                continue  # integer vision inputs (e.g. masks) are kept unless mode == "mask"
+            if mode == "zeros":
+                inputs[k] = torch.zeros_like(x)
+            elif mode == "mean":
+                mean = self.vision_mean.get(k)
+                mean = x.mean(0, keepdim=True) if mean is None else mean.to(x.device, x.dtype)
+                inputs[k] = mean.expand_as(x).clone()
+            else:  # noise
+                noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=torch.float32)
+                noise = noise.to(device=x.device, dtype=x.dtype)
+                inputs[k] = noise * x.std() + x.mean()
+        return inputs
+
+    def _mask_vision(self, inputs: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+        if self.vision_mask_key is None:
+            raise ConfigError(
+                f"the {self.family or 'generic'} adapter has no vision mask; use mode 'zeros', "
+                "'mean', 'shuffle' or 'noise'."
+            )
+        ref = inputs[keys[0]]
+        mask = inputs.get(self.vision_mask_key)
+        if not isinstance(mask, torch.Tensor):
+            mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
+        inputs[self.vision_mask_key] = torch.zeros_like(mask)
+        for k in keys:
+            if inputs[k].is_floating_point():
+                inputs[k] = torch.zeros_like(inputs[k])
+        return inputs
+
+    def _remove_language(
+        self, inputs: dict[str, Any], mode: str, generator: torch.Generator | None
+    ) -> dict[str, Any]:
+        keys = self._present(inputs, self.language_keys)
+        if not keys:
+            raise InputError(
+                f"no language input among {sorted(inputs)}; the adapter's language keys are "
+                f"{list(self.language_keys)}."
+            )
+        if mode == "shuffle":
+            n = int(inputs[keys[0]].shape[0])
+            perm = derangement(n, generator, device=inputs[keys[0]].device)
+            for k in keys:
+                inputs[k] = inputs[k][perm]
+            return inputs
+        ids_key = next((k for k in keys if k.endswith("input_ids")), None)
+        if ids_key is None:  # continuous language input (e.g. a generic model's embeddings)
+            for k in keys:
+                if inputs[k].is_floating_point():
+                    inputs[k] = torch.zeros_like(inputs[k])
+            return inputs
+        ids = inputs[ids_key]
+        content = torch.ones_like(ids, dtype=torch.bool)
+        for tok in self.special_token_ids:
+            content &= ids != tok
+        if mode == "zeros":
+            inputs[ids_key] = torch.where(content, torch.full_like(ids, self.pad_token_id), ids)
+        else:  # mask
+            mask_key = "attention_mask" if "attention_mask" in keys else None
+            if mask_key is None:
+                raise ConfigError(
+                    "language mode 'mask' needs an 'attention_mask' input; use mode 'zeros'."
+                )
+            am = inputs[mask_key]
+            inputs[mask_key] = torch.where(content, torch.zeros_like(am), am)
+        return inputs
+
+    def fit_vision_mean(self, batches: Iterable[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Fit the dataset mean of each floating vision input (used by mode ``"mean"``).
+
+        Returns and stores ``{key: mean of shape (1, *feature_shape)}``.
+        """
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        for batch in batches:
+            keys = self._present(batch, self.vision_keys)
+            n = 0
+            for k in keys:
+                x = batch[k]
+                if x.is_floating_point():
+                    sums[k] = sums.get(k, 0) + x.detach().double().sum(0, keepdim=True)
+                    n = int(x.shape[0])
+            count += n
+        if count == 0:
+            raise InputError("fit_vision_mean saw no floating vision inputs.")
+        self.vision_mean = {k: (v / count).float() for k, v in sums.items()}
+        return dict(self.vision_mean)
+
+    def language_cache_key(self, inputs: Mapping[str, Any]) -> list[bytes]:
+        """One hashable key per example for the language part (used by prior caches)."""
+        keys = self._present(inputs, self.language_keys)
+        if not keys:
+            raise InputError("no language input to key a cache by.")
+        n = int(inputs[keys[0]].shape[0])
+        rows = [inputs[k].detach().cpu().reshape(n, -1) for k in sorted(keys)]
+        return [b"|".join(r[i].numpy().tobytes() for r in rows) for i in range(n)]
+
+    # -- modules --------------------------------------------------------------------------
+    def resolve(self, target: str, model: nn.Module | None = None) -> tuple[str, nn.Module]:
+        """Resolve a role name, an exact module path, a dotted suffix, or a full-match regex to
+        ``(path, module)``. Raises :class:`NoMatchingModuleError` listing close names."""
+        model = model if model is not None else self.model
+        if model is None:
+            raise ConfigError("adapter is not bound to a model; call adapter.bind(model) first.")
+        return resolve_module(model, target, self.roles, self.family or "generic")
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}(family={self.family or 'generic'!r}, kind={self.kind!r})"
+
+
+class GenericAdapter(ModelAdapter):
+    """Describe any ``nn.Module`` (or callable) to causalvl.
+
+    Args:
+        vision_keys: input keys that carry the image (tensors ``(batch, ...)``).
+        language_keys: input keys that carry the text.
+        logits: ``callable(output) -> Tensor`` picking the answer logits from the model output
+            (default: the output itself if it is a tensor, else its ``logits`` field).
+        roles: role name -> module path, e.g. ``{"vision_features": "image_encoder",
+            "language_features": "text_encoder", "fused": "fusion"}``.
+        kind: ``"classifier"`` or ``"contrastive"``.
+        vision_mask_key: an input key masking vision out, if the model has one.
+        pad_token_id: token id used when language is removed (``"zeros"`` mode).
+        special_token_ids: token ids kept when language is removed.
+        required_keys: inputs the model cannot run without (default: all vision and language
+            keys).
+
+    Example:
+        >>> import torch, causalvl
+        >>> class Net(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.img = torch.nn.Linear(4, 8)
+        ...         self.txt = torch.nn.Embedding(10, 8)
+        ...         self.head = torch.nn.Linear(8, 3)
+        ...     def forward(self, image, tokens):
+        ...         return self.head(self.img(image) * self.txt(tokens).mean(1))
+        >>> adapter = causalvl.GenericAdapter(vision_keys=["image"], language_keys=["tokens"],
+        ...     roles={"vision_features": "img", "language_features": "txt", "fused": "head"})
+        >>> vl = causalvl.intervene(Net(), causalvl.IdentityConfig(), adapter=adapter)
+        >>> vl(image=torch.randn(2, 4), tokens=torch.randint(0, 10, (2, 5))).logits.shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        *,
+        vision_keys: Iterable[str],
+        language_keys: Iterable[str],
+        logits: Callable[[Any], torch.Tensor] | None = None,
+        roles: Mapping[str, str] | None = None,
+        kind: Literal["classifier", "contrastive"] = "classifier",
+        vision_mask_key: str | None = None,
+        pad_token_id: int = 0,
+        special_token_ids: Iterable[int] = (),
+        required_keys: Iterable[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.vision_keys = _key_tuple("vision_keys", vision_keys)
+        self.language_keys = _key_tuple("language_keys", language_keys)
+        if not self.vision_keys and not self.language_keys:
+            raise ConfigError("GenericAdapter needs at least one vision key or language key.")
+        overlap = set(self.vision_keys) & set(self.language_keys)
+        if overlap:
+            raise ConfigError(f"keys {sorted(overlap)} are listed as both vision and language.")
+        if logits is not None and not callable(logits):
+            raise ConfigError(f"GenericAdapter(logits=...) must be callable, got {logits!r}.")
+        if kind not in ("classifier", "contrastive"):
+            raise ConfigError(
+                f"GenericAdapter(kind={kind!r}); choose 'classifier' or 'contrastive'."
+            )
+        self.kind = kind  # type: ignore[misc]
+        self._logits_fn = logits
+        self.roles = dict(roles or {})
+        self.vision_mask_key = vision_mask_key
+        self._pad = int(pad_token_id)
+        self._special = frozenset(int(t) for t in special_token_ids)
+        self.required_keys = (
+            _key_tuple("required_keys", required_keys)
+            if required_keys is not None
+            else self.vision_keys + self.language_keys
+        )
+
+    @property
+    def pad_token_id(self) -> int:
+        return self._pad
+
+    @property
+    def special_token_ids(self) -> frozenset[int]:
+        return self._special
+
+    def logits(self, output: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
+        if self._logits_fn is not None:
+            value = self._logits_fn(output)
+            if not isinstance(value, torch.Tensor):
+                raise UnsupportedModelError(
+                    f"GenericAdapter's logits callable returned {type(value).__name__}, not a tensor."
+                )
+            return value
+        return super().logits(output, inputs)
+
+
+# -- registry ---------------------------------------------------------------------------
+_REGISTRY: dict[str, type[ModelAdapter]] = {}
+
+
+def register_adapter(*families: str) -> Callable[[type[ModelAdapter]], type[ModelAdapter]]:
+    """Class decorator registering an adapter for ``model.config.model_type`` values or model
+    class names.
+
+    Example:
+        >>> @register_adapter("my_vlm")                      # doctest: +SKIP
+        ... class MyAdapter(ModelAdapter): ...
+    """
+
+    def deco(cls: type[ModelAdapter]) -> type[ModelAdapter]:
+        for fam in families:
+            _REGISTRY[fam] = cls
+        return cls
+
+    return deco
+
+
+def known_families() -> list[str]:
+    return sorted(k for k in _REGISTRY if not k[:1].isupper())
+
+
+def get_adapter(model: nn.Module, adapter: ModelAdapter | str = "auto") -> ModelAdapter:
+    """The adapter bound to ``model``: an adapter instance, a family name, or ``"auto"``
+    (found by ``model.config.model_type``, then by class name)."""
+    from . import families  # noqa: F401  (registers the built-in families)
+
+    if isinstance(adapter, ModelAdapter):
+        return adapter.bind(model)
+    if not isinstance(adapter, str):
+        raise ConfigError(
+            f"adapter must be 'auto', a family name or a ModelAdapter, got {type(adapter).__name__}."
+        )
+    if adapter != "auto":
+        if adapter not in _REGISTRY:
+            raise UnsupportedModelError(
+                f"unknown adapter {adapter!r}; known families: {', '.join(known_families())}."
+            )
+        return _REGISTRY[adapter]().bind(model)
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    for key in (model_type, type(model).__name__):
+        if key in _REGISTRY:
+            return _REGISTRY[key]().bind(model)
+    raise UnsupportedModelError(
+        f"no adapter for {type(model).__name__} (model_type={model_type!r}). Known families: "
+        f"{', '.join(known_families())}. Describe your model with the generic adapter, e.g. "
+        "causalvl.intervene(model, cfg, adapter=causalvl.GenericAdapter(vision_keys=['pixel_values'], "
+        "language_keys=['input_ids'], roles={'vision_features': 'vision_encoder', "
+        "'language_features': 'text_encoder'}))."
+    )
+
+
+def resolve_module(
+    model: nn.Module, target: str, roles: Mapping[str, str], family: str
+) -> tuple[str, nn.Module]:
+    """Resolve ``target`` (role name, exact path, dotted suffix, or full-match regex)."""
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"module target must be a non-empty string, got {target!r}.")
+    names = dict(model.named_modules())
+    path = roles.get(target, target)
+    if path in names:
+        return path, names[path]
+    suffix = [n for n in names if n.endswith("." + path)]
+    if len(suffix) == 1:
+        return suffix[0], names[suffix[0]]
+    try:
+        pattern = re.compile(path)
+        regex = [n for n in names if n and pattern.fullmatch(n)]
+    except re.error:
+        regex = []
+    if len(regex) == 1:
+        return regex[0], names[regex[0]]
+    if len(suffix) > 1 or len(regex) > 1:
+        many = suffix if len(suffix) > 1 else regex
+        raise NoMatchingModuleError(
+            f"target {target!r} matches {len(many)} modules of {type(model).__name__} "
+            f"({', '.join(many[:5])}, ...); pass an exact path."
+        )
+    close = difflib.get_close_matches(path, [n for n in names if n], n=5, cutoff=0.3)
+    raise NoMatchingModuleError(
+        f"target {target!r} matched no module in {type(model).__name__}. Known roles for "
+        f"adapter {family!r}: {', '.join(sorted(roles)) or '(none)'}. Closest module names: "
+        f"{', '.join(close) or '(none)'}. Pass a role name, an exact path, or a regex."
+    )
+
+
+def derangement(
+    n: int, generator: torch.Generator | None, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """A random permutation of ``range(n)`` with no fixed point (``n >= 2``; identity for 1)."""
+    if n < 2:
+        return torch.zeros(n, dtype=torch.long, device=device)
+    perm = torch.randperm(n, generator=generator)
+    # rotate by a random non-zero shift over a random order: perm[i] -> perm[(i+s) % n]
+    shift = int(torch.randint(1, n, (1,), generator=generator))
+    out = torch.empty(n, dtype=torch.long)
+    out[perm] = perm.roll(-shift)
+    return out.to(device)
+
+
+def _forward_keys(model: nn.Module) -> frozenset[str] | None:
+    forward = getattr(model, "forward", model)
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and not hasattr(
+        model, "config"
+    ):
+        return None
+    return frozenset(
+        n
+        for n, p in params.items()
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )
+
+
+def _field(output: Any, name: str) -> Any:
+    if isinstance(output, Mapping) or hasattr(output, "keys"):
+        try:
+            return output[name] if name in output.keys() else None
+        except (KeyError, TypeError):
+            return None
+    return getattr(output, name, None)
+
+
+def _key_tuple(name: str, keys: Iterable[str] | None) -> tuple[str, ...]:
+    if isinstance(keys, str):
+        raise ConfigError(f"{name} must be a list of input names, got the string {keys!r}.")
+    out = tuple(keys or ())
+    for k in out:
+        if not isinstance(k, str) or not k:
+            raise ConfigError(f"{name} holds {k!r}; input names are non-empty strings.")
+    return out

@@ -1,0 +1,1 @@
+"""Datasets: real image sources, bias constructions, a word tokenizer, public-benchmark loaders."""

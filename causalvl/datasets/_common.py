@@ -1,0 +1,185 @@
+"""Shared pieces of the bias constructions: collate, seeded splits, real pixel edits."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError, DataError
+from .sources import CIFAR10_SUPERCLASS, ImageSource
+
+#: Tint colours (RGB unit vectors) used by colour questions.
+COLOURS: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+}
+
+
+def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Batch a list of example dicts: tensors are stacked, numbers become tensors, strings and
+    lists of strings stay Python lists.
+
+    Args:
+        items: dicts with the same keys (e.g. the items of any dataset in this package).
+
+    Returns:
+        One dict: ``(B, ...)`` tensors for tensor and number fields, length-``B`` lists otherwise.
+
+    Example::
+
+        >>> import torch
+        >>> b = collate([{"x": torch.zeros(2), "q": "a"}, {"x": torch.ones(2), "q": "b"}])
+        >>> b["x"].shape, b["q"]
+        (torch.Size([2, 2]), ['a', 'b'])
+    """
+    if not items:
+        raise DataError("collate got an empty list of examples.")
+    keys = list(items[0].keys())
+    for i, it in enumerate(items):
+        if set(it.keys()) != set(keys):
+            raise DataError(
+                f"collate: example {i} has keys {sorted(it.keys())}, example 0 has {sorted(keys)}; "
+                "batch examples from the same dataset."
+            )
+    out: dict[str, Any] = {}
+    for k in keys:
+        vals = [it[k] for it in items]
+        v0 = vals[0]
+        if torch.is_tensor(v0):
+            out[k] = torch.stack(vals)
+        elif isinstance(v0, bool):
+            out[k] = torch.tensor(vals, dtype=torch.bool)
+        elif isinstance(v0, int):
+            out[k] = torch.tensor(vals, dtype=torch.long)
+        elif isinstance(v0, float):
+            out[k] = torch.tensor(vals, dtype=torch.float32)
+        else:
+            out[k] = list(vals)
+    return out
+
+
+def make_rng(seed: int, *purpose: str | int) -> np.random.Generator:
+    """A numpy Generator for ``seed`` and a purpose tag (independent streams per purpose)."""
+    words = [int(seed) & 0xFFFFFFFF]
+    for p in purpose:
+        words.append(zlib.crc32(p.encode()) if isinstance(p, str) else int(p) & 0xFFFFFFFF)
+    return np.random.default_rng(np.random.SeedSequence(words))
+
+
+def torch_generator(rng: np.random.Generator) -> torch.Generator:
+    """A torch Generator seeded from a numpy Generator (for pixel noise)."""
+    g = torch.Generator()
+    g.manual_seed(int(rng.integers(0, 2**62)))
+    return g
+
+
+def split_pools(
+    source: ImageSource, train_per_class: int | None, test_fraction: float, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Disjoint per-class image pools ``(train, held_out)`` for ``seed``.
+
+    Each class's images are shuffled; ``held_out`` takes ``test_fraction`` of them (at least
+    one), ``train`` takes the next ``train_per_class`` (all the rest when ``None``).
+    """
+    rng = make_rng(seed, "image-split")
+    train, held = [], []
+    for c, idx in enumerate(source.indices_by_class()):
+        if len(idx) < 2:
+            raise DataError(
+                f"class {source.class_names[c]!r} of {source.name} has {len(idx)} image(s); each "
+                "class needs at least 2 so train and test images can be disjoint."
+            )
+        perm = rng.permutation(idx)
+        n_test = min(len(idx) - 1, max(1, int(round(test_fraction * len(idx)))))
+        held.append(np.sort(perm[:n_test]))
+        rest = perm[n_test:]
+        if train_per_class is not None:
+            rest = rest[:train_per_class]
+        train.append(np.sort(rest))
+    return train, held
+
+
+def stratified_counts(probs: np.ndarray, n: int) -> np.ndarray:
+    """Integer counts summing to ``n`` closest to ``n * probs`` (largest remainders)."""
+    raw = probs * n
+    counts = np.floor(raw).astype(np.int64)
+    short = n - int(counts.sum())
+    if short > 0:
+        order = np.argsort(-(raw - counts), kind="stable")
+        counts[order[:short]] += 1
+    return counts
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """``(N, C, H, W)`` float -> ``(N, C, size, size)`` (bilinear, antialiased when shrinking)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    shrink = images.shape[-1] > size
+    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return out.clamp_(0.0, 1.0)
+
+
+def to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """Repeat a single channel to three; three-channel images are returned unchanged."""
+    return images.expand(-1, 3, -1, -1).clone() if images.shape[1] == 1 else images
+
+
+def tint(images: torch.Tensor, colours: torch.Tensor, strength: float) -> torch.Tensor:
+    """Recolour pixels: ``out = x * ((1 - strength) + strength * colour)`` per channel.
+
+    Args:
+        images: ``(N, 3, H, W)`` float in ``[0, 1]``.
+        colours: ``(N, 3)`` RGB unit vectors (rows of :data:`COLOURS`).
+        strength: 0 leaves the image unchanged, 1 keeps only the colour's channel.
+    """
+    scale = (1.0 - strength) + strength * colours
+    return images * scale[:, :, None, None]
+
+
+def add_noise(images: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    """Additive Gaussian pixel noise, clipped to ``[0, 1]``."""
+    if std <= 0:
+        return images
+    noise = torch.randn(images.shape, generator=generator) * std
+    return (images + noise).clamp_(0.0, 1.0)
+
+
+def article(word: str) -> str:
+    """``"an"`` before a vowel sound (by spelling), else ``"a"``."""
+    return "an" if word[:1].lower() in "aeiou" or word in ("8", "11", "18") else "a"
+
+
+def superclass_map(
+    source: ImageSource, superclasses: Mapping[str, str] | None
+) -> tuple[list[str], list[int]] | None:
+    """``(superclass names, class id -> superclass id)``: the given mapping, parity for
+    digit-named classes, the animal/vehicle split for CIFAR-10 names, else ``None``."""
+    names = source.class_names
+    if superclasses is None:
+        if all(n.isdigit() for n in names):
+            superclasses = {n: ("even" if int(n) % 2 == 0 else "odd") for n in names}
+        elif all(n in CIFAR10_SUPERCLASS for n in names):
+            superclasses = {n: CIFAR10_SUPERCLASS[n] for n in names}
+        else:
+            return None
+    missing = [n for n in names if n not in superclasses]
+    if missing:
+        raise ConfigError(
+            f"superclasses has no entry for classes {missing}; map every class name of the "
+            "source to a superclass name."
+        )
+    sup_names = sorted({superclasses[n] for n in names})
+    if len(sup_names) < 2:
+        raise ConfigError(f"superclasses must define at least 2 superclasses, got {sup_names}.")
+    return sup_names, [sup_names.index(superclasses[n]) for n in names]
+
+
+def prepared_images(source: ImageSource, image_size: int) -> torch.Tensor:
+    """All source images as float RGB ``(N, 3, image_size, image_size)`` in ``[0, 1]``."""
+    return to_rgb(resize(source.float_images(), image_size))

@@ -1,0 +1,178 @@
+"""Pure metric functions on tensors (or anything ``torch.as_tensor`` accepts).
+
+All rates are fractions in ``[0, 1]``. Shapes: ``preds`` ``(N,)`` long class ids; ``labels``
+``(N,)`` long class ids or ``(N, A)`` float soft scores (VQA); ``groups`` ``(N,)`` long.
+
+    >>> import torch
+    >>> from causalvl.diagnostics.metrics import worst_group_accuracy
+    >>> preds, labels = torch.tensor([0, 1, 1, 0]), torch.tensor([0, 1, 0, 0])
+    >>> worst_group_accuracy(preds, labels, groups=torch.tensor([0, 0, 1, 1])).group
+    1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from .results import BiasAlignment, GroupMetrics, GroupScore
+
+
+def _as_1d(name: str, value: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+    t = torch.as_tensor(value).detach().cpu()
+    if dtype is not None:
+        t = t.to(dtype)
+    if t.dim() != 1:
+        raise InputError(f"{name} must have shape (N,), got {tuple(t.shape)}.")
+    return t
+
+
+def _same_length(**tensors: torch.Tensor) -> int:
+    sizes = {k: int(v.shape[0]) for k, v in tensors.items()}
+    if len(set(sizes.values())) > 1:
+        raise InputError(f"inputs must have the same number of examples, got sizes {sizes}.")
+    n = next(iter(sizes.values()))
+    if n == 0:
+        raise InputError("cannot compute a metric on zero examples; pass a non-empty batch.")
+    return n
+
+
+def correctness(preds: Any, labels: Any) -> torch.Tensor:
+    """Per-example correctness in ``[0, 1]``, shape ``(N,)`` float64.
+
+    Args:
+        preds: ``(N,)`` predicted class ids.
+        labels: ``(N,)`` class ids (correct = 1.0 when equal), or ``(N, A)`` soft scores
+            (correct = the score of the predicted answer, clamped to [0, 1]).
+    """
+    preds = _as_1d("preds", preds).long()
+    labels = torch.as_tensor(labels).detach().cpu()
+    if labels.dim() == 2:
+        _same_length(preds=preds, labels=labels)
+        if int(preds.max()) >= labels.shape[1] or int(preds.min()) < 0:
+            raise InputError(
+                f"predicted ids must index the {labels.shape[1]} soft-score columns, got range "
+                f"[{int(preds.min())}, {int(preds.max())}]."
+            )
+        return labels.to(torch.float64).gather(1, preds[:, None])[:, 0].clamp(0.0, 1.0)
+    if labels.dim() != 1:
+        raise InputError(
+            f"labels must be (N,) class ids or (N, A) soft scores, got shape {tuple(labels.shape)}."
+        )
+    _same_length(preds=preds, labels=labels)
+    return (preds == labels.long()).to(torch.float64)
+
+
+def accuracy(preds: Any, labels: Any) -> float:
+    """Fraction of examples answered correctly (mean soft score for ``(N, A)`` labels)."""
+    return float(correctness(preds, labels).mean())
+
+
+def group_metrics(
+    correct: Any,
+    groups: Any,
+    *,
+    names: Mapping[int, str] | Callable[[int], str] | None = None,
+    train_weights: Mapping[int, float] | None = None,
+    group_source: str = "the batch key 'group'",
+) -> GroupMetrics:
+    """Per-group accuracy, worst group and the three averages, from per-example correctness.
+
+    Args:
+        correct: ``(N,)`` correctness in [0, 1] (see :func:`correctness`).
+        groups: ``(N,)`` integer group ids.
+        names: group id -> readable name (mapping or function); default ``"group=<id>"``.
+        train_weights: optional group id -> share of the training set, for the
+            train-proportion weighted average (normalised over the groups present).
+        group_source: how the groups were derived, shown in reports.
+
+    Returns:
+        :class:`GroupMetrics`; ties for the worst group go to the smallest group id.
+    """
+    correct = _as_1d("correct", correct, torch.float64)
+    groups = _as_1d("groups", groups).long()
+    _same_length(correct=correct, groups=groups)
+    ids, inverse = torch.unique(groups, sorted=True, return_inverse=True)
+    counts = torch.bincount(inverse, minlength=len(ids)).to(torch.float64)
+    sums = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inverse, correct)
+    accs = sums / counts
+
+    def name_of(g: int) -> str:
+        if names is None:
+            return f"group={g}"
+        if callable(names) and not isinstance(names, Mapping):
+            return str(names(g))
+        return str(names.get(g, f"group={g}"))
+
+    per_group = tuple(
+        GroupScore(group=int(g), name=name_of(int(g)), accuracy=float(a), n=int(c))
+        for g, a, c in zip(ids.tolist(), accs.tolist(), counts.tolist())
+    )
+    worst = per_group[int(torch.argmin(accs))]  # argmin returns the first minimum
+    average = float(correct.mean())
+    train_avg = None
+    if train_weights is not None:
+        w = torch.tensor([float(train_weights.get(g.group, 0.0)) for g in per_group], dtype=torch.float64)
+        if float(w.sum()) <= 0:
+            raise InputError(
+                f"train_weights {dict(train_weights)} give no weight to the evaluated groups "
+                f"{[g.group for g in per_group]}."
+            )
+        train_avg = float((w / w.sum() * accs).sum())
+    return GroupMetrics(
+        per_group=per_group,
+        worst_group=worst,
+        average_sample_weighted=average,
+        average_over_groups=float(accs.mean()),
+        worst_group_accuracy=worst.accuracy,
+        gap=average - worst.accuracy,
+        average_train_weighted=train_avg,
+        group_source=group_source,
+    )
+
+
+def group_accuracy(preds: Any, labels: Any, groups: Any) -> dict[int, float]:
+    """Accuracy of each group: ``{group_id: fraction correct}``."""
+    m = group_metrics(correctness(preds, labels), groups)
+    return {g.group: g.accuracy for g in m.per_group}
+
+
+def worst_group_accuracy(preds: Any, labels: Any, groups: Any, **kwargs: Any) -> GroupScore:
+    """The group with the lowest accuracy (not the smallest group), as a :class:`GroupScore`."""
+    return group_metrics(correctness(preds, labels), groups, **kwargs).worst_group
+
+
+def bias_alignment(correct: Any, aligned: Any) -> BiasAlignment:
+    """Accuracy on bias-aligned vs. bias-conflicting examples and their gap.
+
+    Args:
+        correct: ``(N,)`` correctness in [0, 1].
+        aligned: ``(N,)`` bool, true where the answer agrees with the training prior.
+    """
+    correct = _as_1d("correct", correct, torch.float64)
+    aligned = _as_1d("aligned", aligned).bool()
+    _same_length(correct=correct, aligned=aligned)
+    n_a, n_c = int(aligned.sum()), int((~aligned).sum())
+    acc_a = float(correct[aligned].mean()) if n_a else None
+    acc_c = float(correct[~aligned].mean()) if n_c else None
+    gap = acc_a - acc_c if acc_a is not None and acc_c is not None else None
+    return BiasAlignment(
+        accuracy_aligned=acc_a,
+        accuracy_conflicting=acc_c,
+        gap=gap,
+        n_aligned=n_a,
+        n_conflicting=n_c,
+    )
+
+
+__all__ = [
+    "accuracy",
+    "bias_alignment",
+    "correctness",
+    "group_accuracy",
+    "group_metrics",
+    "worst_group_accuracy",
+]

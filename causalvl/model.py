@@ -1,0 +1,432 @@
+"""``causalvl.intervene``: wrap any vision-language model with causal interventions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._version import __version__
+from .adapters.base import ModelAdapter, get_adapter
+from .config import InterventionConfig, as_config_list, atomic_write_text
+from .errors import (
+    AlreadyIntervenedError,
+    CheckpointError,
+    ConfigError,
+    InputError,
+    InterventionStateError,
+    NoMatchingModuleError,
+)
+from .hooks import HookManager, get_primary
+from .interventions.base import ForwardState, Intervention, implementation_for
+from .outputs import InterventionOutput, ObjectiveOutput
+
+CONFIG_NAME = "intervention_config.json"
+WEIGHTS_NAME = "intervention_weights.safetensors"
+
+
+class _CallableModule(nn.Module):
+    """Holds a plain callable so it can be wrapped like an ``nn.Module``."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, **inputs: Any) -> Any:
+        return self.fn(**inputs)
+
+
+class IntervenedModel(nn.Module):
+    """A base model wrapped with causal interventions. Build it with :func:`intervene`.
+
+    Calling it with the base model's keyword inputs returns an :class:`InterventionOutput`.
+    Intervention parameters are submodules (``vl.interventions``), so ``.to()``,
+    ``.parameters()`` and ``state_dict()`` cover them; the base model is ``vl.base_model``.
+    """
+
+    def __init__(
+        self,
+        base_model: nn.Module,
+        configs: list[InterventionConfig],
+        adapter: ModelAdapter,
+        *,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.base_model = base_model
+        self.adapter = adapter
+        self.configs = list(configs)
+        self.interventions = nn.ModuleDict()
+        for i, cfg in enumerate(self.configs):
+            impl = implementation_for(cfg)(cfg, base_model, adapter)
+            self.interventions[f"{i}_{cfg.type}"] = impl
+        self._disabled = False
+        self._generator = torch.Generator().manual_seed(seed)
+        self._roles = self._resolve_capture_roles()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _resolve_capture_roles(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for impl in self._impls():
+            for role in impl.capture_roles:
+                if role not in out:
+                    out[role] = self.adapter.resolve(role, self.base_model)[0]
+        return out
+
+    def _impls(self) -> list[Intervention]:
+        return list(self.interventions.values())  # type: ignore[arg-type]
+
+    def _gather_inputs(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        if len(args) > 1 or (args and not isinstance(args[0], Mapping)):
+            raise InputError(
+                "pass the model inputs as keyword arguments (vl(**inputs)) or as one mapping "
+                f"(vl(batch)); got {len(args)} positional argument(s)."
+            )
+        merged = {**(args[0] if args else {}), **kwargs}
+        if not merged:
+            raise InputError("no inputs given; call vl(**processor(images=..., text=...)).")
+        inputs = self.adapter.model_inputs(merged)
+        if not inputs:
+            raise InputError(
+                f"none of the given keys {sorted(merged)} is an input of "
+                f"{type(self.base_model).__name__}; expected e.g. {list(self.adapter.required_keys)}."
+            )
+        self.adapter.validate_inputs(inputs)
+        return inputs
+
+    def _run_base(self, inputs: Mapping[str, Any]) -> tuple[Any, torch.Tensor]:
+        raw = self.base_model(**inputs)
+        return raw, self.adapter.logits(raw, inputs)
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> InterventionOutput:
+        """Run the factual pass, any counterfactual passes, and combine them.
+
+        Args:
+            **kwargs: the base model's keyword inputs (a single mapping positional argument is
+                accepted too; labels and other metadata keys are ignored).
+
+        Returns:
+            InterventionOutput: ``logits`` (the intervened prediction), ``factual_logits``,
+            ``counterfactual_logits``, ``effects``, ``branch_logits``, ``features``.
+        """
+        inputs = self._gather_inputs(args, kwargs)
+        if self._disabled or not len(self.interventions):
+            raw, logits = self._run_base(inputs)
+            return InterventionOutput(logits=logits, factual_logits=logits, raw_output=raw)
+
+        raw_features: dict[str, torch.Tensor] = {}
+        box: dict[str, Any] = {"inputs": inputs}
+        with HookManager() as hooks:
+            for impl in self._impls():
+                impl.install(hooks, box)
+            capture = HookManager()
+            try:
+                for role, path in self._roles.items():
+                    hooks_fn = _capture_hook(raw_features, role)
+                    capture.add_forward_hook(self.base_model.get_submodule(path), hooks_fn)
+                raw, logits = self._run_base(inputs)
+            finally:
+                capture.remove()
+
+            def run(other: Mapping[str, Any]) -> torch.Tensor:
+                box["inputs"] = other
+                try:
+                    return self._run_base(other)[1]
+                finally:
+                    box["inputs"] = inputs
+
+            state = ForwardState(
+                inputs=inputs,
+                adapter=self.adapter,
+                training=self.training,
+                factual_logits=logits,
+                logits=logits,
+                raw_output=raw,
+                run=run,
+                generator=self._generator,
+                raw_features=raw_features,
+                features={r: self.adapter.pool(r, f, inputs) for r, f in raw_features.items()},
+            )
+            for impl in self._impls():
+                impl.combine(state)
+        return state.freeze()
+
+    # -- training objective ----------------------------------------------------------------
+    def objective(self, output: InterventionOutput, batch: Mapping[str, Any]) -> ObjectiveOutput:
+        """The training loss of the stacked interventions, with its named parts.
+
+        The task loss on ``output.logits`` (``"task"``: cross-entropy for class-id labels,
+        answer-summed BCE for soft scores) is included unless an intervention replaces it.
+        """
+        parts: dict[str, torch.Tensor] = {}
+        if not any(impl.replaces_task_loss for impl in self._impls()) or self._disabled:
+            parts["task"] = task_loss(output.logits, batch, kind=self.adapter.kind)
+        if not self._disabled:
+            for name, impl in self.interventions.items():
+                for part, value in impl.loss(output, batch).items():
+                    key = part if part not in parts else f"{name}.{part}"
+                    parts[key] = value
+        if not parts:
+            raise InterventionStateError("no loss parts: nothing to train.")
+        loss = torch.stack([p.reshape(()) for p in parts.values()]).sum()
+        return ObjectiveOutput(loss=loss, parts={k: v.detach() for k, v in parts.items()})
+
+    # -- state ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def disable_interventions(self) -> Iterator[IntervenedModel]:
+        """Run the plain factual forward inside the block; restored on exit, also on errors."""
+        previous = self._disabled
+        self._disabled = True
+        try:
+            yield self
+        finally:
+            self._disabled = previous
+
+    def unwrap(self) -> nn.Module | Callable[..., Any]:
+        """The untouched base model (or the callable that was wrapped)."""
+        if isinstance(self.base_model, _CallableModule):
+            return self.base_model.fn
+        return self.base_model
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        """Generate with the base model; interventions that define ``generate`` (counterfactual
+        decoding) take over the decoding loop."""
+        for impl in self._impls():
+            gen = getattr(impl, "generate", None)
+            if callable(gen) and not self._disabled:
+                return gen(self.base_model, self.adapter, *args, **kwargs)
+        if not hasattr(self.base_model, "generate"):
+            raise InterventionStateError(f"{type(self.base_model).__name__} cannot generate.")
+        return self.base_model.generate(*args, **kwargs)
+
+    def intervention_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the interventions only (not the base model)."""
+        return self.interventions.parameters()
+
+    # -- save / load ----------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``intervention_config.json`` and ``intervention_weights.safetensors``.
+
+        Only intervention parameters and buffers are written (never the base model); both
+        files are written atomically. Returns the directory.
+        """
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            k: v.detach().cpu().contiguous().clone()
+            for k, v in self.interventions.state_dict().items()
+        }
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"format": "pt", "causalvl_version": __version__})
+            os.replace(tmp, directory / WEIGHTS_NAME)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        meta = {
+            "causalvl_version": __version__,
+            "adapter": self.adapter.family or "generic",
+            "interventions": [c.to_dict() for c in self.configs],
+        }
+        atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, model: nn.Module, directory: str | os.PathLike, *, adapter: ModelAdapter | str = "auto"
+    ) -> IntervenedModel:
+        """Same as :func:`causalvl.load`."""
+        return load(directory, model, adapter=adapter)
+
+    def extra_repr(self) -> str:
+        return f"adapter={self.adapter.describe()}"
+
+
+def _capture_hook(store: dict[str, torch.Tensor], role: str) -> Callable[..., None]:
+    def _causalvl_capture_hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+        store[role] = get_primary(output)
+
+    return _causalvl_capture_hook
+
+
+def task_loss(
+    logits: torch.Tensor, batch: Mapping[str, Any], *, kind: str = "classifier"
+) -> torch.Tensor:
+    """The plain task loss on ``logits``.
+
+    Class ids ``(B,)`` -> cross-entropy; soft scores ``(B, A)`` -> BCE summed over answers and
+    averaged over the batch (the VQA convention); contrastive logits without labels -> the
+    symmetric InfoNCE loss with matching pairs on the diagonal.
+    """
+    labels = batch.get("labels") if isinstance(batch, Mapping) else None
+    if labels is None:
+        if kind == "contrastive" and logits.shape[0] == logits.shape[1]:
+            target = torch.arange(logits.shape[0], device=logits.device)
+            return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+        raise InputError("the batch has no 'labels'; the task loss needs them.")
+    labels = labels.to(logits.device)
+    if labels.is_floating_point():
+        if labels.shape != logits.shape:
+            raise InputError(
+                f"soft-score labels of shape {tuple(labels.shape)} do not match logits "
+                f"{tuple(logits.shape)}."
+            )
+        return (
+            F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * logits.shape[-1]
+        )
+    if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
+        raise InputError(
+            f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}."
+        )
+    return F.cross_entropy(logits, labels)
+
+
+def intervene(
+    model: nn.Module | Callable[..., Any],
+    config: InterventionConfig | Iterable[InterventionConfig],
+    *,
+    adapter: ModelAdapter | str = "auto",
+    seed: int = 0,
+) -> IntervenedModel:
+    """Wrap ``model`` with one or several interventions.
+
+    Args:
+        model: a Hugging Face VL model, any ``nn.Module``, or a plain callable taking keyword
+            inputs (the latter two with a :class:`~causalvl.GenericAdapter`).
+        config: one intervention config or a list; they are applied in order.
+        adapter: ``"auto"`` (found by ``model.config.model_type``), a family name, or an
+            adapter instance.
+        seed: seeds the wrapper's own generator (shuffle / noise counterfactual inputs).
+
+    Returns:
+        IntervenedModel: an ``nn.Module`` whose forward returns an
+        :class:`~causalvl.InterventionOutput`. The user's model is not modified.
+
+    Raises:
+        AlreadyIntervenedError: ``model`` is already wrapped.
+        UnsupportedModelError: no adapter knows the model and none was given.
+
+    Example:
+        >>> import torch, causalvl
+        >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+        >>> vl = causalvl.intervene(net, causalvl.IdentityConfig())
+        >>> batch = {"pixel_values": torch.rand(2, 3, 8, 8),
+        ...          "input_ids": torch.randint(1, 20, (2, 5))}
+        >>> torch.equal(vl(**batch).logits, net(**batch))
+        True
+    """
+    if isinstance(model, IntervenedModel):
+        raise AlreadyIntervenedError(
+            "this model is already wrapped by causalvl.intervene; pass all configs in one call "
+            "(intervene(model, [cfg1, cfg2])) or call .unwrap() first."
+        )
+    configs = as_config_list(config)
+    if not isinstance(model, nn.Module):
+        if not callable(model):
+            raise ConfigError(
+                f"cannot wrap a {type(model).__name__}; pass an nn.Module or a callable."
+            )
+        if isinstance(adapter, str):
+            raise ConfigError(
+                "a plain callable needs an explicit adapter: "
+                "intervene(fn, cfg, adapter=causalvl.GenericAdapter(vision_keys=[...], language_keys=[...]))."
+            )
+        model = _CallableModule(model)
+    bound = get_adapter(model, adapter)
+    return IntervenedModel(model, configs, bound, seed=seed)
+
+
+def load(
+    directory: str | os.PathLike, model: nn.Module, *, adapter: ModelAdapter | str = "auto"
+) -> IntervenedModel:
+    """Restore interventions saved with :meth:`IntervenedModel.save_pretrained` onto ``model``.
+
+    Raises:
+        CheckpointError: a file is missing or corrupted, or the weights do not match.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for path in (cfg_path, w_path):
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path} is missing; a saved intervention folder holds {CONFIG_NAME} and {WEIGHTS_NAME}."
+            )
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        configs = [InterventionConfig.from_dict(d) for d in meta["interventions"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(
+            f"{cfg_path} is corrupted or not an intervention config: {exc}"
+        ) from exc
+    vl = intervene(model, configs, adapter=adapter)
+    try:
+        tensors = load_file(str(w_path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{w_path} is corrupted or not a safetensors file: {exc}") from exc
+    expected = vl.interventions.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{w_path} does not match the configured interventions: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}."
+        )
+    for key, value in tensors.items():
+        if value.shape != expected[key].shape:
+            raise CheckpointError(
+                f"{w_path}: tensor {key!r} has shape {tuple(value.shape)}, the model expects "
+                f"{tuple(expected[key].shape)} (saved for a different model size?)."
+            )
+    vl.interventions.load_state_dict(tensors, strict=True)
+    return vl
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    """One role of a model: the module path it resolves to and the module's type."""
+
+    role: str
+    path: str | None
+    module_type: str | None
+    error: str | None = None
+
+
+def inspect_targets(
+    model: nn.Module | IntervenedModel, *, adapter: ModelAdapter | str = "auto"
+) -> list[TargetInfo]:
+    """List the adapter's roles and the module each resolves to.
+
+    Example:
+        >>> import causalvl
+        >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+        >>> [t.role for t in causalvl.inspect_targets(net)]
+        ['fused', 'language_features', 'vision_features']
+    """
+    if isinstance(model, IntervenedModel):
+        bound, base = model.adapter, model.base_model
+    else:
+        bound, base = get_adapter(model, adapter), model
+    out = []
+    for role in sorted(bound.roles):
+        try:
+            path, module = bound.resolve(role, base)
+            out.append(TargetInfo(role, path, type(module).__name__))
+        except NoMatchingModuleError as exc:
+            out.append(TargetInfo(role, None, None, str(exc)))
+    return out
