@@ -577,7 +577,7 @@ def _forward_keys(model: nn.Module) -> frozenset[str] | None:
 def _field(output: Any, name: str) -> Any:
     if isinstance(output, Mapping) or hasattr(output, "keys"):
         try:
-            return output[name] if name in output.keys() else None
+            return output[name] if name in output.keys() else None  # noqa: SIM118
         except (KeyError, TypeError):
             return None
     return getattr(output, name, None)
