@@ -1,0 +1,115 @@
+"""Building blocks shared by the interventions that add branch heads (CF-VQA, RUBi, GGE, LMH).
+
+* :func:`stop_gradient_into` — identity forward, zero gradient backward (the published
+  ``GradMulConst(x, 0)``), so branch heads never train the encoders they read from.
+* :class:`BranchMLP` — the question-only / vision-only MLP of the published code.
+* :func:`infer_feature_dim` / :func:`infer_num_answers` — size heads from the model so users
+  rarely have to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..adapters.base import ModelAdapter
+from ..errors import ConfigError
+
+
+class _GradMulConst(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, const: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.const = const
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return grad * ctx.const, None
+
+
+def grad_mul_const(x: torch.Tensor, const: float) -> torch.Tensor:
+    """Identity in the forward pass; multiplies the gradient by ``const`` in the backward pass."""
+    return _GradMulConst.apply(x, const)
+
+
+def stop_gradient_into(x: torch.Tensor) -> torch.Tensor:
+    """Identity forward; the gradient flowing back into ``x`` is exactly zero.
+
+    Unlike ``x.detach()``, the result stays in the graph, so parameters that read it still get
+    gradients while whatever produced ``x`` gets zeros (the published ``GradMulConst(x, 0)``).
+    """
+    return grad_mul_const(x, 0.0)
+
+
+class BranchMLP(nn.Module):
+    """Linear -> ReLU -> ... -> Linear, mapping ``(batch, in_dim)`` to ``(batch, out_dim)``.
+
+    Args:
+        in_dim: input feature width.
+        out_dim: output width (usually the number of answers).
+        hidden: widths of the hidden layers (the published heads use ``(1024, 1024)``).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (1024, 1024)) -> None:
+        super().__init__()
+        dims = [int(in_dim), *(int(h) for h in hidden), int(out_dim)]
+        layers: list[nn.Module] = []
+        for i in range(len(dims) - 1):
+            layers.append(nn.Linear(dims[i], dims[i + 1]))
+            if i < len(dims) - 2:
+                layers.append(nn.ReLU())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _width(module: nn.Module) -> int | None:
+    for attr in (
+        "out_features",
+        "embedding_dim",
+        "out_channels",
+        "normalized_shape",
+        "hidden_size",
+    ):
+        value = getattr(module, attr, None)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, tuple) and value and isinstance(value[-1], int):
+            return value[-1]
+    return None
+
+
+def infer_feature_dim(model: nn.Module, adapter: ModelAdapter, role: str) -> int:
+    """Width of the pooled feature of ``role``: the last sized layer inside the role's module."""
+    path, module = adapter.resolve(role, model)
+    width = _width(module)
+    if width is None:
+        for sub in reversed(list(module.modules())):
+            width = _width(sub)
+            if width is not None:
+                break
+    if width is None:
+        raise ConfigError(
+            f"cannot infer the width of role {role!r} ({path}: {type(module).__name__}); "
+            "set the config's feature dimension explicitly."
+        )
+    return width
+
+
+def infer_num_answers(model: nn.Module, adapter: ModelAdapter) -> int:
+    """Number of answers of a classifier model: ``config.num_labels`` / ``num_qa_labels``, else
+    the ``out_features`` of the model's last linear layer."""
+    cfg = getattr(model, "config", None)
+    for name in ("num_qa_labels", "num_labels"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return linears[-1].out_features
+    raise ConfigError(
+        f"cannot infer the number of answers of {type(model).__name__}; set num_answers in the config."
+    )
