@@ -310,13 +310,15 @@ class ModelAdapter:
         if mode == "zeros":
             inputs[ids_key] = torch.where(content, torch.full_like(ids, self.pad_token_id), ids)
         else:  # mask
-            mask_key = "attention_mask" if "attention_mask" in keys else None
-            if mask_key is None:
+            if "attention_mask" not in self.language_keys:
                 raise ConfigError(
-                    "language mode 'mask' needs an 'attention_mask' input; use mode 'zeros'."
+                    f"the {self.family or 'generic'} adapter has no attention mask among its "
+                    "language keys; use language mode 'zeros' or 'shuffle'."
                 )
-            am = inputs[mask_key]
-            inputs[mask_key] = torch.where(content, torch.zeros_like(am), am)
+            am = inputs.get("attention_mask")
+            if not isinstance(am, torch.Tensor):
+                am = torch.ones_like(ids)
+            inputs["attention_mask"] = torch.where(content, torch.zeros_like(am), am)
         return inputs
 
     def fit_vision_mean(self, batches: Iterable[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
@@ -476,6 +478,9 @@ def register_adapter(*families: str) -> Callable[[type[ModelAdapter]], type[Mode
 
 
 def known_families() -> list[str]:
+    """Registered family names (``model.config.model_type`` values)."""
+    from . import families  # noqa: F401  (registers the built-in families)
+
     return sorted(k for k in _REGISTRY if not k[:1].isupper())
 
 
