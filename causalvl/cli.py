@@ -1,0 +1,175 @@
+"""The ``causalvl`` command line: ``demo``, ``train``, ``report``, ``audit``.
+
+Every command prints ``--help``; bad arguments and library errors exit non-zero with a one-line
+reason on standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._version import __version__
+from .errors import CausalVLError
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``causalvl: error: ...``), exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="causalvl",
+        description="Causal interventions that remove spurious correlations from vision-language "
+        "models, and the measurements that show it.",
+    )
+    parser.add_argument("--version", action="version", version=f"causalvl {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    demo = sub.add_parser(
+        "demo",
+        help="train plain and debiased models on real digits with a shifted answer prior; "
+        "print the comparison and write the bias report",
+        description="Runs the whole pipeline on data that ships with scikit-learn: a VQA-CP-style "
+        "prior-shift benchmark over handwritten digits (plain, RUBi, LMH, GGE, CF-VQA, null-image "
+        "prior subtraction, oracle) and a context-shift benchmark (plain vs backdoor adjustment). "
+        "Writes index.html, report.json and summary.md.",
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("causalvl-demo"),
+        help="output folder (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--seed", type=_nonneg_int, default=0, help="random seed (default: %(default)s)"
+    )
+    demo.add_argument("--fast", action="store_true", help="a much smaller run (for smoke tests)")
+    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    train = sub.add_parser(
+        "train",
+        help="train a model with interventions from a JSON config",
+        description="Train from a JSON file with the keys 'model', 'data', 'interventions', "
+        "'trainer' (and optionally 'output_dir'); see docs/cli.md for the schema. Writes "
+        "checkpoints, run.json and diagnostics.json to the output folder.",
+    )
+    train.add_argument("config", type=Path, help="path to CONFIG.json")
+    train.add_argument(
+        "--out", type=Path, default=None, help="output folder (overrides the config)"
+    )
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    report = sub.add_parser(
+        "report",
+        help="one bias report comparing saved runs",
+        description="Reads diagnostics.json from each RUN_DIR (written by 'causalvl train') and "
+        "writes one report comparing them.",
+    )
+    report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    report.add_argument(
+        "--out",
+        type=Path,
+        default=Path("causalvl-report"),
+        help="output folder (default: %(default)s)",
+    )
+    report.add_argument("--title", default="causalvl bias report", help="report title")
+    report.add_argument("--deterministic", action="store_true", help="leave out timestamps")
+
+    audit = sub.add_parser(
+        "audit",
+        help="how much of a benchmark a blind, text-only model solves",
+        description="Cross-validates text-only baselines (bag of words + logistic regression, "
+        "majority answer per question type) on a benchmark's questions, exposing the "
+        "benchmark's own language prior.",
+    )
+    audit.add_argument(
+        "--data",
+        choices=("prior-shift", "vqacp"),
+        default="prior-shift",
+        help="the built-in digits prior-shift benchmark, or a local VQA-CP v2 copy (default: %(default)s)",
+    )
+    audit.add_argument("--questions", type=Path, help="VQA-CP questions JSON (with --data vqacp)")
+    audit.add_argument(
+        "--annotations", type=Path, help="VQA-CP annotations JSON (with --data vqacp)"
+    )
+    audit.add_argument(
+        "--split", default="train", help="prior-shift split to audit (default: %(default)s)"
+    )
+    audit.add_argument(
+        "--folds", type=_pos_int, default=5, help="cross-validation folds (default: %(default)s)"
+    )
+    audit.add_argument("--seed", type=_nonneg_int, default=0)
+    audit.add_argument(
+        "--limit", type=_pos_int, default=None, help="audit at most this many questions"
+    )
+    return parser
+
+
+def _pos_int(text: str) -> int:
+    value = _nonneg_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
+    )
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(args.out, seed=args.seed, fast=args.fast, progress=not args.no_progress)
+        elif args.command == "train":
+            from .runs import train_from_config
+
+            train_from_config(
+                args.config, out=args.out, resume=args.resume, progress=not args.no_progress
+            )
+        elif args.command == "report":
+            from .runs import report_runs
+
+            path = report_runs(
+                args.runs, args.out, title=args.title, deterministic=args.deterministic
+            )
+            print(f"wrote {path}")
+        elif args.command == "audit":
+            from .runs import audit_command
+
+            print(audit_command(args))
+    except CausalVLError as exc:
+        print(f"causalvl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"causalvl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
