@@ -115,7 +115,9 @@ def group_metrics(
     average = float(correct.mean())
     train_avg = None
     if train_weights is not None:
-        w = torch.tensor([float(train_weights.get(g.group, 0.0)) for g in per_group], dtype=torch.float64)
+        w = torch.tensor(
+            [float(train_weights.get(g.group, 0.0)) for g in per_group], dtype=torch.float64
+        )
         if float(w.sum()) <= 0:
             raise InputError(
                 f"train_weights {dict(train_weights)} give no weight to the evaluated groups "

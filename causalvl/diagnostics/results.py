@@ -153,7 +153,9 @@ class Result:
     def from_dict(cls: type[R], data: Mapping[str, Any]) -> R:
         """Rebuild from :meth:`to_dict` output (the ``definitions`` entry is ignored)."""
         if not isinstance(data, Mapping):
-            raise DataError(f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}.")
+            raise DataError(
+                f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}."
+            )
         hints = typing.get_type_hints(cls)
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         kwargs = {k: _decode(v, hints.get(k)) for k, v in data.items() if k in names}
@@ -489,8 +491,12 @@ class CalibrationResult(Result):
                 f"{len(self.bin_accuracy)} accuracies, {len(self.bin_count)} counts."
             )
         for b in range(m):
-            check_number("CalibrationResult", f"bin_confidence[{b}]", self.bin_confidence[b], "fraction")
-            check_number("CalibrationResult", f"bin_accuracy[{b}]", self.bin_accuracy[b], "fraction")
+            check_number(
+                "CalibrationResult", f"bin_confidence[{b}]", self.bin_confidence[b], "fraction"
+            )
+            check_number(
+                "CalibrationResult", f"bin_accuracy[{b}]", self.bin_accuracy[b], "fraction"
+            )
             check_number("CalibrationResult", f"bin_count[{b}]", self.bin_count[b], "count")
 
 
@@ -808,7 +814,9 @@ class MetricTable(Result):
 
         Kinds default to ``"fraction"`` for values in [0, 1] and ``"real"`` otherwise.
         """
-        if not isinstance(values, Mapping) or not all(isinstance(v, Mapping) for v in values.values()):
+        if not isinstance(values, Mapping) or not all(
+            isinstance(v, Mapping) for v in values.values()
+        ):
             raise DataError(
                 f"MetricTable.from_mapping({title!r}) expects {{column: {{metric: value}}}}, got "
                 f"{type(values).__name__}."
@@ -882,11 +890,19 @@ class SplitDiagnostics(Result):
 
     def metrics(self, prefix: str = "") -> list[Metric]:
         out = super().metrics(prefix)
-        for part in ("groups", "bias", "language_prior", "context", "calibration", "effects",
-                     "compositional", "effect_estimate"):
+        for part in (
+            "groups",
+            "bias",
+            "language_prior",
+            "context",
+            "calibration",
+            "effects",
+            "compositional",
+            "effect_estimate",
+        ):
             value = getattr(self, part)
             if value is not None:
-                out.extend(value.metrics(prefix))
+                out.extend(value.metrics(f"{prefix}{part}."))
         return out
 
 
