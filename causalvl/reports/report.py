@@ -1,0 +1,967 @@
+"""``BiasReport``: one self-contained HTML page, a JSON file and a Markdown summary.
+
+    >>> report = BiasReport({"plain": d_plain, "CF-VQA": d_cfvqa})   # doctest: +SKIP
+    >>> paths = report.save("bias_report")                          # doctest: +SKIP
+    >>> sorted(p.name for p in paths.values())                      # doctest: +SKIP
+    ['index.html', 'report.json', 'summary.md']
+
+``index.html`` has inline CSS and base64 PNG figures (no external files, no scripts), so it
+can be mailed or attached to CI artefacts. ``report.json`` holds every number with its
+definition, the package versions, the configurations and the seed, and loads back with
+:meth:`BiasReport.from_json`. Every user-supplied string is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .._version import __version__
+from ..config import Config, atomic_write_text
+from ..diagnostics.results import (
+    DISTRIBUTION_LABELS,
+    EFFECT_NAMES,
+    BlindSolvabilityAudit,
+    Diagnostics,
+    Metric,
+    MetricTable,
+    SplitDiagnostics,
+    _load_json,
+)
+from ..errors import DataError
+from .figures import figure_to_data_uri, focus_split, report_figures
+from .formatting import esc, format_number, format_signed, md_escape
+
+FORMAT = "causalvl.bias_report"
+FORMAT_VERSION = 1
+
+_PACKAGES = (
+    "causalvl",
+    "torch",
+    "transformers",
+    "dowhy",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "matplotlib",
+)
+
+#: the rows of the at-a-glance comparison table: (metric key, short label)
+GLANCE: tuple[tuple[str, str], ...] = (
+    ("accuracy", "accuracy"),
+    ("groups.worst_group_accuracy", "worst-group accuracy"),
+    ("groups.average_over_groups", "mean accuracy over groups"),
+    ("bias.accuracy_conflicting", "accuracy, bias-conflicting"),
+    ("bias.gap", "aligned − conflicting gap"),
+    ("language_prior.prior_agreement", "agreement with image-blind answer"),
+    ("language_prior.image_swap_flip_rate", "flip rate, image swapped"),
+    ("context.flip_rate", "flip rate, context replaced"),
+    ("calibration.ece", "expected calibration error"),
+)
+
+SECTION_TEXT: dict[str, str] = {
+    "glance": "Each column is one model on one evaluation split. In-distribution (ID) data "
+    "follows the training statistics, so a shortcut still works there; out-of-distribution "
+    "(OOD) data breaks the shortcut, so only a model that looks at the image keeps its "
+    "accuracy. The gap between the two is the clearest sign of a spurious correlation.",
+    "groups": "Examples are split into groups (for instance by question type and by whether "
+    "the answer agrees with the training prior). The average accuracy can hide a group the "
+    "model fails completely, so we report the worst group too. Three averages are in use in "
+    "the literature; each is defined below.",
+    "language_prior": "A model relies on the language prior when it answers from the question "
+    "alone. We run the same model again with the image removed and with the image swapped for "
+    "another example's. A model that uses the image disagrees with its image-blind self, its "
+    "answer distribution moves (large KL), and its answer flips when the image is swapped.",
+    "context": "A model relies on context when its answer about a target object changes "
+    "because the surroundings change. We replace only the context region and leave the target "
+    "as it was; a model that looks at the target should keep its answer.",
+    "calibration": "A calibrated model is right 80% of the time when it says 80%. The "
+    "reliability diagram plots accuracy against stated confidence (the diagonal is perfect); "
+    "the expected calibration error (ECE) summarises the distance. Shortcut models are often "
+    "confidently wrong on bias-conflicting examples.",
+    "effects": "Wrapped models that contrast a factual and a counterfactual pass report causal "
+    "effects on the answer logits: the total effect (TE) of the inputs, the natural direct "
+    "effect (NDE) of the question alone, and the total indirect effect (TIE = TE − NDE), the "
+    "part that goes through the image, which CF-VQA uses as its debiased prediction.",
+    "compositional": "Compositional tests ask whether a model understands word order and "
+    "relations rather than a bag of words: Winoground pairs two images with two captions of "
+    "the same words; foils are captions with one word changed.",
+    "causal": "A causal estimate of how much the spurious cue itself (the answer agreeing with "
+    "the training prior) changes the chance of a correct answer, after adjusting for the "
+    "listed common causes (dowhy, backdoor adjustment). Each estimate is checked by refuters: a "
+    "refuter passes when it finds no evidence against the estimate (its p-value is not "
+    "significant). A low p-value means the check found a problem, not that the effect is real.",
+    "audit": "How much of the benchmark a model that never sees the image can solve: a "
+    "text-only classifier trained on the questions, under cross-validation, next to answering "
+    "the most common answer. A large gap means the benchmark's questions give the answer away.",
+}
+
+CSS = """
+:root { --ink:#1d2433; --muted:#5b6478; --line:#dde2ea; --accent:#0072B2; --bg:#f6f8fb;
+        --good:#1a7f37; --bad:#b42318; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+       sans-serif; color:var(--ink); background:var(--bg); }
+main { max-width:1100px; margin:0 auto; padding:28px 28px 60px; }
+header h1 { margin:0 0 4px; font-size:28px; }
+header p { margin:0; color:var(--muted); }
+section { background:#fff; border:1px solid var(--line); border-radius:10px; padding:18px 22px;
+          margin:18px 0; overflow-x:auto; }
+h2 { font-size:20px; margin:0 0 8px; }
+h3 { font-size:16px; margin:18px 0 6px; }
+p.explain { color:var(--muted); margin:0 0 12px; max-width:80ch; }
+.headline { border-left:5px solid var(--accent); }
+.headline ul { margin:6px 0 0; padding-left:20px; }
+.headline li { margin:4px 0; }
+table { border-collapse:collapse; margin:8px 0 4px; font-size:14px; }
+th, td { border-bottom:1px solid var(--line); padding:5px 10px; text-align:left;
+         vertical-align:top; }
+th { background:#eef2f7; font-weight:600; }
+td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
+td.def { color:var(--muted); font-size:13px; max-width:60ch; }
+tr:nth-child(even) td { background:#fafbfd; }
+figure { margin:10px 0; }
+figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px;
+             background:#fff; }
+figcaption { color:var(--muted); font-size:13px; }
+details { margin:8px 0; }
+summary { cursor:pointer; color:var(--accent); }
+.pass { color:var(--good); font-weight:600; }
+.fail { color:var(--bad); font-weight:600; }
+.tag { display:inline-block; font-size:12px; padding:1px 7px; border-radius:9px;
+       background:#eef2f7; color:var(--muted); margin-left:6px; }
+footer { color:var(--muted); font-size:12px; margin-top:24px; }
+"""
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        if name == "causalvl":
+            out[name] = __version__
+            continue
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _as_tables(extra: Any) -> tuple[MetricTable, ...]:
+    if extra is None:
+        return ()
+    if isinstance(extra, MetricTable):
+        return (extra,)
+    if isinstance(extra, Mapping):
+        out = []
+        for title, value in extra.items():
+            if isinstance(value, MetricTable):
+                out.append(value)
+            elif isinstance(value, Mapping):
+                out.append(MetricTable.from_mapping(str(title), value))
+            else:
+                raise DataError(
+                    f"extra section {title!r} must be a MetricTable or {{column: {{metric: "
+                    f"value}}}}, got {type(value).__name__}."
+                )
+        return tuple(out)
+    if isinstance(extra, Sequence) and not isinstance(extra, str):
+        out = []
+        for t in extra:
+            if not isinstance(t, MetricTable):
+                raise DataError(
+                    f"extra_sections entries must be MetricTable objects, got {type(t).__name__}."
+                )
+            out.append(t)
+        return tuple(out)
+    raise DataError(
+        f"extra_sections must be MetricTable objects or {{title: {{column: {{metric: value}}}}}}, "
+        f"got {type(extra).__name__}."
+    )
+
+
+@dataclasses.dataclass
+class BiasReport:
+    """A bias report over one or several models, each with one or several splits.
+
+    Args:
+        diagnostics: one :class:`~causalvl.Diagnostics`, or ``{model name: Diagnostics}``
+            shown side by side (e.g. ``{"plain": d0, "CF-VQA": d1, "LMH": d2}``).
+        title: page title.
+        baseline: the model others are compared with in the headline (default: the first).
+        extra_sections: more tables, e.g. hallucination (POPE) results: a sequence of
+            :class:`~causalvl.MetricTable` or ``{title: {column: {metric: value}}}``. Tables in
+            each Diagnostics' ``extras`` are shown too.
+        audit: an optional :class:`BlindSolvabilityAudit` of the benchmark.
+        config: the run's configuration (a Config or a JSON-ready mapping), recorded verbatim.
+        seed: the run's seed, recorded.
+        notes: free text shown under the title.
+        deterministic: leave out timestamps (and PNG software tags) so output is reproducible.
+        provenance: recorded versions / time; filled in automatically when ``None``.
+
+    Example:
+        >>> from causalvl.diagnostics.results import Diagnostics, SplitDiagnostics
+        >>> d = Diagnostics(splits={"ood": SplitDiagnostics(name="ood", distribution="ood",
+        ...                                                   n=10, accuracy=0.4)})
+        >>> html = BiasReport({"plain": d}, deterministic=True).to_html()
+        >>> "0.400" in html
+        True
+    """
+
+    diagnostics: Mapping[str, Diagnostics] | Diagnostics
+    title: str = "Bias report"
+    baseline: str | None = None
+    extra_sections: Any = ()
+    audit: BlindSolvabilityAudit | None = None
+    config: Any = None
+    seed: int | None = None
+    notes: str = ""
+    deterministic: bool = False
+    provenance: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.diagnostics, Diagnostics):
+            self.diagnostics = {"model": self.diagnostics}
+        if not isinstance(self.diagnostics, Mapping) or not self.diagnostics:
+            raise DataError(
+                "BiasReport needs a Diagnostics or a non-empty {model name: Diagnostics} mapping, "
+                f"got {type(self.diagnostics).__name__}."
+            )
+        models: dict[str, Diagnostics] = {}
+        for name, d in self.diagnostics.items():
+            if not isinstance(d, Diagnostics):
+                raise DataError(
+                    f"BiasReport: model {name!r} maps to a {type(d).__name__}; expected the "
+                    "Diagnostics returned by causalvl.diagnose."
+                )
+            models[str(name)] = d
+        self.diagnostics = models
+        if self.baseline is None:
+            self.baseline = next(iter(models))
+        elif self.baseline not in models:
+            raise DataError(f"baseline {self.baseline!r} is not one of the models {list(models)}.")
+        self.extra_sections = _as_tables(self.extra_sections)
+        if isinstance(self.config, Config):
+            self.config = self.config.to_dict()
+        if self.config is not None:
+            try:
+                json.dumps(self.config)
+            except TypeError as exc:
+                raise DataError(
+                    f"BiasReport.config must be JSON-ready (a Config or plain dict): {exc}."
+                ) from exc
+        if self.provenance is None:
+            prov: dict[str, Any] = {"versions": _versions(), "python": platform.python_version()}
+            if not self.deterministic:
+                prov["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"
+                )
+            self.provenance = prov
+
+    @property
+    def models(self) -> dict[str, Diagnostics]:
+        """``{model name: Diagnostics}`` in display order."""
+        return self.diagnostics  # type: ignore[return-value]
+
+    # -- content ---------------------------------------------------------------------------
+    def focus_split(self) -> str | None:
+        """The split the headline talks about: the first OOD split, else the first split."""
+        return focus_split(self.models)
+
+    def headline(self) -> list[str]:
+        """Plain-language summary sentences (numbers formatted as everywhere else)."""
+        models = self.models
+        split = self.focus_split()
+        out: list[str] = []
+        if split is None:
+            return out
+        base = self.baseline
+        # which model relies least on the language prior
+        prior = {
+            m: d.splits[split].language_prior.prior_agreement
+            for m, d in models.items()
+            if split in d.splits
+            and d.splits[split].language_prior is not None
+            and d.splits[split].language_prior.prior_agreement is not None
+        }
+        if prior:
+            best = min(prior, key=lambda m: prior[m])
+            others = ", ".join(f"{m}: {format_number(v)}" for m, v in prior.items() if m != best)
+            text = (
+                f"{best} relies least on the language prior: its answer equals its "
+                f"image-blind answer on {format_number(prior[best])} of the {split} "
+                "examples"
+            )
+            out.append(text + (f" (other models: {others})." if others else "."))
+        # OOD gains over the baseline, and ID -> OOD drops
+        for m, d in models.items():
+            sp = d.splits.get(split)
+            if sp is None:
+                continue
+            id_split = d.split_of("id")
+            if sp.distribution == "ood" and id_split is not None:
+                out.append(
+                    f"{m}: accuracy {format_number(id_split.accuracy)} in distribution "
+                    f"({id_split.name}) vs {format_number(sp.accuracy)} out of distribution "
+                    f"({split}), a change of {format_signed(sp.accuracy - id_split.accuracy)}."
+                )
+            if m != base and split in models[base].splits:
+                b = models[base].splits[split]
+                gain = sp.accuracy - b.accuracy
+                kind = "OOD" if sp.distribution == "ood" else split
+                line = (
+                    f"{m} vs {base} on {split}: {kind} accuracy {format_number(sp.accuracy)} "
+                    f"vs {format_number(b.accuracy)} ({format_signed(gain)})"
+                )
+                if sp.groups is not None and b.groups is not None:
+                    line += (
+                        f"; worst-group accuracy {format_number(sp.groups.worst_group_accuracy)}"
+                        f" vs {format_number(b.groups.worst_group_accuracy)}"
+                    )
+                out.append(line + ".")
+        worst = {
+            m: d.splits[split].groups.worst_group_accuracy
+            for m, d in models.items()
+            if split in d.splits and d.splits[split].groups is not None
+        }
+        if len(worst) > 1:
+            best = max(worst, key=lambda m: worst[m])
+            out.append(
+                f"Highest worst-group accuracy on {split}: {best} ({format_number(worst[best])})."
+            )
+        for m, d in models.items():
+            for sp in d.splits.values():
+                e = sp.effect_estimate
+                if e is None:
+                    continue
+                passed = sum(r.passed is True for r in e.refutations)
+                out.append(
+                    f"{m} on {sp.name}: the spurious cue ({e.treatment}) changes {e.outcome} by "
+                    f"{format_signed(e.value)} (causal estimate); {passed} of "
+                    f"{len(e.refutations)} refutation checks passed."
+                )
+        if self.audit is not None:
+            a = self.audit
+            out.append(
+                f"Benchmark audit: a text-only model answers {format_number(a.text_model_accuracy)}"
+                f" of the questions without the image, vs {format_number(a.majority_class_accuracy)}"
+                " for always giving the most common answer."
+            )
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        """The report's figures as ``matplotlib.figure.Figure`` objects, keyed by name."""
+        return report_figures(self.models)
+
+    # -- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Everything in the report as a JSON-ready dict (every number with its definition)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "title": self.title,
+            "baseline": self.baseline,
+            "notes": self.notes,
+            "deterministic": self.deterministic,
+            "seed": self.seed,
+            "config": self.config,
+            "headline": self.headline(),
+            "focus_split": self.focus_split(),
+            "models": {m: d.to_dict() for m, d in self.models.items()},
+            "extra_sections": [t.to_dict() for t in self.extra_sections],
+            "audit": None if self.audit is None else self.audit.to_dict(),
+            "figures": list(self.figures()),
+            "provenance": dict(self.provenance or {}),
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """Serialise to JSON; with ``path``, also write it atomically."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False)
+        if path is not None:
+            atomic_write_text(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BiasReport:
+        """Rebuild from :meth:`to_dict` output."""
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise DataError(
+                f"not a causalvl bias report (expected format {FORMAT!r}, got "
+                f"{data.get('format') if isinstance(data, Mapping) else type(data).__name__!r})."
+            )
+        if int(data.get("format_version", 0)) > FORMAT_VERSION:
+            raise DataError(
+                f"report format version {data['format_version']} is newer than this causalvl "
+                f"({__version__}) reads ({FORMAT_VERSION}); upgrade causalvl."
+            )
+        audit = data.get("audit")
+        return cls(
+            {m: Diagnostics.from_dict(d) for m, d in data["models"].items()},
+            title=data.get("title", "Bias report"),
+            baseline=data.get("baseline"),
+            extra_sections=tuple(MetricTable.from_dict(t) for t in data.get("extra_sections", ())),
+            audit=None if audit is None else BlindSolvabilityAudit.from_dict(audit),
+            config=data.get("config"),
+            seed=data.get("seed"),
+            notes=data.get("notes", ""),
+            deterministic=bool(data.get("deterministic", False)),
+            provenance=data.get("provenance"),
+        )
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> BiasReport:
+        """Load a report from ``report.json`` (a path, or the JSON text)."""
+        path = Path(str(text_or_path))
+        if not str(text_or_path).lstrip().startswith("{") and path.is_dir():
+            text_or_path = path / "report.json"
+        return cls.from_dict(_load_json("BiasReport", text_or_path))
+
+    def save(self, directory: str | os.PathLike) -> dict[str, Path]:
+        """Write ``index.html``, ``report.json`` and ``summary.md`` (atomically) into a folder.
+
+        Returns:
+            ``{"html": path, "json": path, "markdown": path}``.
+        """
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "html": folder / "index.html",
+            "json": folder / "report.json",
+            "markdown": folder / "summary.md",
+        }
+        self.to_json(paths["json"])
+        self.to_html(paths["html"])
+        self.to_markdown(paths["markdown"])
+        return paths
+
+    # -- HTML ------------------------------------------------------------------------------
+    def to_html(self, path: str | os.PathLike | None = None) -> str:
+        """The self-contained HTML page; with ``path``, also write it atomically."""
+        html_text = _HtmlWriter(self).render()
+        if path is not None:
+            atomic_write_text(path, html_text)
+        return html_text
+
+    # -- Markdown --------------------------------------------------------------------------
+    def to_markdown(self, path: str | os.PathLike | None = None) -> str:
+        """A short Markdown summary (headline, comparison table, refutations, extra tables)."""
+        lines = [f"# {md_escape(self.title)}", ""]
+        if self.notes:
+            lines += [md_escape(self.notes), ""]
+        lines += ["## Summary", ""]
+        lines += [f"- {md_escape(s)}" for s in self.headline()] or ["- (no results)"]
+        cols = _columns(self.models)
+        rows = _glance_rows(self.models, cols)
+        if rows:
+            lines += ["", "## At a glance", ""]
+            header = ["metric", *[f"{m} / {s}" for m, s in cols]]
+            lines.append("| " + " | ".join(md_escape(h) for h in header) + " |")
+            lines.append("|" + "---|" * len(header))
+            for label, values, _ in rows:
+                lines.append(
+                    "| "
+                    + " | ".join([md_escape(label), *[format_number(v) for v in values]])
+                    + " |"
+                )
+        for m, d in self.models.items():
+            for sp in d.splits.values():
+                e = sp.effect_estimate
+                if e is None:
+                    continue
+                lines += [
+                    "",
+                    f"## Causal effect of the cue: {md_escape(m)} / {md_escape(sp.name)}",
+                    "",
+                    f"Estimate ({md_escape(e.method)}): {format_number(e.value)}",
+                    "",
+                ]
+                lines += [f"- {md_escape(r.name)}: {md_escape(r.verdict)}" for r in e.refutations]
+        for title, table in _all_tables(self):
+            lines += ["", f"## {md_escape(title)}", ""]
+            if table.description:
+                lines += [md_escape(table.description), ""]
+            lines.append("| metric | " + " | ".join(md_escape(c) for c in table.columns) + " |")
+            lines.append("|" + "---|" * (len(table.columns) + 1))
+            for row in table.rows:
+                lines.append(
+                    "| "
+                    + " | ".join([md_escape(row.name), *[format_number(v) for v in row.values]])
+                    + " |"
+                )
+        lines += ["", "Full numbers with definitions: report.json; figures: index.html.", ""]
+        text = "\n".join(lines)
+        if path is not None:
+            atomic_write_text(path, text)
+        return text
+
+
+def _columns(models: Mapping[str, Diagnostics]) -> list[tuple[str, str]]:
+    return [(m, s) for m, d in models.items() for s in d.splits]
+
+
+def _metric_map(split: SplitDiagnostics) -> dict[str, Metric]:
+    return {m.key: m for m in split.metrics()}
+
+
+def _glance_rows(
+    models: Mapping[str, Diagnostics], cols: list[tuple[str, str]]
+) -> list[tuple[str, list[Any], str]]:
+    maps = {(m, s): _metric_map(models[m].splits[s]) for m, s in cols}
+    rows = []
+    for key, label in GLANCE:
+        values = [maps[c][key].value if key in maps[c] else None for c in cols]
+        if all(v is None for v in values):
+            continue
+        definition = next((maps[c][key].definition for c in cols if key in maps[c]), "")
+        rows.append((label, values, definition))
+    return rows
+
+
+def _all_tables(report: BiasReport) -> list[tuple[str, MetricTable]]:
+    out = []
+    for m, d in report.models.items():
+        for t in d.extras:
+            out.append((f"{t.title} — {m}" if len(report.models) > 1 else t.title, t))
+    for t in report.extra_sections:
+        out.append((t.title, t))
+    return out
+
+
+class _HtmlWriter:
+    """Builds the page. Every dynamic string goes through ``esc``."""
+
+    def __init__(self, report: BiasReport) -> None:
+        self.r = report
+        self.models = report.models
+        self.cols = _columns(self.models)
+        self.split = report.focus_split()
+        self.parts: list[str] = []
+        self.figs = report.figures()
+
+    # helpers
+    def w(self, text: str) -> None:
+        self.parts.append(text)
+
+    def figure(self, name: str, caption: str) -> None:
+        fig = self.figs.get(name)
+        if fig is None:
+            return
+        uri = figure_to_data_uri(fig, deterministic=self.r.deterministic)
+        self.w(
+            f'<figure><img src="{uri}" alt="{esc(caption)}"><figcaption>{esc(caption)}'
+            "</figcaption></figure>"
+        )
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[tuple[str, str]]]) -> None:
+        """rows of cells (text, css class); text is escaped here."""
+        self.w(
+            "<table><thead><tr>"
+            + "".join(f"<th>{esc(h)}</th>" for h in header)
+            + "</tr></thead><tbody>"
+        )
+        for row in rows:
+            cells = "".join(
+                f'<td class="{cls}">{esc(text)}</td>' if cls else f"<td>{esc(text)}</td>"
+                for text, cls in row
+            )
+            self.w(f"<tr>{cells}</tr>")
+        self.w("</tbody></table>")
+
+    def metric_table(self, metrics_by_col: Mapping[str, list[Metric]]) -> None:
+        """One row per metric key, one column per (model / split), plus the definition."""
+        keys: list[str] = []
+        info: dict[str, Metric] = {}
+        for ms in metrics_by_col.values():
+            for m in ms:
+                if m.key not in info:
+                    keys.append(m.key)
+                    info[m.key] = m
+        if not keys:
+            return
+        lookups = {c: {m.key: m.value for m in ms} for c, ms in metrics_by_col.items()}
+        rows = []
+        for k in keys:
+            row = [(info[k].label, "")]
+            row += [(format_number(lookups[c].get(k)), "num") for c in metrics_by_col]
+            row.append((info[k].definition, "def"))
+            rows.append(row)
+        self.table(["metric", *metrics_by_col, "definition"], rows)
+
+    def section_start(self, key: str, title: str, anchor: str) -> None:
+        self.w(f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>')
+        if key in SECTION_TEXT:
+            self.w(f'<p class="explain">{esc(SECTION_TEXT[key])}</p>')
+
+    def part_metrics(self, part: str) -> dict[str, list[Metric]]:
+        out = {}
+        for m, s in self.cols:
+            sp = self.models[m].splits[s]
+            value = getattr(sp, part)
+            if value is not None:
+                out[f"{m} / {s}"] = value.metrics()
+        return out
+
+    # page
+    def render(self) -> str:
+        r = self.r
+        self.w(
+            '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(r.title)}</title><style>{CSS}</style></head><body><main>"
+        )
+        self.header()
+        self.headline()
+        self.glance()
+        self.groups()
+        self.reliance()
+        self.calibration()
+        self.effects()
+        self.compositional()
+        self.causal()
+        self.audit()
+        self.extras()
+        self.all_numbers()
+        self.provenance()
+        self.w("</main></body></html>\n")
+        return "".join(self.parts)
+
+    def header(self) -> None:
+        r = self.r
+        models = ", ".join(self.models)
+        splits = sorted({s for _, s in self.cols})
+        self.w(
+            f"<header><h1>{esc(r.title)}</h1><p>Models: {esc(models)} · splits: "
+            f"{esc(', '.join(splits))}"
+        )
+        created = (r.provenance or {}).get("created")
+        if created:
+            self.w(f" · created {esc(created)}")
+        self.w("</p>")
+        if r.notes:
+            self.w(f"<p>{esc(r.notes)}</p>")
+        self.w("</header>")
+
+    def headline(self) -> None:
+        self.w('<section class="headline" id="summary"><h2>Summary</h2><ul>')
+        lines = self.r.headline() or ["No results to summarise."]
+        for line in lines:
+            self.w(f"<li>{esc(line)}</li>")
+        self.w("</ul></section>")
+
+    def glance(self) -> None:
+        rows = _glance_rows(self.models, self.cols)
+        self.section_start("glance", "In distribution vs. out of distribution", "glance")
+        header = ["metric"]
+        for m, s in self.cols:
+            dist = self.models[m].splits[s].distribution
+            tag = {"id": "ID", "ood": "OOD"}.get(dist, "")
+            header.append(f"{m} / {s}" + (f" ({tag})" if tag else ""))
+        body = [
+            [(label, ""), *[(format_number(v), "num") for v in values], (definition, "def")]
+            for label, values, definition in rows
+        ]
+        self.table([*header, "definition"], body)
+        self.figure("accuracy", "Accuracy and worst-group accuracy of every model on every split.")
+        self.w("</section>")
+
+    def groups(self) -> None:
+        have = [(m, s) for m, s in self.cols if self.models[m].splits[s].groups is not None]
+        if not have:
+            return
+        self.section_start("groups", "Group robustness", "groups")
+        self.figure("group_accuracy", f"Accuracy of each group on the {self.split} split.")
+        self.metric_table(self.part_metrics("groups"))
+        bias = self.part_metrics("bias")
+        if bias:
+            self.w("<h3>Bias-aligned vs. bias-conflicting examples</h3>")
+            self.metric_table(bias)
+        for m, s in have:
+            g = self.models[m].splits[s].groups
+            self.w(
+                f"<details><summary>Per-group accuracy: {esc(m)} / {esc(s)} "
+                f"(groups from {esc(g.group_source)})</summary>"
+            )
+            self.table(
+                ["group id", "group", "n", "accuracy", "worst"],
+                [
+                    [
+                        (str(x.group), "num"),
+                        (x.name, ""),
+                        (format_number(x.n), "num"),
+                        (format_number(x.accuracy), "num"),
+                        ("worst group" if x.group == g.worst_group.group else "", ""),
+                    ]
+                    for x in g.per_group
+                ],
+            )
+            self.w("</details>")
+        self.w("</section>")
+
+    def reliance(self) -> None:
+        prior = self.part_metrics("language_prior")
+        ctx = self.part_metrics("context")
+        if not prior and not ctx:
+            return
+        self.section_start(
+            "language_prior", "Reliance on the language prior and on context", "reliance"
+        )
+        self.figure(
+            "reliance",
+            f"How often each model agrees with its image-blind answer and "
+            f"how often its answer flips when the image or the context is replaced "
+            f"({self.split} split).",
+        )
+        if prior:
+            modes = sorted(
+                {
+                    self.models[m].splits[s].language_prior.null_mode
+                    for m, s in self.cols
+                    if self.models[m].splits[s].language_prior is not None
+                }
+            )
+            self.w(
+                f'<h3>Language prior</h3><p class="explain">The image is removed with '
+                f"mode {esc(', '.join(modes))}.</p>"
+            )
+            self.metric_table(prior)
+        if ctx:
+            self.w(f'<h3>Context</h3><p class="explain">{esc(SECTION_TEXT["context"])}</p>')
+            self.metric_table(ctx)
+        self.w("</section>")
+
+    def calibration(self) -> None:
+        cal = self.part_metrics("calibration")
+        if not cal:
+            return
+        self.section_start("calibration", "Calibration", "calibration")
+        self.figure(
+            "reliability",
+            f"Reliability diagram ({self.split} split); the dashed "
+            "diagonal is perfect calibration.",
+        )
+        self.metric_table(cal)
+        for m, s in self.cols:
+            c = self.models[m].splits[s].calibration
+            if c is None:
+                continue
+            self.w(
+                f"<details><summary>Reliability bins: {esc(m)} / {esc(s)} "
+                f"({c.n_bins} bins)</summary>"
+            )
+            self.table(
+                ["bin from", "bin to", "n", "mean confidence", "accuracy"],
+                [
+                    [
+                        (format_number(c.bin_edges[b]), "num"),
+                        (format_number(c.bin_edges[b + 1]), "num"),
+                        (format_number(c.bin_count[b]), "num"),
+                        (format_number(c.bin_confidence[b]), "num"),
+                        (format_number(c.bin_accuracy[b]), "num"),
+                    ]
+                    for b in range(c.n_bins)
+                ],
+            )
+            self.w("</details>")
+        self.w("</section>")
+
+    def effects(self) -> None:
+        eff = self.part_metrics("effects")
+        if not eff:
+            return
+        self.section_start("effects", "Causal effects inside the model (TE, NDE, TIE)", "effects")
+        self.figure(
+            "effects", f"Distribution of each effect at the predicted answer ({self.split} split)."
+        )
+        self.metric_table(eff)
+        for m, s in self.cols:
+            e = self.models[m].splits[s].effects
+            if e is None:
+                continue
+            for key, summary in e.effects.items():
+                self.w(
+                    f"<details><summary>Histogram data: {esc(EFFECT_NAMES.get(key, key))}, "
+                    f"{esc(m)} / {esc(s)} (n = {summary.n})</summary>"
+                )
+                self.table(
+                    ["from", "to", "examples"],
+                    [
+                        [
+                            (format_number(summary.hist_edges[i]), "num"),
+                            (format_number(summary.hist_edges[i + 1]), "num"),
+                            (format_number(c), "num"),
+                        ]
+                        for i, c in enumerate(summary.hist_counts)
+                    ],
+                )
+                self.w("</details>")
+        self.w("</section>")
+
+    def compositional(self) -> None:
+        comp = self.part_metrics("compositional")
+        if not comp:
+            return
+        self.section_start("compositional", "Compositional understanding", "compositional")
+        self.metric_table(comp)
+        self.w("</section>")
+
+    def causal(self) -> None:
+        items = [
+            (m, s, self.models[m].splits[s].effect_estimate)
+            for m, s in self.cols
+            if self.models[m].splits[s].effect_estimate is not None
+        ]
+        if not items:
+            return
+        self.section_start("causal", "Causal effect of the spurious cue (dowhy)", "causal")
+        for m, s, e in items:
+            self.w(f"<h3>{esc(m)} / {esc(s)}</h3>")
+            self.w(
+                f"<p>Effect of <b>{esc(e.treatment)}</b> on <b>{esc(e.outcome)}</b>: "
+                f"<b>{esc(format_number(e.value))}</b> ({esc(e.method)}, adjusting for "
+                f"{esc(', '.join(e.backdoor_variables) or 'nothing')}; n = {e.n}, "
+                f"seed {esc(format_number(e.seed))}, {esc(format_number(e.elapsed_s))} s).</p>"
+            )
+            rows = []
+            for ref in e.refutations:
+                status = {
+                    True: ("passed", "pass"),
+                    False: ("failed", "fail"),
+                    None: ("no verdict", ""),
+                }[ref.passed]
+                rows.append(
+                    [
+                        (ref.name.replace("_", " "), ""),
+                        status,
+                        (ref.verdict, ""),
+                        (ref.expectation, "def"),
+                        (format_number(ref.new_effect), "num"),
+                        (format_number(ref.p_value), "num"),
+                        (format_number(ref.significance_level), "num"),
+                        (ref.estimate_method, ""),
+                    ]
+                )
+            self.table(
+                [
+                    "check",
+                    "result",
+                    "verdict",
+                    "expectation",
+                    "new effect",
+                    "p-value",
+                    "significance level",
+                    "run on",
+                ],
+                rows,
+            )
+        self.w("</section>")
+
+    def audit(self) -> None:
+        a = self.r.audit
+        if a is None:
+            return
+        self.section_start("audit", "Benchmark audit: what a blind model solves", "audit")
+        rows = [
+            [(m.label, ""), (format_number(m.value), "num"), (m.definition, "def")]
+            for m in a.metrics()
+        ]
+        rows.append([("seed", ""), (format_number(a.seed), "num"), ("Seed of the folds.", "def")])
+        self.table(["metric", "value", "definition"], rows)
+        self.w(f'<p class="explain">Text taken from {esc(a.text_source)}.</p></section>')
+
+    def extras(self) -> None:
+        for title, t in _all_tables(self.r):
+            self.w(f'<section class="extra"><h2>{esc(title)}</h2>')
+            if t.description:
+                self.w(f'<p class="explain">{esc(t.description)}</p>')
+            with_defs = any(row.definition for row in t.rows)
+            self.table(
+                ["metric", *t.columns, *(["definition"] if with_defs else [])],
+                [
+                    [
+                        (row.name, ""),
+                        *[(format_number(v), "num") for v in row.values],
+                        *([(row.definition, "def")] if with_defs else []),
+                    ]
+                    for row in t.rows
+                ],
+            )
+            self.w("</section>")
+
+    def all_numbers(self) -> None:
+        self.w(
+            '<section id="numbers"><h2>All numbers</h2><p class="explain">Every number of '
+            "report.json with its definition, per model and split.</p>"
+        )
+        for m, s in self.cols:
+            sp = self.models[m].splits[s]
+            self.w(
+                f"<details><summary>{esc(m)} / {esc(s)} "
+                f"({esc(DISTRIBUTION_LABELS[sp.distribution])}, n = {sp.n})</summary>"
+            )
+            self.table(
+                ["key", "metric", "value", "definition"],
+                [
+                    [
+                        (x.key, ""),
+                        (x.label, ""),
+                        (format_number(x.value), "num"),
+                        (x.definition, "def"),
+                    ]
+                    for x in sp.metrics()
+                ],
+            )
+            self.w("</details>")
+        self.w("</section>")
+
+    def provenance(self) -> None:
+        r = self.r
+        prov = r.provenance or {}
+        self.w('<section id="provenance"><h2>Provenance</h2>')
+        versions = prov.get("versions", {})
+        rows = [[(k, ""), (v or "not installed", "")] for k, v in versions.items()]
+        rows.append([("python", ""), (str(prov.get("python", "")), "")])
+        if r.seed is not None:
+            rows.append([("seed", ""), (format_number(r.seed), "num")])
+        if prov.get("created"):
+            rows.append([("created", ""), (str(prov["created"]), "")])
+        self.table(["item", "value"], rows)
+        if r.config is not None:
+            self.w("<h3>Run configuration</h3>")
+            self.table(
+                ["key", "value"], [[(k, ""), (_display(v), "")] for k, v in _flatten(r.config)]
+            )
+        for m, d in self.models.items():
+            if d.config:
+                self.w(f"<h3>Diagnostics configuration: {esc(m)}</h3>")
+                self.table(
+                    ["key", "value"], [[(k, ""), (_display(v), "")] for k, v in _flatten(d.config)]
+                )
+        self.w(f"<footer>Written by causalvl {esc(__version__)}.</footer></section>")
+
+
+def _flatten(value: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(value, Mapping) and value:
+        out: list[tuple[str, Any]] = []
+        for k, v in value.items():
+            out.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return [(prefix, value)]
+
+
+def _display(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_display(v) for v in value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) or value is None:
+        return format_number(value)
+    return str(value)
+
+
+__all__ = ["BiasReport", "CSS", "FORMAT", "FORMAT_VERSION", "GLANCE", "SECTION_TEXT"]
