@@ -54,6 +54,27 @@ _LAZY: dict[str, str] = {
     # reference models
     "TinyVQA": ".models",
     "TinyContrastive": ".models",
+    # diagnostics and reports
+    "diagnose": ".diagnostics",
+    "Diagnostics": ".diagnostics",
+    "DiagnosticsConfig": ".diagnostics",
+    "SplitDiagnostics": ".diagnostics",
+    "MetricTable": ".diagnostics",
+    "estimate_spurious_effect": ".diagnostics",
+    "EffectEstimate": ".diagnostics",
+    "RefutationResult": ".diagnostics",
+    "audit_blind_solvability": ".diagnostics",
+    "BlindSolvabilityAudit": ".diagnostics",
+    "group_metrics": ".diagnostics",
+    "worst_group_accuracy": ".diagnostics",
+    "prior_agreement": ".diagnostics",
+    "counterfactual_flip_rate": ".diagnostics",
+    "expected_calibration_error": ".diagnostics",
+    "winoground_scores": ".diagnostics",
+    "compositional_scores": ".diagnostics",
+    "foil_accuracy": ".diagnostics",
+    "effect_magnitudes": ".diagnostics",
+    "BiasReport": ".reports",
     # -- more public names are registered below by each subsystem --
 }
 
