@@ -54,6 +54,16 @@ _LAZY: dict[str, str] = {
     # reference models
     "TinyVQA": ".models",
     "TinyContrastive": ".models",
+    # training
+    "Trainer": ".training.trainer",
+    "TrainConfig": ".training.config",
+    "TrainResult": ".training.trainer",
+    "Callback": ".training.trainer",
+    "CurriculumConfig": ".training.curriculum",
+    "DifficultySchedule": ".training.curriculum",
+    "CurriculumContrastiveObjective": ".training.curriculum",
+    "ComparativeObjective": ".training.curriculum",
+    "HardNegativeGenerator": ".training.hard_negatives",
     # diagnostics and reports
     "diagnose": ".diagnostics",
     "Diagnostics": ".diagnostics",

@@ -1,0 +1,436 @@
+"""Trainer, checkpoints, schedules and TrainConfig validation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+import causalvl
+from causalvl.errors import CheckpointError, ConfigError
+from causalvl.training import (
+    BAN_MILESTONES,
+    Callback,
+    TrainConfig,
+    Trainer,
+    ban_factor,
+    load_checkpoint,
+    lr_factor,
+)
+from causalvl.training import checkpoint as ckpt_mod
+from causalvl.training.checkpoint import flatten_state, unflatten_state
+
+
+class Blobs(Dataset):
+    """Three Gaussian blobs in 8-d, with a group id (class x parity of the index)."""
+
+    def __init__(self, n: int = 48, seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % 3
+        centers = torch.randn(3, 8, generator=g) * 2
+        self.x = centers[self.labels] + torch.randn(n, 8, generator=g)
+        self.group = self.labels * 2 + torch.arange(n) % 2
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.x[i], "labels": int(self.labels[i]), "group": int(self.group[i])}
+
+
+class DropNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def ce_objective(model: nn.Module, batch: dict) -> torch.Tensor:
+    return F.cross_entropy(model(batch["x"]), batch["labels"])
+
+
+def make_net(seed: int = 0) -> DropNet:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return DropNet()
+
+
+class StopAfter(Callback):
+    """Simulates a crash after epoch ``k`` (0-based) was checkpointed."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def on_epoch_end(self, trainer, epoch, metrics) -> None:
+        if epoch == self.k:
+            raise KeyboardInterrupt("simulated interrupt")
+
+
+def _cfg(tmp: Path, **kw) -> TrainConfig:
+    base = dict(
+        epochs=4,
+        batch_size=8,
+        lr=0.01,
+        optimizer="adamw",
+        schedule="warmup_cosine",
+        warmup_steps=3,
+        grad_clip=0.25,
+        seed=3,
+        output_dir=str(tmp),
+        select_metric="val/accuracy",
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_interrupt_and_resume_is_bitwise_equal(tmp_path):
+    data, val = Blobs(48, 0), Blobs(24, 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(11)  # dropout draws from the global RNG
+        full = make_net()
+        r_full = Trainer(
+            full,
+            data,
+            eval_data={"val": val},
+            config=_cfg(tmp_path / "full"),
+            objective=ce_objective,
+        ).fit()
+
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        first = make_net()
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(
+                first,
+                data,
+                eval_data={"val": val},
+                config=_cfg(tmp_path / "cut"),
+                objective=ce_objective,
+                callbacks=[StopAfter(1)],
+            ).fit()
+        torch.manual_seed(999)  # whatever happens in between must not matter
+        torch.rand(17)
+        resumed = make_net(seed=5)  # different init: the weights must come from the checkpoint
+        r_res = Trainer(
+            resumed,
+            data,
+            eval_data={"val": val},
+            config=_cfg(tmp_path / "cut"),
+            objective=ce_objective,
+        ).fit(resume=True)
+
+    assert load_checkpoint(tmp_path / "cut" / "last").state["epoch"] == 4
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert r_full.history == r_res.history
+    assert r_res.epochs_completed == 4 and r_res.global_step == r_full.global_step == 4 * 6
+    # the run files: config, seed, versions; one metrics line per epoch
+    run = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert run["seed"] == 3 and run["resumed_from_epoch"] == 2 and "torch" in run["versions"]
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
+    # dropout really was active: a run with another global RNG state ends elsewhere
+    with torch.random.fork_rng():
+        torch.manual_seed(12)
+        other = make_net()
+        Trainer(
+            other,
+            data,
+            config=_cfg(None, output_dir=None, select_metric=None),
+            objective=ce_objective,
+        ).fit()
+    assert not torch.equal(other.net[0].weight, full.net[0].weight)
+
+
+def test_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    data = Blobs(24)
+    net = make_net()
+    cfg = _cfg(tmp_path, epochs=1, select_metric=None)
+    Trainer(net, data, config=cfg, objective=ce_objective).fit()
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+
+    real = ckpt_mod.write_tensors
+    calls = {"n": 0}
+
+    def flaky(path, tensors):
+        calls["n"] += 1
+        if calls["n"] == 2:  # model file written, optimizer file half written
+            path.write_bytes(b"\x00" * 11)
+            raise OSError("disk full (simulated)")
+        real(path, tensors)
+
+    monkeypatch.setattr(ckpt_mod, "write_tensors", flaky)
+    with pytest.raises(OSError, match="simulated"):
+        Trainer(net, data, config=cfg.replace(epochs=3), objective=ce_objective).fit(resume=True)
+    monkeypatch.setattr(ckpt_mod, "write_tensors", real)
+
+    ck = load_checkpoint(tmp_path / "last")
+    assert ck.state["epoch"] == 1
+    assert all(torch.equal(ck.model[k], v) for k, v in saved.items())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".last")]
+    # and resuming from it works
+    res = Trainer(make_net(7), data, config=cfg.replace(epochs=2), objective=ce_objective).fit(
+        resume=True
+    )
+    assert res.epochs_completed == 2
+
+
+def test_crash_between_renames_falls_back_to_previous(tmp_path, monkeypatch):
+    data = Blobs(24)
+    cfg = _cfg(tmp_path, epochs=1, select_metric=None)
+    Trainer(make_net(), data, config=cfg, objective=ce_objective).fit()
+    real_replace = os.replace
+
+    def broken(src, dst):
+        if Path(dst).name == "last":  # the old folder was moved aside, the new one not yet in
+            raise OSError("power cut (simulated)")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt_mod.os, "replace", broken)
+    with pytest.raises(OSError, match="simulated"):
+        Trainer(make_net(), data, config=cfg.replace(epochs=2), objective=ce_objective).fit(
+            resume=True
+        )
+    monkeypatch.setattr(ckpt_mod.os, "replace", real_replace)
+    assert not (tmp_path / "last").exists()
+    assert load_checkpoint(tmp_path / "last").state["epoch"] == 1
+
+
+def test_checkpoint_files_have_no_pickle_and_roundtrip_optimizer(tmp_path):
+    net = make_net()
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    net(torch.randn(4, 8)).sum().backward()
+    opt.step()
+    tree, tensors = flatten_state(opt.state_dict())
+    json.dumps(tree)  # plain JSON
+    back = unflatten_state(tree, tensors)
+    opt2 = torch.optim.Adam(make_net().parameters(), lr=0.1)
+    opt2.load_state_dict(back)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for k in s1["state"]:
+        for name, v in s1["state"][k].items():
+            assert torch.equal(v, s2["state"][k][name])
+    with pytest.raises(CheckpointError, match="object"):
+        flatten_state({"x": object()})
+    ckpt_mod.save_checkpoint(tmp_path / "c", ckpt_mod.Checkpoint(model=net.state_dict()))
+    names = sorted(p.name for p in (tmp_path / "c").iterdir())
+    assert names == ["checkpoint.json", "extra.safetensors", "model.safetensors"]
+    for p in (tmp_path / "c").iterdir():
+        assert not p.read_bytes().startswith(b"\x80")  # no pickle protocol header
+    (tmp_path / "c" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="corrupted"):
+        load_checkpoint(tmp_path / "c")
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"schedule": "cosine"}, "schedule"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"grad_clip": 0.0}, "grad_clip"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"device": "tpu"}, "device"),
+        ({"patience": 2}, "patience"),
+        ({"select_metric": "accuracy"}, "select_metric"),
+        ({"lr_milestones": (5, 3)}, "lr_milestones"),
+        ({"momentum": 1.5}, "momentum"),
+        ({"amp_dtype": "float8"}, "amp_dtype"),
+    ],
+)
+def test_bad_config_values_are_rejected(kwargs, field):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(**kwargs)
+    msg = str(info.value)
+    assert f"TrainConfig.{field}" in msg and repr(next(iter(kwargs.values())))[:4] in msg
+
+
+class CountingObjective:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, model, batch):
+        self.calls += 1
+        return ce_objective(model, batch)
+
+
+@pytest.mark.parametrize(
+    "metric, match",
+    [
+        ("ood/accuracy", "no evaluation split named 'ood'"),
+        ("val/worst_group_accuracy", "carry no 'group' key"),
+        ("val/f1", "available"),
+    ],
+)
+def test_unknown_selection_metric_rejected_before_training(metric, match):
+    class NoGroup(Blobs):
+        def __getitem__(self, i):
+            item = super().__getitem__(i)
+            del item["group"]
+            return item
+
+    obj = CountingObjective()
+    trainer = Trainer(
+        make_net(),
+        Blobs(16),
+        eval_data={"val": NoGroup(8)},
+        config=TrainConfig(epochs=1, select_metric=metric),
+        objective=obj,
+    )
+    with pytest.raises(ConfigError, match=match):
+        trainer.fit()
+    assert obj.calls == 0
+
+
+def test_other_misuse_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no default objective"):
+        Trainer(make_net(), Blobs(8))
+    with pytest.raises(ConfigError, match="output_dir"):
+        Trainer(make_net(), Blobs(8), objective=ce_objective).fit(resume=True)
+    with pytest.raises(ConfigError, match="split name"):
+        Trainer(make_net(), Blobs(8), eval_data={"a/b": Blobs(4)}, objective=ce_objective)
+    with pytest.warns(UserWarning, match="starting from scratch"):
+        Trainer(
+            make_net(),
+            Blobs(8),
+            config=TrainConfig(epochs=1, output_dir=str(tmp_path)),
+            objective=ce_objective,
+        ).fit(resume=True)
+
+
+def test_intervened_model_eval_metrics_early_stopping_and_best(tmp_path):
+    class VQAData(Dataset):
+        def __init__(self, n, seed):
+            g = torch.Generator().manual_seed(seed)
+            self.px = torch.rand(n, 3, 8, 8, generator=g)
+            self.ids = torch.randint(1, 20, (n, 5), generator=g)
+            self.labels = torch.randint(0, 4, (n,), generator=g)
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return {
+                "pixel_values": self.px[i],
+                "input_ids": self.ids[i],
+                "labels": self.labels[i],
+                "group": self.labels[i] % 2,
+            }
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        vl = causalvl.intervene(
+            causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8), causalvl.IdentityConfig()
+        )
+    cfg = TrainConfig(
+        epochs=5,
+        batch_size=16,
+        optimizer="adamax",
+        schedule="ban",
+        output_dir=str(tmp_path),
+        select_metric="ood/worst_group_accuracy",
+        patience=1,
+        min_delta=2.0,  # nothing counts as an improvement after the first epoch
+        load_best_at_end=True,
+    )
+    result = causalvl.Trainer(
+        vl, VQAData(32, 0), eval_data={"id": VQAData(16, 1), "ood": VQAData(16, 2)}, config=cfg
+    ).fit()
+    assert result.stopped_early and result.epochs_completed == 2 and result.best_epoch == 1
+    assert set(result.final_metrics) == {
+        "train/loss",
+        "train/task",
+        *(f"{s}/{m}" for s in ("id", "ood") for m in ("accuracy", "worst_group_accuracy", "loss")),
+    }
+    for s in ("id", "ood"):
+        acc, worst = (
+            result.final_metrics[f"{s}/accuracy"],
+            result.final_metrics[f"{s}/worst_group_accuracy"],
+        )
+        assert 0.0 <= worst <= acc <= 1.0
+    assert load_checkpoint(tmp_path / "best").state["epoch"] == 1
+    best = load_checkpoint(tmp_path / "best").model
+    assert all(torch.equal(best[k], v) for k, v in vl.state_dict().items())  # load_best_at_end
+    # the BanOptimizer warm-up: epoch 1 uses 0.5 x lr, epoch 2 0.75 x lr
+    assert [h["lr"] for h in result.history] == pytest.approx([0.5e-3, 0.75e-3])
+
+
+def test_lr_schedules_and_ban_milestones():
+    assert BAN_MILESTONES == (14, 16, 18, 20, 22)
+    warm = [ban_factor(e) for e in range(7)]
+    assert warm == pytest.approx(torch.linspace(0.5, 2.0, 7).tolist())
+    assert [ban_factor(e) for e in (7, 13, 14, 15, 16, 21, 22, 30)] == pytest.approx(
+        [2.0, 2.0, 0.5, 0.5, 0.125, 2 * 0.25**4, 2 * 0.25**5, 2 * 0.25**5]
+    )
+    cfg = TrainConfig(epochs=24, schedule="ban", lr_milestones=(10, 12), lr_gamma=0.5)
+    assert lr_factor(cfg, epoch=12, step=0, total_steps=1) == pytest.approx(0.5)
+    cos = TrainConfig(epochs=2, schedule="warmup_cosine", warmup_steps=4, min_lr_ratio=0.1)
+    f = [lr_factor(cos, epoch=0, step=s, total_steps=20) for s in range(20)]
+    assert f[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a >= b for a, b in zip(f[4:], f[5:])) and f[-1] > 0.1 and f[-1] < 0.12
+    step = TrainConfig(epochs=8, schedule="step")
+    assert step.milestones() == (4, 6)
+    assert [lr_factor(step, epoch=e, step=0, total_steps=1) for e in (0, 4, 6)] == pytest.approx(
+        [1.0, 0.1, 0.01]
+    )
+
+    class LrLog(Callback):
+        def __init__(self):
+            self.lrs = []
+
+        def on_step_end(self, trainer, step, parts):
+            self.lrs.append(trainer.optimizer.param_groups[0]["lr"])
+
+    log = LrLog()
+    Trainer(
+        make_net(),
+        Blobs(16),
+        config=TrainConfig(
+            epochs=2,
+            batch_size=4,
+            lr=0.1,
+            optimizer="sgd",
+            schedule="warmup_cosine",
+            warmup_steps=2,
+        ),
+        objective=ce_objective,
+        callbacks=[log],
+    ).fit()
+    expected = [
+        0.1
+        * lr_factor(
+            TrainConfig(epochs=2, schedule="warmup_cosine", warmup_steps=2),
+            epoch=s // 4,
+            step=s,
+            total_steps=8,
+        )
+        for s in range(8)
+    ]
+    assert log.lrs == pytest.approx(expected)
+    assert math.isclose(log.lrs[1], 0.1)
+
+
+def test_amp_on_cpu_warns_and_trains():
+    net = make_net()
+    before = net.net[0].weight.clone()
+    with pytest.warns(UserWarning, match="amp=True has no effect"):
+        Trainer(
+            net,
+            Blobs(8),
+            config=TrainConfig(epochs=1, amp=True, device="cpu"),
+            objective=ce_objective,
+        ).fit()
+    assert not torch.equal(before, net.net[0].weight)
