@@ -51,6 +51,11 @@ _LAZY: dict[str, str] = {
     # interventions
     "Intervention": ".interventions.base",
     "IdentityConfig": ".interventions.identity",
+    "LMHConfig": ".interventions.ensembles",
+    "BiasProductConfig": ".interventions.ensembles",
+    "GGEConfig": ".interventions.ensembles",
+    "question_type_prior": ".interventions.ensembles",
+    "set_bias_prior": ".interventions.ensembles",
     # reference models
     "TinyVQA": ".models",
     "TinyContrastive": ".models",

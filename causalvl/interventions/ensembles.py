@@ -1,0 +1,929 @@
+"""Bias-ensemble training objectives: LMH (Learned-Mixin +H) and GGE (Greedy Gradient Ensemble).
+
+Both train the wrapped model *together with* a model of the bias, so that the main model only
+has to explain what the bias cannot; at inference the main (factual) logits are used unchanged.
+The bias is a per-question-type answer prior ``b`` (``(num_question_types, num_answers)``,
+see :func:`question_type_prior`) and, for GGE, a question-only branch on a stop-gradient
+question feature.
+
+Formulas follow the official code (``docs/ensembles.md`` transcribes them):
+
+* LMH, ``form="bce"`` (VQA, per-answer sigmoid): each answer is a 2-way distribution
+  ``[sigma(f_a), 1 - sigma(f_a)]`` mixed with the smoothed bias ``[b_a + sigma(s), 1 - b_a +
+  sigma(s)]`` raised to the power ``g(x) = softplus(w . h + beta)``; loss = binary NLL of the
+  renormalised mixture (summed over answers, averaged over the batch) + ``entropy_weight`` x
+  the mean entropy of the scaled bias.
+* LMH, ``form="softmax"``: ``CE(log_softmax(f) + g * log b, a) + w * mean H(softmax(g log b))``
+  with ``log b`` the floored log-probabilities of the prior (:func:`prior_log_probs`).
+* GGE: pseudo labels ``2 y sigma(-2 y r)`` (published) or ``clamp(y - sigma(r), 0, 1)``
+  (the exact negative BCE gradient); loss ``A * BCE(f, pseudo_label)``.
+
+The pure functions (:func:`lmh_bce_loss`, :func:`lmh_softmax_loss`, :func:`bias_product_loss`,
+:func:`gge_pseudo_label`, :func:`greedy_gradient_loss`) work on plain tensors; the configs
+:class:`LMHConfig`, :class:`BiasProductConfig` and :class:`GGEConfig` run them through
+:func:`causalvl.intervene`.
+
+Example:
+    >>> import torch, causalvl
+    >>> from causalvl.interventions.ensembles import question_type_prior, set_bias_prior
+    >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    >>> qtype, labels = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 2, 3])
+    >>> prior = question_type_prior(qtype, labels, num_types=2, num_answers=4)
+    >>> vl = causalvl.intervene(net, causalvl.LMHConfig())
+    >>> set_bias_prior(vl, prior)
+    >>> batch = {"pixel_values": torch.rand(4, 3, 8, 8), "input_ids": torch.randint(1, 20, (4, 5)),
+    ...          "labels": labels, "question_type": qtype}
+    >>> sorted(vl.objective(vl(batch), batch).parts)
+    ['entropy', 'lmh_nll']
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..adapters.base import ModelAdapter
+from ..config import InterventionConfig
+from ..errors import ConfigError, InputError, InterventionStateError
+from ..outputs import InterventionOutput
+from .base import ForwardState, Intervention, implements, module_dtype_device
+from .branches import BranchMLP, infer_feature_dim, infer_num_answers, stop_gradient_into
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "BiasProductConfig",
+    "GGEConfig",
+    "GreedyGradientEnsemble",
+    "LMHConfig",
+    "LearnedMixin",
+    "bias_product_loss",
+    "gge_pseudo_label",
+    "greedy_gradient_loss",
+    "lmh_bce_loss",
+    "lmh_softmax_loss",
+    "prior_log_probs",
+    "question_type_prior",
+    "set_bias_prior",
+]
+
+#: default entropy penalty of each LMH form (VQA-CP for "bce"; MNLI/BERT for "softmax")
+DEFAULT_ENTROPY_WEIGHT = {"bce": 0.36, "softmax": 0.03}
+
+
+# ----------------------------------------------------------------------------------------
+# the prior
+# ----------------------------------------------------------------------------------------
+def question_type_prior(
+    question_types: torch.Tensor,
+    labels: torch.Tensor,
+    num_types: int,
+    num_answers: int,
+) -> torch.Tensor:
+    """The per-question-type answer prior of the training data (LMH / GGE "distribution bias").
+
+    ``b[t, a] = (1 / N_t) * sum over training examples i of type t of score_i[a]``, where
+    ``N_t`` counts every example of type ``t`` (also those whose scores are all zero). Rows are
+    **not** renormalised: with VQA soft scores they need not sum to 1. A type with no example
+    gets a row of zeros (and a warning-level log message).
+
+    Args:
+        question_types: ``(N,)`` integer type ids in ``[0, num_types)``.
+        labels: ``(N,)`` integer answer ids (counted as one-hot scores) or ``(N, num_answers)``
+            float soft scores in ``[0, 1]``.
+        num_types: number of question types (rows).
+        num_answers: number of answers (columns).
+
+    Returns:
+        ``(num_types, num_answers)`` float32 tensor on the device of ``labels``.
+
+    Example:
+        >>> question_type_prior(torch.tensor([0, 0, 1]), torch.tensor([2, 0, 1]), 2, 3)
+        tensor([[0.5000, 0.0000, 0.5000],
+                [0.0000, 1.0000, 0.0000]])
+    """
+    for name, value in (("num_types", num_types), ("num_answers", num_answers)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"question_type_prior: {name} = {value!r}; pass an integer >= 1.")
+    qt = torch.as_tensor(question_types)
+    if qt.dim() != 1 or qt.is_floating_point() or qt.is_complex() or qt.dtype == torch.bool:
+        raise InputError(
+            f"question_type_prior: question_types must be a (N,) integer tensor, got dtype "
+            f"{qt.dtype} and shape {tuple(qt.shape)}."
+        )
+    scores = _as_scores(labels, num_answers, qt.shape[0], where="question_type_prior")
+    qt = qt.to(scores.device).long()
+    if qt.numel() and (int(qt.min()) < 0 or int(qt.max()) >= num_types):
+        raise InputError(
+            f"question_type_prior: question type ids span [{int(qt.min())}, {int(qt.max())}] but "
+            f"num_types = {num_types}; ids must lie in [0, {num_types - 1}]."
+        )
+    sums = torch.zeros(num_types, num_answers, dtype=torch.float64, device=scores.device)
+    sums.index_add_(0, qt, scores.double())
+    counts = torch.bincount(qt, minlength=num_types).to(sums)
+    empty = (counts == 0).nonzero().flatten().tolist()
+    if empty:
+        logger.warning("question_type_prior: question types %s have no example; zero rows", empty)
+    return (sums / counts.clamp_min(1).unsqueeze(1)).float()
+
+
+def prior_log_probs(prior: torch.Tensor, floor: float = 1e-4) -> torch.Tensor:
+    """Log-probabilities of a prior table, for the softmax form of LMH.
+
+    Each row is divided by its sum (the prior of :func:`question_type_prior` is not
+    normalised), clamped from below at ``floor`` (so answers never seen with a type get
+    ``log(floor)`` instead of ``-inf``) and logged. A row that sums to zero becomes uniform.
+    Renormalising does not change the loss (``g * log b`` shifts by a per-example constant,
+    which the softmax ignores); the floor does.
+
+    Args:
+        prior: ``(..., num_answers)`` non-negative.
+        floor: smallest probability, in ``(0, 1)``.
+
+    Returns:
+        ``(..., num_answers)`` log-probabilities, same dtype as ``prior``.
+
+    Example:
+        >>> prior_log_probs(torch.tensor([[0.5, 0.5, 0.0]]), floor=1e-4).exp()
+        tensor([[5.0000e-01, 5.0000e-01, 1.0000e-04]])
+    """
+    if not (isinstance(floor, (int, float)) and 0 < floor < 1):
+        raise ConfigError(f"prior_log_probs: floor = {floor!r}; pass a number in (0, 1).")
+    total = prior.sum(-1, keepdim=True)
+    uniform = torch.full_like(prior, 1.0 / prior.shape[-1])
+    probs = torch.where(total > 0, prior / total.clamp_min(1e-30), uniform)
+    return probs.clamp_min(floor).log()
+
+
+# ----------------------------------------------------------------------------------------
+# pure loss functions
+# ----------------------------------------------------------------------------------------
+def _as_scores(labels: Any, num_answers: int, batch: int, *, where: str) -> torch.Tensor:
+    """Class ids ``(B,)`` -> one-hot ``(B, A)`` float; soft scores ``(B, A)`` pass through."""
+    if not isinstance(labels, torch.Tensor):
+        labels = torch.as_tensor(labels)
+    if labels.is_floating_point():
+        if labels.shape != (batch, num_answers):
+            raise InputError(
+                f"{where}: soft-score labels have shape {tuple(labels.shape)}, expected "
+                f"({batch}, {num_answers}) (batch, num_answers)."
+            )
+        return labels
+    if labels.dim() != 1 or labels.shape[0] != batch:
+        raise InputError(
+            f"{where}: class-id labels have shape {tuple(labels.shape)}, expected ({batch},); "
+            "pass class ids (B,) or soft scores (B, num_answers)."
+        )
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_answers):
+        raise InputError(
+            f"{where}: class ids span [{int(labels.min())}, {int(labels.max())}], outside "
+            f"[0, {num_answers - 1}] (num_answers = {num_answers})."
+        )
+    return F.one_hot(labels.long(), num_answers).float()
+
+
+def _gate_column(gate: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    g = torch.as_tensor(gate, dtype=like.dtype, device=like.device)
+    if g.dim() == 0:
+        return g.expand(like.shape[0], 1)
+    return g.reshape(like.shape[0], 1)
+
+
+def lmh_bce_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    bias: torch.Tensor,
+    gate: torch.Tensor | float,
+    *,
+    smoothing: torch.Tensor | float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learned-Mixin for per-answer sigmoid (VQA) models: the binary mixture NLL and entropy.
+
+    With ``l1 = log sigma(f) + g log(b + smoothing)`` and ``l0 = log sigma(-f) + g log(1 - b +
+    smoothing)``, renormalised so that ``exp(l1) + exp(l0) = 1``:
+
+    * ``nll = mean_batch sum_answers -(y l1 + (1 - y) l0)``
+    * ``entropy = mean_{batch, answers} H(softmax([g log(b + smoothing), g log(1 - b +
+      smoothing)]))``
+
+    The LMH loss is ``nll + w * entropy``; ``gate = 1`` and no entropy term is the BiasProduct
+    (:func:`bias_product_loss`).
+
+    Args:
+        logits: ``(B, A)`` main-model logits ``f``.
+        labels: ``(B,)`` class ids or ``(B, A)`` soft scores ``y``.
+        bias: ``(B, A)`` per-example prior ``b`` in ``[0, 1]`` (the prior row of its type).
+        gate: ``(B,)`` / ``(B, 1)`` values of ``g(x) >= 0``, or a number.
+        smoothing: added to both bias entries (``sigma(s)`` plus any constant).
+
+    Returns:
+        ``(nll, entropy)`` scalars.
+
+    Example:
+        >>> f, b = torch.zeros(2, 3), torch.full((2, 3), 0.5)
+        >>> nll, ent = lmh_bce_loss(f, torch.tensor([0, 1]), b, 1.0)
+        >>> round(float(nll), 4), round(float(ent), 4)   # 3 * log 2, log 2
+        (2.0794, 0.6931)
+    """
+    f = logits.float()
+    y = _as_scores(labels, f.shape[-1], f.shape[0], where="lmh_bce_loss").to(f)
+    b = bias.to(f)
+    g = _gate_column(gate, f).to(f).unsqueeze(-1)  # (B, 1, 1)
+    pair = torch.stack([b, 1 - b], dim=2) + torch.as_tensor(smoothing, dtype=f.dtype).to(f.device)
+    scaled = pair.log() * g  # (B, A, 2)
+    log_p = torch.stack([F.logsigmoid(f), F.logsigmoid(-f)], dim=2)
+    mixed = log_p + scaled
+    mixed = mixed - torch.logsumexp(mixed, dim=2, keepdim=True)
+    nll = -(y * mixed[..., 0] + (1 - y) * mixed[..., 1]).sum(1).mean(0)
+    bias_lp = scaled - torch.logsumexp(scaled, dim=2, keepdim=True)
+    entropy = -(bias_lp.exp() * bias_lp).sum(2).mean()
+    return nll, entropy
+
+
+def bias_product_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    bias: torch.Tensor,
+    *,
+    smoothing: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """BiasProduct (product of experts with the prior, no learned gate), per-answer sigmoid form.
+
+    ``log p(1) = log sigma(f) + log(b + smoothing)``, ``log p(0) = log sigma(-f) + log1p(-b +
+    smoothing)``, renormalised per answer; returns the binary NLL summed over answers and
+    averaged over the batch. Equals :func:`lmh_bce_loss` with ``gate = 1`` (its ``nll``).
+
+    Args:
+        logits: ``(B, A)``. labels: ``(B,)`` class ids or ``(B, A)`` soft scores.
+        bias: ``(B, A)`` prior rows in ``[0, 1]``. smoothing: added to the bias.
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> round(float(bias_product_loss(torch.zeros(1, 2), torch.tensor([0]),
+        ...                               torch.full((1, 2), 0.5))), 4)
+        1.3863
+    """
+    f = logits.float()
+    y = _as_scores(labels, f.shape[-1], f.shape[0], where="bias_product_loss").to(f)
+    b = bias.to(f)
+    smooth = torch.as_tensor(smoothing, dtype=f.dtype).to(f.device)
+    log_prob = F.logsigmoid(f) + torch.log(b + smooth)
+    log_not = F.logsigmoid(-f) + torch.log1p(-b + smooth)
+    norm = torch.logaddexp(log_prob, log_not)
+    log_prob, log_not = log_prob - norm, log_not - norm
+    return -(log_prob * y + (1 - y) * log_not).sum(1).mean(0)
+
+
+def lmh_softmax_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    log_bias: torch.Tensor,
+    gate: torch.Tensor | float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learned-Mixin for softmax classifiers: ``CE(log_softmax(f) + g log b, a)`` and the mean
+    entropy of ``softmax(g log b)``.
+
+    Args:
+        logits: ``(B, A)`` main-model logits ``f``.
+        labels: ``(B,)`` class ids, or ``(B, A)`` soft scores (then the cross-entropy is
+            ``-sum_a y_a log p_a``, averaged over the batch).
+        log_bias: ``(B, A)`` bias log-probabilities ``log b`` (:func:`prior_log_probs`).
+        gate: ``(B,)`` / ``(B, 1)`` values of ``g(x)``, or a number.
+
+    Returns:
+        ``(nll, entropy)`` scalars; the LMH loss is ``nll + w * entropy``.
+
+    Example:
+        >>> nll, ent = lmh_softmax_loss(torch.zeros(1, 4), torch.tensor([2]),
+        ...                             torch.full((1, 4), -math.log(4)), 1.0)
+        >>> round(float(nll), 4), round(float(ent), 4)   # log 4, log 4
+        (1.3863, 1.3863)
+    """
+    f = logits.float()
+    g = _gate_column(gate, f).to(f)
+    scaled = g * log_bias.to(f)
+    mixed = F.log_softmax(f, dim=-1) + scaled
+    if labels.is_floating_point():
+        y = _as_scores(labels, f.shape[-1], f.shape[0], where="lmh_softmax_loss").to(f)
+        nll = -(y * F.log_softmax(mixed, dim=-1)).sum(-1).mean()
+    else:
+        _as_scores(labels, f.shape[-1], f.shape[0], where="lmh_softmax_loss")
+        nll = F.cross_entropy(mixed, labels.long().to(f.device))
+    bias_lp = F.log_softmax(scaled, dim=-1)
+    entropy = -(bias_lp.exp() * bias_lp).sum(-1).mean()
+    return nll, entropy
+
+
+PseudoLabel = Literal["published", "corrected"]
+
+
+def gge_pseudo_label(
+    labels: torch.Tensor, reference: torch.Tensor, form: PseudoLabel = "published"
+) -> torch.Tensor:
+    """GGE's pseudo label: what is left of the target after the bias ``reference`` explains it.
+
+    * ``"published"``: ``2 y sigma(-2 y r)`` (the official code);
+    * ``"corrected"``: ``clamp(y - sigma(r), 0, 1)``, the exact negative gradient of
+      sigmoid + BCE with respect to the logit ``r``.
+
+    Gradients flow into ``reference`` (the published code does not detach it).
+
+    Args:
+        labels: ``(B, A)`` soft scores (or one-hot) ``y``.
+        reference: ``(B, A)`` the bias prediction ``r``.
+        form: ``"published"`` or ``"corrected"``.
+
+    Returns:
+        ``(B, A)`` pseudo labels in ``[0, 1]``.
+
+    Example:
+        >>> gge_pseudo_label(torch.tensor([[1.0, 0.0]]), torch.zeros(1, 2))
+        tensor([[1., 0.]])
+    """
+    y = labels.to(reference.dtype) if labels.is_floating_point() else labels.float()
+    if form == "published":
+        return 2 * y * torch.sigmoid(-2 * y * reference)
+    if form == "corrected":
+        return torch.clamp(y - torch.sigmoid(reference), 0.0, 1.0)
+    raise ConfigError(f"gge_pseudo_label: form = {form!r}; choose 'published' or 'corrected'.")
+
+
+def greedy_gradient_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    reference: torch.Tensor,
+    form: PseudoLabel = "published",
+) -> torch.Tensor:
+    """``A * BCE(logits, gge_pseudo_label(y, reference))``: BCE summed over answers, averaged over
+    the batch.
+
+    Args:
+        logits: ``(B, A)`` logits being trained. labels: ``(B, A)`` scores ``y``.
+        reference: ``(B, A)`` the bias prediction. form: see :func:`gge_pseudo_label`.
+
+    Example:
+        >>> round(float(greedy_gradient_loss(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]),
+        ...                                  torch.zeros(1, 2))), 4)   # 2 * log 2
+        1.3863
+    """
+    f = logits.float()
+    target = gge_pseudo_label(labels.to(f.device), reference.float(), form)
+    return F.binary_cross_entropy_with_logits(f, target.to(f)) * f.shape[-1]
+
+
+# ----------------------------------------------------------------------------------------
+# configs
+# ----------------------------------------------------------------------------------------
+def _check_prior_fields(cfg: Any) -> None:
+    if cfg.num_question_types is not None:
+        cfg._check_int("num_question_types", minimum=1)
+    if cfg.num_answers is not None:
+        cfg._check_int("num_answers", minimum=1)
+    if cfg.prior is None:
+        return
+    rows = cfg.prior
+    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or not rows:
+        cfg._fail("prior", "must be a non-empty list of rows (one list of floats per type)")
+    try:
+        table = tuple(tuple(float(v) for v in row) for row in rows)
+    except (TypeError, ValueError):
+        cfg._fail("prior", "must be a list of rows of numbers")
+    widths = {len(r) for r in table}
+    if len(widths) != 1 or 0 in widths:
+        cfg._fail("prior", f"rows must all have the same non-zero length (got {sorted(widths)})")
+    if any(not (math.isfinite(v) and 0 <= v <= 1) for r in table for v in r):
+        cfg._fail("prior", "entries must be finite and in [0, 1]")
+    if cfg.num_question_types is not None and cfg.num_question_types != len(table):
+        cfg._fail(
+            "num_question_types", f"does not match the {len(table)} rows of prior; drop one of them"
+        )
+    if cfg.num_answers is not None and cfg.num_answers != len(table[0]):
+        cfg._fail("num_answers", f"does not match the prior's {len(table[0])} columns")
+    cfg.prior = table
+
+
+def _check_roles(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, str) or not value:
+            cfg._fail(name, "must be a role name or module path (a non-empty string)")
+
+
+def _check_dim(cfg: Any, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) is not None:
+            cfg._check_int(name, minimum=1)
+
+
+@dataclass(kw_only=True)
+class LMHConfig(InterventionConfig):
+    """Learned-Mixin +H (Clark et al., 2019): ensemble the model with a question-type prior
+    whose weight ``g(x)`` the model learns, plus an entropy penalty that keeps ``g`` from
+    switching the prior off. Training only; ``logits`` stay the base model's logits.
+
+    Args:
+        form: ``"bce"`` (per-answer sigmoid, the VQA code) or ``"softmax"`` (closed-set
+            classifiers and softmax VLMs; the bias enters as log-probabilities).
+        entropy_weight: ``w``; ``None`` means 0.36 for ``"bce"`` (VQA-CP), 0.03 for
+            ``"softmax"`` (MNLI) when ``learned_mixin``, else 0. ``0`` gives plain Learned-Mixin.
+        learned_mixin: learn ``g(x) = softplus(w . h + beta)``; ``False`` fixes ``g = 1``
+            (BiasProduct, see :class:`BiasProductConfig`).
+        hidden_role: role (or module path) of the hidden vector ``h`` ``(B, D)`` that ``g`` reads;
+            not detached, so the gate also trains the model (as published).
+        hidden_dim: width of ``h`` (inferred from the role's module when ``None``).
+        learned_smoothing: ``"bce"`` form only: add a learned ``sigma(s)`` to both bias entries
+            (``s`` initialised at ``smoothing_init``); the softmax form uses ``prior_floor``.
+        smoothing_init: initial ``s`` (-1 gives 0.269).
+        constant_smoothing: a constant added to both bias entries (``"bce"`` form).
+        prior_floor: smallest prior probability in the softmax form (:func:`prior_log_probs`).
+        num_question_types: rows of the prior table (inferred from ``prior`` or from the first
+            :func:`set_bias_prior` call when ``None``).
+        num_answers: answers (inferred from the model when ``None``).
+        prior: optional small prior table written into the config (JSON); large tables go
+            through :func:`set_bias_prior` and are saved with the weights.
+
+    The batch passed to ``objective`` needs ``labels`` and ``question_type`` ``(B,)`` long.
+
+    Example:
+        >>> cfg = LMHConfig(prior=[[0.9, 0.1], [0.2, 0.8]])
+        >>> cfg.num_types(), cfg.effective_entropy_weight()
+        (2, 0.36)
+    """
+
+    type = "lmh"
+    form: Literal["bce", "softmax"] = "bce"
+    entropy_weight: float | None = None
+    learned_mixin: bool = True
+    hidden_role: str = "fused"
+    hidden_dim: int | None = None
+    learned_smoothing: bool = True
+    smoothing_init: float = -1.0
+    constant_smoothing: float = 0.0
+    prior_floor: float = 1e-4
+    num_question_types: int | None = None
+    num_answers: int | None = None
+    prior: tuple[tuple[float, ...], ...] | None = None
+
+    def validate(self) -> None:
+        if self.entropy_weight is not None:
+            self._check_positive("entropy_weight", allow_zero=True)
+        for name in ("learned_mixin", "learned_smoothing"):
+            if not isinstance(getattr(self, name), bool):
+                self._fail(name, "must be True or False")
+        for name in ("smoothing_init", "constant_smoothing"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                self._fail(name, "must be a number")
+            if not math.isfinite(value):
+                self._fail(name, "must be finite")
+        self._check_positive("constant_smoothing", allow_zero=True)
+        if not (isinstance(self.prior_floor, (int, float)) and 0 < self.prior_floor < 1):
+            self._fail("prior_floor", "must be a number in (0, 1), e.g. 1e-4")
+        _check_roles(self, "hidden_role")
+        _check_dim(self, "hidden_dim")
+        _check_prior_fields(self)
+
+    def effective_entropy_weight(self) -> float:
+        """``entropy_weight``, or its default for this form when ``None``."""
+        if self.entropy_weight is not None:
+            return float(self.entropy_weight)
+        return DEFAULT_ENTROPY_WEIGHT[self.form] if self.learned_mixin else 0.0
+
+    def num_types(self) -> int | None:
+        """Rows of the prior table, if known from the config."""
+        if self.prior is not None:
+            return len(self.prior)
+        return self.num_question_types
+
+
+@dataclass(kw_only=True)
+class BiasProductConfig(LMHConfig):
+    """BiasProduct: :class:`LMHConfig` with ``g(x) = 1`` (a plain product of experts with the
+    prior) and no entropy penalty by default.
+
+    Example:
+        >>> BiasProductConfig().learned_mixin, BiasProductConfig().effective_entropy_weight()
+        (False, 0.0)
+    """
+
+    type = "bias_product"
+    learned_mixin: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if self.learned_mixin:
+            self._fail("learned_mixin", "BiasProduct fixes g = 1; use LMHConfig to learn it")
+
+
+@dataclass(kw_only=True)
+class GGEConfig(InterventionConfig):
+    """Greedy Gradient Ensemble (Han et al., 2021): fit the biases first, train the model on
+    what they leave unexplained. Training only; ``logits`` stay the base model's logits.
+
+    Args:
+        bias: ``"distribution"`` (the question-type prior only: GGE-D, the d_bias ablation),
+            ``"question"`` (a question-only branch only: q_bias) or ``"both"`` (GGE-DQ).
+        variant: for ``"both"``: ``"iterative"`` (GGE-iter: the question branch and the model
+            take separate optimizer steps, see :meth:`GreedyGradientEnsemble.stages`) or
+            ``"together"`` (GGE-tog: one summed loss).
+        pseudo_label: ``"published"`` ``2 y sigma(-2 y r)`` or ``"corrected"``
+            ``clamp(y - sigma(r), 0, 1)`` (:func:`gge_pseudo_label`).
+        detach_pseudo_label: stop gradients flowing into the pseudo label (the published
+            code lets them reach the question branch).
+        question_role: role (or module path) of the question feature; the branch reads it
+            through a stop-gradient, so the encoder gets no gradient from the branch.
+        question_dim: its width (inferred when ``None``).
+        hidden: hidden widths of the branch MLP ``c_1`` (published ``(1024, 1024)``).
+        num_question_types, num_answers, prior: the distribution bias, as in
+            :class:`LMHConfig` (needed by ``"distribution"`` and ``"both"``).
+
+    The batch passed to ``objective`` needs ``labels`` and, unless ``bias="question"``,
+    ``question_type`` ``(B,)`` long.
+
+    Example:
+        >>> GGEConfig(variant="together", hidden=(64,)).to_dict()["variant"]
+        'together'
+    """
+
+    type = "gge"
+    bias: Literal["distribution", "question", "both"] = "both"
+    variant: Literal["iterative", "together"] = "iterative"
+    pseudo_label: Literal["published", "corrected"] = "published"
+    detach_pseudo_label: bool = False
+    question_role: str = "language_features"
+    question_dim: int | None = None
+    hidden: tuple[int, ...] = (1024, 1024)
+    num_question_types: int | None = None
+    num_answers: int | None = None
+    prior: tuple[tuple[float, ...], ...] | None = None
+
+    def validate(self) -> None:
+        if not isinstance(self.detach_pseudo_label, bool):
+            self._fail("detach_pseudo_label", "must be True or False")
+        _check_roles(self, "question_role")
+        _check_dim(self, "question_dim")
+        if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence):
+            self._fail("hidden", "must be a list of layer widths, e.g. (1024, 1024)")
+        if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden):
+            self._fail("hidden", "layer widths must be integers >= 1")
+        self.hidden = tuple(self.hidden)
+        _check_prior_fields(self)
+
+    def num_types(self) -> int | None:
+        """Rows of the prior table, if known from the config."""
+        if self.prior is not None:
+            return len(self.prior)
+        return self.num_question_types
+
+    @property
+    def uses_prior(self) -> bool:
+        return self.bias in ("distribution", "both")
+
+    @property
+    def uses_question_branch(self) -> bool:
+        return self.bias in ("question", "both")
+
+
+# ----------------------------------------------------------------------------------------
+# implementations
+# ----------------------------------------------------------------------------------------
+class _PriorTableMixin(Intervention):
+    """Holds the ``(num_question_types, num_answers)`` prior as buffers (saved with the
+    weights): ``prior`` and ``prior_is_set``."""
+
+    prior: torch.Tensor
+    prior_is_set: torch.Tensor
+
+    def _init_prior(self, num_answers: int, dtype: torch.dtype, device: torch.device) -> None:
+        cfg = self.config
+        rows = cfg.num_types() or 0
+        if cfg.prior is not None:
+            table = torch.tensor(cfg.prior, dtype=dtype, device=device)
+            if table.shape[1] != num_answers:
+                raise ConfigError(
+                    f"{type(cfg).__name__}.prior has {table.shape[1]} columns but the model "
+                    f"has {num_answers} answers; build the prior for this answer vocabulary."
+                )
+            is_set = True
+        else:
+            table = torch.zeros(rows, num_answers, dtype=dtype, device=device)
+            is_set = False
+        self.register_buffer("prior", table)
+        self.register_buffer("prior_is_set", torch.tensor(is_set, device=device))
+
+    def set_prior(self, table: torch.Tensor) -> None:
+        """Install the prior table ``(num_question_types, num_answers)`` with entries in [0, 1].
+
+        When the number of question types was not configured, the first table fixes it (and
+        records it in ``config.num_question_types`` so saving and loading restore the shape).
+        """
+        cfg = self.config
+        t = torch.as_tensor(table)
+        if t.dim() != 2 or not t.is_floating_point():
+            raise InputError(
+                f"the prior must be a (num_question_types, num_answers) float tensor, got dtype "
+                f"{t.dtype} and shape {tuple(t.shape)}; build it with question_type_prior()."
+            )
+        if t.shape[1] != self.prior.shape[1]:
+            raise InputError(
+                f"the prior has {t.shape[1]} answer columns but the model has "
+                f"{self.prior.shape[1]} answers."
+            )
+        if not torch.isfinite(t).all() or bool((t < 0).any()) or bool((t > 1).any()):
+            raise InputError(
+                f"prior entries must be finite and in [0, 1] (got range [{float(t.min()):.4g}, "
+                f"{float(t.max()):.4g}]); use mean soft scores per type (question_type_prior)."
+            )
+        rows = self.prior.shape[0]
+        if rows and t.shape[0] != rows:
+            raise InputError(
+                f"the prior has {t.shape[0]} question types but this {type(cfg).__name__} was "
+                f"built for {rows} (num_question_types); rebuild the wrapper with "
+                f"num_question_types={t.shape[0]}."
+            )
+        if not rows:
+            self.prior = t.detach().to(self.prior.device, self.prior.dtype).clone()
+            cfg.num_question_types = int(t.shape[0])
+        else:
+            with torch.no_grad():
+                self.prior.copy_(t.to(self.prior.device, self.prior.dtype))
+        self.prior_is_set.fill_(True)
+
+    def _batch_prior(self, batch: Mapping[str, Any], batch_size: int) -> torch.Tensor:
+        """The prior rows of the batch's question types, ``(B, A)``."""
+        name = type(self.config).__name__
+        if not bool(self.prior_is_set):
+            raise InterventionStateError(
+                f"{name} has no question-type prior yet; compute it from the training data with "
+                "question_type_prior(question_types, labels, num_types, num_answers) and install "
+                "it with causalvl.interventions.ensembles.set_bias_prior(vl, prior) (or pass a "
+                "small table as prior=...)."
+            )
+        qt = batch.get("question_type") if isinstance(batch, Mapping) else None
+        if qt is None:
+            raise InputError(
+                f"{name} needs the batch key 'question_type' ((B,) long question-type ids that "
+                f"index the prior rows); got keys {sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__}."
+            )
+        qt = torch.as_tensor(qt)
+        if qt.is_floating_point() or qt.dim() != 1 or qt.shape[0] != batch_size:
+            raise InputError(
+                f"batch['question_type'] must be ({batch_size},) integer ids, got dtype {qt.dtype} "
+                f"and shape {tuple(qt.shape)}."
+            )
+        num = self.prior.shape[0]
+        if qt.numel() and (int(qt.min()) < 0 or int(qt.max()) >= num):
+            raise InputError(
+                f"batch['question_type'] holds ids in [{int(qt.min())}, {int(qt.max())}] but the "
+                f"prior has {num} question types."
+            )
+        return self.prior[qt.to(self.prior.device).long()]
+
+
+def _labels_of(batch: Mapping[str, Any], name: str) -> torch.Tensor:
+    labels = batch.get("labels") if isinstance(batch, Mapping) else None
+    if labels is None:
+        raise InputError(f"{name} needs 'labels' in the batch (class ids (B,) or scores (B, A)).")
+    return torch.as_tensor(labels)
+
+
+def _find(vl: Any) -> list[_PriorTableMixin]:
+    impls = getattr(vl, "interventions", None)
+    if isinstance(vl, _PriorTableMixin):
+        return [vl]
+    if not isinstance(impls, nn.ModuleDict):
+        raise ConfigError(
+            f"set_bias_prior expects a wrapped model (causalvl.intervene) or an LMH / GGE "
+            f"intervention, got {type(vl).__name__}."
+        )
+    return [m for m in impls.values() if isinstance(m, _PriorTableMixin)]
+
+
+def set_bias_prior(vl: Any, prior: torch.Tensor) -> None:
+    """Install the question-type prior on every LMH / BiasProduct / GGE intervention of ``vl``.
+
+    The table becomes a buffer of the intervention, so ``vl.save_pretrained`` and
+    :func:`causalvl.load` keep it.
+
+    Args:
+        vl: an :class:`~causalvl.IntervenedModel` (or one intervention).
+        prior: ``(num_question_types, num_answers)`` in ``[0, 1]``, e.g. from
+            :func:`question_type_prior`.
+
+    Example:
+        >>> import causalvl
+        >>> vl = causalvl.intervene(causalvl.TinyVQA(vocab_size=9, num_answers=3),
+        ...                         causalvl.LMHConfig())
+        >>> set_bias_prior(vl, torch.tensor([[0.5, 0.5, 0.0]]))
+        >>> vl.interventions["0_lmh"].prior.shape
+        torch.Size([1, 3])
+    """
+    targets = [
+        m for m in _find(vl) if not isinstance(m, GreedyGradientEnsemble) or m.config.uses_prior
+    ]
+    if not targets:
+        raise ConfigError(
+            "set_bias_prior: the wrapped model has no intervention that uses a question-type "
+            "prior (LMHConfig, BiasProductConfig, GGEConfig with bias='distribution' or 'both')."
+        )
+    for impl in targets:
+        impl.set_prior(prior)
+
+
+@implements(LMHConfig)
+class LearnedMixin(_PriorTableMixin):
+    """Implementation of :class:`LMHConfig` (and :class:`BiasProductConfig`).
+
+    Parameters: ``gate`` = Linear(hidden_dim, 1) (absent for BiasProduct); ``smoothing`` = the
+    scalar ``s`` (``"bce"`` form with ``learned_smoothing``). Buffers: ``prior``,
+    ``prior_is_set``.
+
+    ``combine`` records ``g(x)`` as ``output.features["lmh_gate"]`` ``(B,)``; ``loss`` returns
+    ``{"lmh_nll": ..., "entropy": w * H}`` and replaces the task loss.
+    """
+
+    replaces_task_loss = True
+
+    def __init__(self, config: LMHConfig, model: nn.Module, adapter: ModelAdapter) -> None:
+        super().__init__(config, model, adapter)
+        dtype, device = module_dtype_device(model)
+        self.num_answers = config.num_answers or infer_num_answers(model, adapter)
+        if config.learned_mixin:
+            dim = config.hidden_dim or infer_feature_dim(model, adapter, config.hidden_role)
+            self.gate = nn.Linear(dim, 1).to(device=device, dtype=dtype)
+        else:
+            self.gate = None
+        if config.form == "bce" and config.learned_smoothing:
+            self.smoothing = nn.Parameter(
+                torch.full((1,), float(config.smoothing_init), dtype=dtype, device=device)
+            )
+        else:
+            self.smoothing = None
+        self._init_prior(self.num_answers, dtype, device)
+
+    @property
+    def capture_roles(self) -> tuple[str, ...]:
+        return (self.config.hidden_role,) if self.config.learned_mixin else ()
+
+    def combine(self, state: ForwardState) -> None:
+        if self.gate is None:
+            return
+        h = state.feature(self.config.hidden_role)
+        g = F.softplus(self.gate(h.to(self.gate.weight.dtype))).squeeze(-1)
+        state.features["lmh_gate"] = g
+
+    def gate_values(self, output: InterventionOutput) -> torch.Tensor | float:
+        """``g(x)`` of each example ``(B,)`` (``1.0`` for BiasProduct)."""
+        if self.gate is None:
+            return 1.0
+        if "lmh_gate" not in output.features:
+            raise InterventionStateError(
+                "output.features has no 'lmh_gate'; pass the output of the same wrapped model "
+                "(vl(batch)) to vl.objective."
+            )
+        return output.features["lmh_gate"]
+
+    def smoothing_value(self) -> torch.Tensor | float:
+        """What is added to both bias entries in the ``"bce"`` form: ``sigma(s) + constant``."""
+        value: torch.Tensor | float = float(self.config.constant_smoothing)
+        if self.smoothing is not None:
+            value = torch.sigmoid(self.smoothing.float()) + value
+        return value
+
+    def loss(self, output: InterventionOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        f = output.factual_logits
+        if f.dim() != 2 or f.shape[1] != self.num_answers:
+            raise InputError(
+                f"{type(cfg).__name__} needs answer logits (B, {self.num_answers}); got "
+                f"{tuple(f.shape)} (contrastive models are not supported)."
+            )
+        labels = _labels_of(batch, type(cfg).__name__).to(f.device)
+        bias = self._batch_prior(batch, f.shape[0])
+        gate = self.gate_values(output)
+        if cfg.form == "bce":
+            nll, entropy = lmh_bce_loss(f, labels, bias, gate, smoothing=self.smoothing_value())
+        else:
+            log_b = prior_log_probs(bias.float(), cfg.prior_floor)
+            nll, entropy = lmh_softmax_loss(f, labels, log_b, gate)
+        return {"lmh_nll": nll, "entropy": cfg.effective_entropy_weight() * entropy}
+
+
+@implements(GGEConfig)
+class GreedyGradientEnsemble(_PriorTableMixin):
+    """Implementation of :class:`GGEConfig`.
+
+    Parameters: ``c_1`` (:class:`BranchMLP` on the stop-gradient question feature) and ``c_2`` =
+    Linear(A, A), present when ``bias`` is ``"question"`` or ``"both"``. Buffers: ``prior``,
+    ``prior_is_set``.
+
+    ``combine`` writes ``output.branch_logits["question"] = c_2(Z_q)`` and
+    ``output.features["gge_question_hidden"] = Z_q = c_1(sg(e_q))`` ``(B, A)``.
+
+    ``loss`` parts (``A * BCE`` with pseudo labels ``pl``; ``f`` = factual logits, ``b`` = prior
+    rows, ``y`` = scores):
+
+    ==============  ================================  ===========================================
+    bias / variant  ``"gge_question"``                ``"gge_base"``
+    ==============  ================================  ===========================================
+    both/iterative  ``A BCE(q_out, pl(y, b))``        ``A BCE(f, pl(y, sigma(Z_q) + b))``
+    both/together   ``A BCE(q_out, pl(y, b))``        ``A BCE(f, pl(y, sigma(q_out) + b))``
+    question        ``A BCE(q_out, y)``               ``A BCE(f, pl(y, q_out))``
+    distribution    (none)                            ``A BCE(f, pl(y, b))``
+    ==============  ================================  ===========================================
+
+    **Two-step training (GGE-iter).** :meth:`stages` returns ``(("gge_question",),
+    ("gge_base",))``: the published recipe takes one optimizer step on ``gge_question``, then,
+    without zeroing the gradients, a forward pass and a second step on ``gge_base`` (every
+    part not named by an earlier stage, e.g. other interventions' losses, belongs to the last
+    stage). A trainer that ignores :meth:`stages` and steps on the summed objective gets the
+    sum of both gradients in one step: the same gradient directions (the pseudo label is not
+    detached, so ``c_1`` also learns from ``gge_base``), but ``gge_base`` sees ``c_1`` before
+    rather than after its own update.
+    """
+
+    replaces_task_loss = True
+
+    def __init__(self, config: GGEConfig, model: nn.Module, adapter: ModelAdapter) -> None:
+        super().__init__(config, model, adapter)
+        dtype, device = module_dtype_device(model)
+        self.num_answers = config.num_answers or infer_num_answers(model, adapter)
+        if config.uses_question_branch:
+            dim = config.question_dim or infer_feature_dim(model, adapter, config.question_role)
+            self.c_1 = BranchMLP(dim, self.num_answers, config.hidden).to(
+                device=device, dtype=dtype
+            )
+            self.c_2 = nn.Linear(self.num_answers, self.num_answers).to(device=device, dtype=dtype)
+        else:
+            self.c_1 = self.c_2 = None
+        self._init_prior(self.num_answers, dtype, device)
+
+    @property
+    def capture_roles(self) -> tuple[str, ...]:
+        return (self.config.question_role,) if self.config.uses_question_branch else ()
+
+    def stages(self) -> tuple[tuple[str, ...], ...]:
+        """Loss parts grouped by optimizer step, in order.
+
+        ``(("gge_question",), ("gge_base",))`` for GGE-iter (two steps per batch, each after
+        its own forward pass); a single stage otherwise. Parts of the objective not listed in
+        an earlier stage belong to the last one.
+        """
+        if self.config.bias == "both" and self.config.variant == "iterative":
+            return (("gge_question",), ("gge_base",))
+        if self.config.uses_question_branch:
+            return (("gge_question", "gge_base"),)
+        return (("gge_base",),)
+
+    def combine(self, state: ForwardState) -> None:
+        if self.c_1 is None:
+            return
+        e_q = state.feature(self.config.question_role)
+        z_q = self.c_1(stop_gradient_into(e_q).to(self.c_2.weight.dtype))
+        state.features["gge_question_hidden"] = z_q
+        state.branch_logits["question"] = self.c_2(z_q)
+
+    def _reference(self, r: torch.Tensor) -> torch.Tensor:
+        return r.detach() if self.config.detach_pseudo_label else r
+
+    def loss(self, output: InterventionOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        f = output.factual_logits
+        if f.dim() != 2 or f.shape[1] != self.num_answers:
+            raise InputError(
+                f"GGEConfig needs answer logits (B, {self.num_answers}); got {tuple(f.shape)}."
+            )
+        labels = _labels_of(batch, "GGEConfig").to(f.device)
+        y = _as_scores(labels, self.num_answers, f.shape[0], where="GGEConfig").float()
+        form = cfg.pseudo_label
+        if cfg.bias == "distribution":
+            b = self._batch_prior(batch, f.shape[0]).float()
+            return {"gge_base": greedy_gradient_loss(f, y, b, form)}
+        if "question" not in output.branch_logits or "gge_question_hidden" not in output.features:
+            raise InterventionStateError(
+                "the output has no GGE question branch; pass the output of the same wrapped "
+                "model (vl(batch)) to vl.objective."
+            )
+        q_out = output.branch_logits["question"].float()
+        z_q = output.features["gge_question_hidden"].float()
+        num = self.num_answers
+        if cfg.bias == "question":
+            l_q = F.binary_cross_entropy_with_logits(q_out, y.to(q_out)) * num
+            return {
+                "gge_question": l_q,
+                "gge_base": greedy_gradient_loss(f, y, self._reference(q_out), form),
+            }
+        b = self._batch_prior(batch, f.shape[0]).float()
+        l_q = greedy_gradient_loss(q_out, y, b, form)
+        source = z_q if cfg.variant == "iterative" else q_out
+        ref = self._reference(torch.sigmoid(source) + b)
+        return {"gge_question": l_q, "gge_base": greedy_gradient_loss(f, y, ref, form)}
