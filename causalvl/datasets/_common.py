@@ -121,7 +121,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     shrink = images.shape[-1] > size
-    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    out = F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+    )
     return out.clamp_(0.0, 1.0)
 
 

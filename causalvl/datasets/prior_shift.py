@@ -88,7 +88,9 @@ class PriorShiftConfig(Config):
         if self.question_types is not None:
             unknown = [q for q in self.question_types if q not in QUESTION_TYPES]
             if unknown or not self.question_types:
-                self._fail("question_types", f"must be a non-empty subset of {list(QUESTION_TYPES)}")
+                self._fail(
+                    "question_types", f"must be a non-empty subset of {list(QUESTION_TYPES)}"
+                )
 
 
 class PriorShiftVQA(Dataset):
@@ -160,6 +162,7 @@ class PriorShiftVQA(Dataset):
     Example::
 
         >>> from torch.utils.data import DataLoader
+        >>> from causalvl.datasets import collate
         >>> train = PriorShiftVQA(split="train", num_examples=64)
         >>> batch = next(iter(DataLoader(train, batch_size=8, collate_fn=collate)))
         >>> batch["pixel_values"].shape, batch["input_ids"].shape, batch["labels"].shape
@@ -225,8 +228,10 @@ class PriorShiftVQA(Dataset):
             self._favoured["test"].append([ans[i] for i in perm[m : 2 * m]])
 
         # -- tokenizer -------------------------------------------------------------------
-        self.tokenizer = tokenizer if tokenizer is not None else WordTokenizer.from_texts(
-            self.all_questions(), max_length=config.max_length
+        self.tokenizer = (
+            tokenizer
+            if tokenizer is not None
+            else WordTokenizer.from_texts(self.all_questions(), max_length=config.max_length)
         )
 
         # -- the examples ----------------------------------------------------------------
@@ -381,7 +386,9 @@ class PriorShiftVQA(Dataset):
                 img_class[i] = rng.integers(num_classes)
                 colour[i] = colour_names.index(a)
             else:
-                members = [c for c in range(num_classes) if self._sup_names[self._class_sup[c]] == a]
+                members = [
+                    c for c in range(num_classes) if self._sup_names[self._class_sup[c]] == a
+                ]
                 img_class[i] = members[rng.integers(len(members))]
         image_index = np.array([pools[c][rng.integers(len(pools[c]))] for c in img_class], np.int64)
         return {
@@ -398,7 +405,9 @@ class PriorShiftVQA(Dataset):
         cfg = self.config
         uniq, inverse = np.unique(plan["image_index"], return_inverse=True)
         base = prepared_images(self.source.subset(uniq), cfg.image_size)[torch.from_numpy(inverse)]
-        rgb = torch.tensor(list(COLOURS.values()), dtype=torch.float32)[torch.from_numpy(plan["colour"])]
+        rgb = torch.tensor(list(COLOURS.values()), dtype=torch.float32)[
+            torch.from_numpy(plan["colour"])
+        ]
         pixels = tint(base, rgb, cfg.tint_strength)
         gen = torch_generator(make_rng(cfg.seed, "noise", int(plan["split_code"])))
         self._pixels = add_noise(pixels, cfg.noise_std, gen).contiguous()

@@ -398,7 +398,9 @@ def cifar10(
             raise DataError(f"cifar10: batches={list(batches)!r} must be a non-empty list of 1-5.")
         files = [root / f"data_batch_{b}" for b in batches]
     else:
-        files = [root / f"data_batch_{b}" for b in range(1, 6) if (root / f"data_batch_{b}").is_file()]
+        files = [
+            root / f"data_batch_{b}" for b in range(1, 6) if (root / f"data_batch_{b}").is_file()
+        ]
         if not files:
             raise DataError(
                 f"cifar10: no training batch in {str(root)!r} (looked for data_batch_1 .. "
@@ -430,7 +432,9 @@ def cifar10(
         keep.sort()
         x, y = x[keep], y[keep]
     logger.info("cifar10: read %d images from %s", len(y), [f.name for f in files])
-    return ImageSource(torch.from_numpy(x.copy()), torch.from_numpy(y), names, name=f"cifar10-{split}")
+    return ImageSource(
+        torch.from_numpy(x.copy()), torch.from_numpy(y), names, name=f"cifar10-{split}"
+    )
 
 
 def default_data_dir() -> Path | None:

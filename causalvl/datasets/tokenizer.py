@@ -56,7 +56,9 @@ class WordTokenizer:
     Build one from text with :meth:`from_texts`; see the module docstring for an example.
     """
 
-    def __init__(self, vocab: Sequence[str], *, max_length: int = 16, lowercase: bool = True) -> None:
+    def __init__(
+        self, vocab: Sequence[str], *, max_length: int = 16, lowercase: bool = True
+    ) -> None:
         vocab = list(vocab)
         if tuple(vocab[:4]) != SPECIAL_TOKENS:
             raise ConfigError(
@@ -91,13 +93,19 @@ class WordTokenizer:
         always give the same ids.
         """
         if not isinstance(min_freq, int) or min_freq < 1:
-            raise ConfigError(f"WordTokenizer.min_freq = {min_freq!r} is invalid: must be an int >= 1.")
+            raise ConfigError(
+                f"WordTokenizer.min_freq = {min_freq!r} is invalid: must be an int >= 1."
+            )
         counts: Counter[str] = Counter()
         for t in texts:
             if not isinstance(t, str):
-                raise DataError(f"WordTokenizer.from_texts expects strings, got {type(t).__name__}.")
+                raise DataError(
+                    f"WordTokenizer.from_texts expects strings, got {type(t).__name__}."
+                )
             counts.update(split_words(t, lowercase=lowercase))
-        words = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
+        words = sorted(
+            (w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w)
+        )
         words = [w for w in words if w not in SPECIAL_TOKENS]
         return cls([*SPECIAL_TOKENS, *words], max_length=max_length, lowercase=lowercase)
 
@@ -128,7 +136,9 @@ class WordTokenizer:
         ids = ids + [self.pad_token_id] * (length - len(ids))
         return ids, mask
 
-    def __call__(self, texts: str | Sequence[str], *, max_length: int | None = None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, texts: str | Sequence[str], *, max_length: int | None = None
+    ) -> dict[str, torch.Tensor]:
         """Encode a text or a list of texts.
 
         Returns:
@@ -188,12 +198,18 @@ class WordTokenizer:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"vocab": list(self.vocab), "max_length": self.max_length, "lowercase": self.lowercase}
+        return {
+            "vocab": list(self.vocab),
+            "max_length": self.max_length,
+            "lowercase": self.lowercase,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WordTokenizer:
         try:
-            return cls(data["vocab"], max_length=data["max_length"], lowercase=data.get("lowercase", True))
+            return cls(
+                data["vocab"], max_length=data["max_length"], lowercase=data.get("lowercase", True)
+            )
         except (KeyError, TypeError) as exc:
             raise DataError(f"WordTokenizer.from_dict: malformed tokenizer data ({exc}).") from exc
 
@@ -212,7 +228,9 @@ class WordTokenizer:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise DataError(f"WordTokenizer.load: {str(path)!r} is not valid JSON ({exc}).") from exc
+            raise DataError(
+                f"WordTokenizer.load: {str(path)!r} is not valid JSON ({exc})."
+            ) from exc
         return cls.from_dict(data)
 
 
