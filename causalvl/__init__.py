@@ -90,6 +90,24 @@ _LAZY: dict[str, str] = {
     "foil_accuracy": ".diagnostics",
     "effect_magnitudes": ".diagnostics",
     "BiasReport": ".reports",
+    # datasets: image sources, bias constructions, tokenizer, benchmark loaders
+    "digits": ".datasets",
+    "cifar10": ".datasets",
+    "ArraySource": ".datasets",
+    "ImageSource": ".datasets",
+    "PriorShiftVQA": ".datasets",
+    "ContextShift": ".datasets",
+    "CompositionalPairs": ".datasets",
+    "ComparativePairs": ".datasets",
+    "perturb_caption": ".datasets",
+    "collate": ".datasets",
+    "WordTokenizer": ".datasets",
+    "load_winoground": ".datasets",
+    "load_vqacp": ".datasets",
+    "load_valse": ".datasets",
+    "load_sugarcrepe": ".datasets",
+    "load_nlvr": ".datasets",
+    "load_nlvr2": ".datasets",
     # -- more public names are registered below by each subsystem --
 }
 
