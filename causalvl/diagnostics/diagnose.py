@@ -572,7 +572,9 @@ def _causal(
             continue
         values = cat[key].long()
         levels = torch.unique(values).tolist()
-        if len(levels) <= 2:
+        if len(levels) == 1:  # a constant carries no confounding; it would make the fit singular
+            continue
+        if len(levels) == 2:
             columns[key] = values.numpy()
             causes.append(key)
             continue

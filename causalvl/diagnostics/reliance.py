@@ -90,11 +90,16 @@ def mean_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
 
 
 def locate_region(
-    composite: torch.Tensor, patch: torch.Tensor, *, atol: float = 1e-5
+    composite: torch.Tensor,
+    patch: torch.Tensor,
+    *,
+    atol: float = 1e-5,
+    exclude: tuple[int, int] | None = None,
 ) -> tuple[int, int] | None:
     """Top-left ``(y, x)`` where ``patch`` ``(C, h, w)`` sits in ``composite`` ``(C, H, W)``.
 
-    Returns the first exact match (up to ``atol``) in row-major order, or ``None``.
+    Returns the first exact match (up to ``atol``) in row-major order other than ``exclude``
+    (used to skip the target's position when target and context look alike), or ``None``.
     """
     c, h, w = patch.shape
     if (
@@ -106,19 +111,19 @@ def locate_region(
         return None
     windows = composite.unfold(1, h, 1).unfold(2, w, 1)  # (C, H-h+1, W-w+1, h, w)
     diff = (windows - patch[:, None, None]).abs().amax(dim=(0, 3, 4))
-    hits = (diff <= atol).nonzero()
-    if hits.numel() == 0:
-        return None
-    return int(hits[0, 0]), int(hits[0, 1])
+    for y, x in (diff <= atol).nonzero().tolist():
+        if (y, x) != exclude:
+            return int(y), int(x)
+    return None
 
 
 def context_boxes(batch: Mapping[str, Any]) -> torch.Tensor:
     """Where each example's context region sits in ``pixel_values``: ``(B, 4)`` long
-    ``(y0, x0, y1, x1)``.
+    ``(y0, x0, y1, x1)`` (row/column slices).
 
-    Uses the batch key ``region_boxes`` ``(B, 2, 4)`` in ``(y0, x0, y1, x1)`` pixel order when
-    present (region 1 is the context); otherwise finds ``region_pixels[:, 1]`` in the composite
-    by exact match.
+    Uses the batch key ``boxes`` ``(B, 2, 4)`` in ``(x0, y0, x1, y1)`` pixel coordinates when
+    present (region 1 is the context, as in :class:`~causalvl.datasets.context_shift.ContextShift`);
+    otherwise finds ``region_pixels[:, 1]`` in the composite by exact match.
 
     Raises:
         InputError: when the batch has no region data or a context region cannot be found.
@@ -129,27 +134,28 @@ def context_boxes(batch: Mapping[str, Any]) -> torch.Tensor:
             "context reliance needs 'region_pixels' of shape (B, 2, C, h, w) (region 0 target, "
             f"1 context); got {None if regions is None else tuple(regions.shape)}."
         )
-    boxes = batch.get("region_boxes")
+    boxes = batch.get("boxes")
     if isinstance(boxes, torch.Tensor):
         if boxes.dim() != 3 or boxes.shape[1] < 2 or boxes.shape[2] != 4:
             raise InputError(
-                f"'region_boxes' must be (B, 2, 4) (y0, x0, y1, x1), got {tuple(boxes.shape)}."
+                f"'boxes' must be (B, 2, 4) (x0, y0, x1, y1) per region, got {tuple(boxes.shape)}."
             )
-        return boxes[:, 1].long().cpu()
+        x0, y0, x1, y1 = boxes[:, 1].round().long().cpu().unbind(-1)
+        return torch.stack([y0, x0, y1, x1], dim=1)
     composite = batch.get("pixel_values")
     if not isinstance(composite, torch.Tensor) or composite.dim() != 4:
         raise InputError("context reliance needs the composite image 'pixel_values' (B, C, H, W).")
     h, w = regions.shape[-2:]
     out = []
     for i in range(regions.shape[0]):
-        loc = locate_region(
-            composite[i].detach().cpu().float(), regions[i, 1].detach().cpu().float()
-        )
+        image = composite[i].detach().cpu().float()
+        target = locate_region(image, regions[i, 0].detach().cpu().float())
+        loc = locate_region(image, regions[i, 1].detach().cpu().float(), exclude=target)
         if loc is None:
             raise InputError(
                 f"example {i}: the context region region_pixels[{i}, 1] does not appear in "
-                "pixel_values; add a 'region_boxes' key (B, 2, 4) with (y0, x0, y1, x1) per "
-                "region so the context can be replaced."
+                "pixel_values; add a 'boxes' key (B, 2, 4) with (x0, y0, x1, y1) per region "
+                "so the context can be replaced."
             )
         out.append((loc[0], loc[1], loc[0] + h, loc[1] + w))
     return torch.tensor(out, dtype=torch.long)

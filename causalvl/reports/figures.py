@@ -108,8 +108,27 @@ def _bars(
         ax.set_ylim(ylim[0], ylim[1] * 1.1)  # headroom for the value labels
         ax.set_yticks([ylim[0] + (ylim[1] - ylim[0]) * k / 5 for k in range(6)])
     _style(ax)
-    if len(series) > 1:
-        ax.legend(fontsize=8, frameon=False)
+
+
+def _legend(fig: Any, ax: Any) -> None:
+    """One legend under the plots (outside the axes, so it never hides a bar)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(handles) > 1:
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(len(handles), 4),
+            frameon=False,
+            fontsize=8,
+        )
+
+
+def _wrap(label: str, width: int = 14) -> str:
+    """Break long group names at commas so tick labels do not collide."""
+    if len(label) <= width:
+        return label
+    return label.replace(", ", ",\n")
 
 
 def accuracy_figure(models: Mapping[str, Diagnostics]) -> Any | None:
@@ -142,6 +161,7 @@ def accuracy_figure(models: Mapping[str, Diagnostics]) -> Any | None:
             series[m] = vals
         _bars(axes[1], splits, series, ylabel="worst-group accuracy")
         axes[1].set_title("Worst-group accuracy per split", fontsize=10)
+    _legend(fig, axes[0])
     return fig
 
 
@@ -167,14 +187,16 @@ def group_accuracy_figure(models: Mapping[str, Diagnostics], split: str | None) 
             else {g.group: g.accuracy for g in sp.groups.per_group}
         )
         series[m] = [table.get(g) for g in ids]
-    fig = _figure(max(6.0, min(11.0, 1.0 + 0.9 * len(ids) * max(1, len(models)) * 0.5)), 3.4)
+    width = max(6.0, min(11.0, 1.5 + 0.45 * len(ids) * max(1, len(models))))
+    fig = _figure(width, 3.8)
     ax = fig.subplots()
-    _bars(ax, names, series, ylabel="accuracy")
-    if len(names) > 4:
+    _bars(ax, [_wrap(n) for n in names], series, ylabel="accuracy")
+    if len(names) > 8:
         for label in ax.get_xticklabels():
             label.set_rotation(30)
             label.set_horizontalalignment("right")
     ax.set_title(mpl_text(f"Accuracy per group ({split})"), fontsize=10)
+    _legend(fig, ax)
     return fig
 
 
@@ -205,6 +227,7 @@ def reliance_figure(models: Mapping[str, Diagnostics], split: str | None) -> Any
     ax = fig.subplots()
     _bars(ax, cats, series, ylabel="fraction of examples")
     ax.set_title(mpl_text(f"Reliance on shortcuts ({split})"), fontsize=10)
+    _legend(fig, ax)
     return fig
 
 
@@ -279,9 +302,45 @@ def effect_figure(models: Mapping[str, Diagnostics], split: str | None) -> Any |
         ax.set_xlabel("value at the predicted answer", fontsize=8)
         _style(ax)
     axes[0].set_ylabel("examples")
-    if len(models) > 1:
-        axes[-1].legend(fontsize=8, frameon=False)
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncols=min(len(handles), 4),
+            frameon=False,
+            fontsize=8,
+        )
     return fig
+
+
+def figure_names(models: Mapping[str, Diagnostics]) -> list[str]:
+    """Names of the figures :func:`report_figures` draws, without drawing them."""
+    split = focus_split(models)
+    parts = [d.splits[split] for d in models.values() if split in d.splits]
+    every = [s for d in models.values() for s in d.splits.values()]
+    checks = {
+        "accuracy": bool(every),
+        "group_accuracy": any(s.groups is not None for s in parts),
+        "reliance": any(
+            (
+                s.language_prior is not None
+                and (
+                    s.language_prior.prior_agreement is not None
+                    or s.language_prior.image_swap_flip_rate is not None
+                )
+            )
+            or (s.context is not None and s.context.flip_rate is not None)
+            for s in parts
+        ),
+        "reliability": any(s.calibration is not None for s in parts),
+        "effects": any(s.effects is not None and len(s.effects.effects) > 0 for s in parts),
+    }
+    return [name for name, ok in checks.items() if ok]
 
 
 def report_figures(models: Mapping[str, Diagnostics]) -> dict[str, Any]:
@@ -303,6 +362,7 @@ __all__ = [
     "effect_figure",
     "figure_to_data_uri",
     "figure_to_png",
+    "figure_names",
     "focus_split",
     "group_accuracy_figure",
     "reliability_figure",

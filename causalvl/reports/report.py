@@ -35,7 +35,7 @@ from ..diagnostics.results import (
     _load_json,
 )
 from ..errors import DataError
-from .figures import figure_to_data_uri, focus_split, report_figures
+from .figures import figure_names, figure_to_data_uri, focus_split, report_figures
 from .formatting import esc, format_number, format_signed, md_escape
 
 FORMAT = "causalvl.bias_report"
@@ -378,7 +378,7 @@ class BiasReport:
             "models": {m: d.to_dict() for m, d in self.models.items()},
             "extra_sections": [t.to_dict() for t in self.extra_sections],
             "audit": None if self.audit is None else self.audit.to_dict(),
-            "figures": list(self.figures()),
+            "figures": figure_names(self.models),
             "provenance": dict(self.provenance or {}),
         }
 
@@ -587,6 +587,8 @@ class _HtmlWriter:
         if not keys:
             return
         lookups = {c: {m.key: m.value for m in ms} for c, ms in metrics_by_col.items()}
+        # a metric no column has a value for (e.g. an optional average) is left out
+        keys = [k for k in keys if any(lookups[c].get(k) is not None for c in lookups)]
         rows = []
         for k in keys:
             row = [(info[k].label, "")]
