@@ -51,6 +51,9 @@ _LAZY: dict[str, str] = {
     # interventions
     "Intervention": ".interventions.base",
     "IdentityConfig": ".interventions.identity",
+    "CounterfactualConfig": ".interventions.counterfactual",
+    "PriorSubtractionConfig": ".interventions.counterfactual",
+    "RUBiConfig": ".interventions.rubi",
     "LMHConfig": ".interventions.ensembles",
     "BiasProductConfig": ".interventions.ensembles",
     "GGEConfig": ".interventions.ensembles",

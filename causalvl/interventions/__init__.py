@@ -13,6 +13,7 @@ import importlib
 BUILTIN_MODULES = (
     "causalvl.interventions.identity",
     "causalvl.interventions.counterfactual",
+    "causalvl.interventions.rubi",
     "causalvl.interventions.ensembles",
     "causalvl.interventions.backdoor",
     "causalvl.decoding.intervention",
