@@ -285,3 +285,25 @@ def test_missing_vision_warns_and_skips_prior():
         d = diagnose(TextOnly(), batch, adapter=adapter, progress=False)
     assert d["test"].language_prior is None
     assert any("language-prior reliance skipped" in str(w.message) for w in caught)
+
+
+def test_real_datasets_with_a_counterfactual_wrapper():
+    from causalvl.datasets.context_shift import ContextShift
+    from causalvl.datasets.prior_shift import PriorShiftVQA
+    from causalvl.models import TinyRegionClassifier, TinyVQA
+
+    torch.manual_seed(0)
+    ood = PriorShiftVQA(split="test", num_examples=48)
+    idd = PriorShiftVQA(split="test_id", num_examples=48, tokenizer=ood.tokenizer)
+    net = TinyVQA(vocab_size=len(ood.tokenizer), num_answers=ood.num_answers, hidden=16)
+    cfg = causalvl.CounterfactualConfig(num_answers=ood.num_answers, hidden=(16,))
+    vl = causalvl.intervene(net, cfg)
+    d = diagnose(vl, {"test_id": idd, "test": ood}, distribution={"test": "ood"}, progress=False)
+    assert d["test_id"].distribution == "id" and d["test"].distribution == "ood"
+    assert set(d["test"].effects.effects) >= {"te", "nde", "tie"}
+    assert d["test"].groups.per_group[0].name in ood.group_names
+    assert d["test"].bias.n_aligned + d["test"].bias.n_conflicting == 48
+    ctx = ContextShift(split="test", num_examples=24)
+    region_net = TinyRegionClassifier(num_classes=ctx.num_classes, hidden=8, width=8)
+    c = diagnose(region_net, ctx, progress=False, batch_size=12)["test"].context
+    assert c is not None and c.n == 24 and 0.0 <= c.flip_rate <= 1.0
