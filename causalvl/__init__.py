@@ -93,6 +93,15 @@ _LAZY: dict[str, str] = {
     "foil_accuracy": ".diagnostics",
     "effect_magnitudes": ".diagnostics",
     "BiasReport": ".reports",
+    # counterfactual decoding for generative VLMs
+    "CounterfactualDecodingConfig": ".decoding.intervention",
+    "CounterfactualDecodingOutput": ".decoding.intervention",
+    "CounterfactualLogitsProcessor": ".decoding.processor",
+    "vcd_scores": ".decoding.scores",
+    "POPEEvaluator": ".decoding.pope",
+    "POPEResult": ".decoding.pope",
+    "build_pope_questions": ".decoding.pope",
+    "pope_metrics": ".decoding.pope",
     # datasets: image sources, bias constructions, tokenizer, benchmark loaders
     "digits": ".datasets",
     "cifar10": ".datasets",

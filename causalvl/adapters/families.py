@@ -128,3 +128,6 @@ class VisualBertAdapter(ModelAdapter):
         "language_features": "visual_bert.embeddings.word_embeddings",
         "fused": "visual_bert.pooler",
     }
+
+
+from . import generative  # noqa: E402, F401  (registers the generative families)

@@ -1,0 +1,157 @@
+"""The contrastive-decoding formula and the diffusion-noise schedule (pure functions).
+
+:func:`vcd_scores` is the single place where the visual-contrastive-decoding rule lives::
+
+    s = (1 + alpha) * l - alpha * l_cf          # l, l_cf: raw logits or log-softmax
+    s[l < log(beta) + max(l)] = -inf            # plausibility, decided on the factual l only
+
+With ``l = logit(y | v, x)`` and ``l_cf = logit(y | v', x)`` this is ``l + alpha * TIE`` with the
+per-token total indirect effect ``TIE = l - l_cf`` (CF-VQA's language-prior subtraction,
+applied at every decoding step), restricted to tokens the real image finds plausible
+(``p(y | v, x) >= beta * max p``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from ..errors import ConfigError, InputError
+
+Space = Literal["logits", "log_softmax"]
+SPACES = ("logits", "log_softmax")
+
+#: length of the DDPM-style schedule used by :func:`diffusion_noise`
+NOISE_STEPS = 1000
+
+
+def plausibility_mask(logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """Tokens the factual branch finds plausible: ``p >= beta * max p`` (row-wise).
+
+    Equivalent to ``logits >= log(beta) + max(logits)`` in raw-logit or log-softmax space.
+
+    Args:
+        logits: ``(batch, vocab)`` factual logits.
+        beta: in ``[0, 1]``; ``0`` keeps every token.
+
+    Returns:
+        bool tensor ``(batch, vocab)``, True where the token is kept.
+
+    Example:
+        >>> plausibility_mask(torch.tensor([[0.0, -1.0, -5.0]]), 0.1).tolist()
+        [[True, True, False]]
+    """
+    _check_beta(beta)
+    if beta == 0:
+        return torch.ones_like(logits, dtype=torch.bool)
+    cutoff = math.log(beta) + logits.max(dim=-1, keepdim=True).values
+    return logits >= cutoff
+
+
+def vcd_scores(
+    logits: torch.Tensor,
+    cf_logits: torch.Tensor,
+    alpha: float,
+    beta: float,
+    space: Space = "logits",
+) -> torch.Tensor:
+    """Contrastive next-token scores ``(1 + alpha) * l - alpha * l_cf``, masked to plausible tokens.
+
+    Args:
+        logits: ``(batch, vocab)`` factual next-token logits ``l = logit(y | v, x)``.
+        cf_logits: ``(batch, vocab)`` counterfactual logits ``l_cf = logit(y | v', x)``.
+        alpha: contrast strength ``>= 0``; ``0`` returns the factual scores (masked).
+        beta: plausibility cutoff in ``[0, 1]``, decided on the factual logits only; tokens with
+            ``p(y | v, x) < beta * max p`` get ``-inf``; ``0`` disables the mask.
+        space: ``"logits"`` contrasts raw logits (the official VCD code); ``"log_softmax"``
+            contrasts log-probabilities (PAI). Both give the same mask, argmax and softmax;
+            the returned values differ by a per-row constant.
+
+    Returns:
+        ``(batch, vocab)`` float scores (``-inf`` outside the plausible set).
+
+    Example:
+        >>> l = torch.tensor([[2.0, 1.0, -3.0]]); l_cf = torch.tensor([[2.0, 0.0, 0.0]])
+        >>> vcd_scores(l, l_cf, alpha=1.0, beta=0.1).tolist()
+        [[2.0, 2.0, -inf]]
+    """
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha >= 0:
+        raise ConfigError(f"vcd_scores: alpha = {alpha!r} is invalid; pass a number >= 0.")
+    if space not in SPACES:
+        raise ConfigError(f"vcd_scores: space = {space!r} is not allowed; choose one of {SPACES}.")
+    if logits.shape != cf_logits.shape:
+        raise InputError(
+            f"vcd_scores: factual logits {tuple(logits.shape)} and counterfactual logits "
+            f"{tuple(cf_logits.shape)} differ in shape; both branches must score the same vocabulary."
+        )
+    cf_logits = cf_logits.to(logits.dtype)
+    if space == "log_softmax":
+        logits = torch.log_softmax(logits, dim=-1)
+        cf_logits = torch.log_softmax(cf_logits, dim=-1)
+    scores = (1 + alpha) * logits - alpha * cf_logits if alpha else logits.clone()
+    keep = plausibility_mask(logits, beta)
+    return scores.masked_fill(~keep, float("-inf"))
+
+
+def _check_beta(beta: float) -> None:
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 <= beta <= 1:
+        raise ConfigError(
+            f"beta = {beta!r} is invalid; pass a number in [0, 1] (0 disables the mask)."
+        )
+
+
+def noise_schedule(steps: int = NOISE_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """VCD's diffusion schedule: ``(sqrt(abar_t), sqrt(1 - abar_t))`` for ``t = 0 .. steps-1``.
+
+    ``beta_t = sigmoid(linspace(-6, 6, steps)) * (5e-3 - 1e-5) + 1e-5`` and
+    ``abar_t = prod_{s <= t} (1 - beta_s)``; at ``t = 500``: ``0.8630, 0.5052``.
+
+    Returns:
+        two float32 tensors of shape ``(steps,)``.
+
+    Example:
+        >>> a, b = noise_schedule()
+        >>> round(float(a[500]), 4), round(float(b[500]), 4)
+        (0.863, 0.5052)
+    """
+    betas = torch.sigmoid(torch.linspace(-6, 6, steps)) * (5e-3 - 1e-5) + 1e-5
+    abar = torch.cumprod(1 - betas, dim=0)
+    return abar.sqrt(), (1 - abar).sqrt()
+
+
+def diffusion_noise(
+    pixel_values: torch.Tensor, step: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Forward-diffuse processed pixel values to step ``t``: ``sqrt(abar_t) v + sqrt(1-abar_t) eps``.
+
+    Applied to the processor's output (normalised pixels, any shape), as VCD does, so the
+    counterfactual image has the same geometry and image-token layout as the real one.
+
+    Args:
+        pixel_values: processed pixel tensor of any shape (floating).
+        step: ``t`` in ``[0, 999]`` (VCD's default 500).
+        generator: CPU generator for ``eps ~ N(0, 1)`` (one draw of ``pixel_values``' shape).
+
+    Returns:
+        a new tensor, same shape, dtype and device as ``pixel_values``.
+
+    Example:
+        >>> v = torch.zeros(2, 3); g = torch.Generator().manual_seed(0)
+        >>> diffusion_noise(v, 999, g).shape
+        torch.Size([2, 3])
+    """
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < NOISE_STEPS:
+        raise ConfigError(
+            f"noise step = {step!r} is invalid; pass an integer in [0, {NOISE_STEPS - 1}] (VCD uses 500)."
+        )
+    if not pixel_values.is_floating_point():
+        raise InputError(
+            f"diffusion_noise needs floating pixel values, got dtype {pixel_values.dtype}."
+        )
+    signal, noise_w = noise_schedule()
+    eps = torch.randn(pixel_values.shape, generator=generator, dtype=torch.float32)
+    eps = eps.to(device=pixel_values.device)
+    out = float(signal[step]) * pixel_values.float() + float(noise_w[step]) * eps
+    return out.to(pixel_values.dtype)
