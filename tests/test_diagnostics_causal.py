@@ -88,3 +88,17 @@ def test_bad_arguments_say_what_to_do():
         estimate_spurious_effect(const, treatment="cue", outcome="correct")
     with pytest.raises(DataError, match="DataFrame"):
         estimate_spurious_effect(df.to_dict(), treatment="cue", outcome="correct")
+
+
+def test_small_sample_note_is_dropped_and_loggers_restored(caplog):
+    import logging
+
+    df = confounded(n=200)
+    with caplog.at_level(logging.INFO, logger="dowhy"):
+        est = estimate_spurious_effect(
+            df, treatment="cue", outcome="correct", common_causes=["qtype"],
+            refuters=("random_common_cause",), num_simulations=10,
+        )  # fmt: skip
+    assert not any("Normal Distribution" in r.getMessage() for r in caplog.records)
+    assert logging.getLogger("dowhy.causal_refuter").filters == []
+    assert est.refutations[0].passed is True

@@ -313,3 +313,16 @@ def test_metric_table_validates_values():
     assert t.rows[1].values == (3.0, None)
     with pytest.raises(DataError, match="fraction"):
         MetricTable.from_mapping("t", {"a": {"x": 1.5}}, kinds={"x": "fraction"})
+
+
+def test_heavy_dependencies_stay_unimported():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, causalvl; causalvl.diagnose; causalvl.BiasReport; "
+        "causalvl.estimate_spurious_effect; causalvl.audit_blind_solvability; "
+        "print(sorted(m for m in ('pandas', 'dowhy', 'matplotlib', 'sklearn') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -90,20 +90,21 @@ def _require() -> tuple[Any, Any, Any]:
     return pd, nx, CausalModel
 
 
+class _DropSmallSampleNote(logging.Filter):
+    """Drops dowhy's note that fewer than 100 simulations use a normal approximation (the
+    choice is the caller's ``num_simulations``); every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("We assume a Normal Distribution")
+
+
 @contextlib.contextmanager
 def _quiet_dowhy() -> Iterator[None]:
-    """Silence dowhy's pandas deprecation warnings and chatty loggers, nothing else."""
-    names = (
-        "dowhy",
-        "dowhy.causal_model",
-        "dowhy.causal_refuters",
-        "dowhy.causal_estimator",
-        "dowhy.causal_identifier",
-    )
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
+    """Silence dowhy's pandas deprecation warnings and its small-sample note, nothing else."""
+    note_filter = _DropSmallSampleNote()
+    refuter_logger = logging.getLogger("dowhy.causal_refuter")
     with warnings.catch_warnings():
-        for category in (DeprecationWarning, FutureWarning, UserWarning):
+        for category in (DeprecationWarning, FutureWarning):
             warnings.filterwarnings("ignore", category=category, module=r"dowhy(\.|$)")
         try:  # pandas >= 3 deprecation category, raised from dowhy's regression estimator
             from pandas.errors import Pandas4Warning  # type: ignore[attr-defined]
@@ -111,13 +112,11 @@ def _quiet_dowhy() -> Iterator[None]:
             warnings.filterwarnings("ignore", category=Pandas4Warning, module=r"dowhy(\.|$)")
         except ImportError:  # pragma: no cover - older pandas
             pass
-        for lg in loggers:
-            lg.setLevel(max(lg.level, logging.WARNING))
+        refuter_logger.addFilter(note_filter)
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels):
-                lg.setLevel(level)
+            refuter_logger.removeFilter(note_filter)
 
 
 def _verdict(name: str, passed: bool | None, p: float | None, alpha: float, method: str) -> str:
