@@ -108,8 +108,15 @@ class Config:
 
     # -- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of the fields (tuples become lists)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """A JSON-ready dict of the fields (tuples become lists).
+
+        Fields declared with ``metadata={"json": False}`` (runtime objects such as tensors
+        handed over at construction, which are saved elsewhere) are left out."""
+        return {
+            f.name: _jsonable(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.metadata.get("json", True)
+        }
 
     @classmethod
     def from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
