@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .adapters.base import ModelAdapter, register_adapter
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 
 
 def _check_dims(**dims: int) -> None:
@@ -206,3 +206,82 @@ class TinyContrastiveAdapter(TinyVQAAdapter):
         "vision_features": "image_proj",
         "language_features": "text_proj",
     }
+
+
+class RegionEncoder(nn.Module):
+    """Region crops ``(B, R, C, h, w)`` -> region features ``(B, R, hidden)``: one shared
+    :class:`ConvEncoder` applied to every crop (a stand-in for a detector's RoI features)."""
+
+    def __init__(self, in_channels: int, hidden: int, width: int = 32) -> None:
+        super().__init__()
+        self.encoder = ConvEncoder(in_channels, hidden, width)
+
+    def forward(self, region_pixels: torch.Tensor) -> torch.Tensor:
+        b, r = region_pixels.shape[:2]
+        return self.encoder(region_pixels.flatten(0, 1)).reshape(b, r, -1)
+
+
+class TinyRegionClassifier(nn.Module):
+    """A small region-feature classifier: each region crop is encoded on its own, then the
+    region features are concatenated and mixed, so context regions can sway the prediction
+    (the object-in-context setting of :class:`~causalvl.datasets.ContextShift`).
+
+    Args:
+        num_classes: number of output classes.
+        num_regions: regions per example ``R`` (region 0 is usually the target).
+        channels: image channels.
+        hidden: region feature width ``D``.
+        width: convolution channels of the region encoder.
+
+    Inputs: ``region_pixels`` ``(B, R, channels, h, w)``. Returns logits ``(B, num_classes)``.
+
+    Roles: ``vision_features`` (``region_encoder``) ``(B, R, hidden)``; ``fused`` (``mixer``)
+    ``(B, hidden)``.
+
+    Example:
+        >>> import torch
+        >>> net = TinyRegionClassifier(num_classes=10)
+        >>> net(torch.rand(4, 2, 3, 16, 16)).shape
+        torch.Size([4, 10])
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        num_regions: int = 2,
+        channels: int = 3,
+        hidden: int = 32,
+        width: int = 32,
+    ) -> None:
+        super().__init__()
+        _check_dims(
+            num_classes=num_classes,
+            num_regions=num_regions,
+            channels=channels,
+            hidden=hidden,
+            width=width,
+        )
+        self.num_regions = num_regions
+        self.region_encoder = RegionEncoder(channels, hidden, width)
+        self.mixer = nn.Sequential(nn.Linear(num_regions * hidden, hidden), nn.ReLU())
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, region_pixels: torch.Tensor) -> torch.Tensor:
+        if region_pixels.dim() != 5 or region_pixels.shape[1] != self.num_regions:
+            raise InputError(
+                f"region_pixels has shape {tuple(region_pixels.shape)}; expected "
+                f"(batch, {self.num_regions}, channels, h, w)."
+            )
+        regions = self.region_encoder(region_pixels)
+        return self.classifier(self.mixer(regions.flatten(1)))
+
+
+@register_adapter("TinyRegionClassifier")
+class TinyRegionClassifierAdapter(ModelAdapter):
+    """Adapter of :class:`TinyRegionClassifier` (vision only: no language input)."""
+
+    family = "tiny_region"
+    vision_keys = ("region_pixels",)
+    required_keys = ("region_pixels",)
+    float_keys = ("region_pixels",)
+    roles = {"vision_features": "region_encoder", "fused": "mixer"}
