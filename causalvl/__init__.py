@@ -51,6 +51,14 @@ _LAZY: dict[str, str] = {
     # interventions
     "Intervention": ".interventions.base",
     "IdentityConfig": ".interventions.identity",
+    # backdoor adjustment
+    "BackdoorConfig": ".interventions.backdoor",
+    "BackdoorAdjustment": ".interventions.backdoor",
+    "NWGMAttention": ".interventions.backdoor",
+    "VCRCNNHead": ".interventions.backdoor",
+    "vc_rcnn_loss": ".interventions.backdoor",
+    "ConfounderDictionary": ".interventions.confounders",
+    "FeatureCollection": ".interventions.confounders",
     "CounterfactualConfig": ".interventions.counterfactual",
     "PriorSubtractionConfig": ".interventions.counterfactual",
     "RUBiConfig": ".interventions.rubi",
@@ -62,6 +70,7 @@ _LAZY: dict[str, str] = {
     # reference models
     "TinyVQA": ".models",
     "TinyContrastive": ".models",
+    "TinyRegionClassifier": ".models",
     # training
     "Trainer": ".training.trainer",
     "TrainConfig": ".training.config",
