@@ -262,6 +262,13 @@ def test_bad_options_and_data_raise_helpful_errors():
     del batch["labels"]
     with pytest.raises(InputError, match="labels"):
         run(LookingModel(), batch)
+    with pytest.raises(InputError, match="compositional_scores"):
+
+        class Similarity(nn.Module):
+            def forward(self, image, tokens):
+                return image[:2] @ image.T  # (n_images, n_texts)
+
+        run(Similarity(), make_batch(4))
     with pytest.raises(ConfigError, match="distribution"):
         run(LookingModel(), make_batch(4), distribution="shifted")
     with pytest.raises(causalvl.UnsupportedModelError, match="adapter="):

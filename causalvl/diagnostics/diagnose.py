@@ -408,6 +408,12 @@ def _diagnose_split(
         logits, effects = runner(batch)
         logits = logits.detach().float()
         labels = batch["labels"]
+        if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
+            raise InputError(
+                f"the model returned logits of shape {tuple(logits.shape)} for {labels.shape[0]} "
+                "labels; diagnose needs (batch, num_answers) answer scores. For image-text "
+                "similarity models use causalvl.diagnostics.compositional_scores(score_fn, ...)."
+            )
         preds = logits.argmax(-1)
         correct = correctness(preds.cpu(), labels.cpu())
         add("preds", preds)
