@@ -15,6 +15,7 @@ from causalvl.diagnostics import (
     BiasAlignment,
     CalibrationResult,
     Diagnostics,
+    GroupAccuracy,
     GroupMetrics,
     MetricTable,
     SplitDiagnostics,
@@ -91,6 +92,21 @@ def test_worst_group_is_lowest_accuracy_not_smallest():
     w = worst_group_accuracy(preds, labels, groups)
     assert (w.group, w.accuracy, w.n) == (0, 0.25, 4)
     assert group_accuracy(preds, labels, groups) == {0: 0.25, 1: 1.0}
+
+
+def test_group_accuracy_accumulator_matches_one_shot():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(50, 3, generator=g)
+    labels = torch.randint(0, 3, (50,), generator=g)
+    groups = torch.randint(0, 4, (50,), generator=g)
+    acc = GroupAccuracy(names={0: "first"})
+    for i in range(0, 50, 16):
+        acc.update(logits[i : i + 16], labels[i : i + 16], groups[i : i + 16])
+    one_shot = group_metrics(correctness(logits.argmax(-1), labels), groups, names={0: "first"})
+    assert acc.compute() == one_shot
+    acc.reset()
+    with pytest.raises(InputError, match="before any update"):
+        acc.compute()
 
 
 def test_bias_alignment_hand_computed():

@@ -19,6 +19,7 @@ from .compositional import (
 from .diagnose import DiagnosticsConfig, diagnose
 from .effects import effect_magnitudes
 from .metrics import (
+    GroupAccuracy,
     accuracy,
     bias_alignment,
     correctness,
@@ -64,6 +65,7 @@ __all__ = [
     "EffectEstimate",
     "EffectMagnitudes",
     "EffectSummary",
+    "GroupAccuracy",
     "GroupMetrics",
     "GroupScore",
     "LanguagePriorReliance",

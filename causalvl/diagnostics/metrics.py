@@ -98,6 +98,25 @@ def group_metrics(
     ids, inverse = torch.unique(groups, sorted=True, return_inverse=True)
     counts = torch.bincount(inverse, minlength=len(ids)).to(torch.float64)
     sums = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, inverse, correct)
+    return _metrics_from_sums(
+        ids.tolist(),
+        sums,
+        counts,
+        names=names,
+        train_weights=train_weights,
+        group_source=group_source,
+    )
+
+
+def _metrics_from_sums(
+    ids: list[int],
+    sums: torch.Tensor,
+    counts: torch.Tensor,
+    *,
+    names: Mapping[int, str] | Callable[[int], str] | None,
+    train_weights: Mapping[int, float] | None,
+    group_source: str = "the batch key 'group'",
+) -> GroupMetrics:
     accs = sums / counts
 
     def name_of(g: int) -> str:
@@ -109,10 +128,10 @@ def group_metrics(
 
     per_group = tuple(
         GroupScore(group=int(g), name=name_of(int(g)), accuracy=float(a), n=int(c))
-        for g, a, c in zip(ids.tolist(), accs.tolist(), counts.tolist())
+        for g, a, c in zip(ids, accs.tolist(), counts.tolist())
     )
     worst = per_group[int(torch.argmin(accs))]  # argmin returns the first minimum
-    average = float(correct.mean())
+    average = float(sums.sum() / counts.sum())
     train_avg = None
     if train_weights is not None:
         w = torch.tensor(
@@ -170,7 +189,71 @@ def bias_alignment(correct: Any, aligned: Any) -> BiasAlignment:
     )
 
 
+class GroupAccuracy:
+    """Stateful per-group accuracy over batches: ``update()`` / ``compute()`` / ``reset()``.
+
+    Keeps only per-group sums and counts, so it fits long evaluations and training loops
+    (e.g. selecting checkpoints by worst-group accuracy).
+
+    Args:
+        names: group id -> readable name (mapping or function), passed to :class:`GroupMetrics`.
+        train_weights: optional group id -> training share for the train-weighted average.
+
+    Example:
+        >>> import torch
+        >>> acc = GroupAccuracy()
+        >>> acc.update(torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([0, 1]))
+        >>> acc.update(torch.tensor([[0.1, 0.9]]), torch.tensor([1]), torch.tensor([1]))
+        >>> acc.compute().worst_group_accuracy
+        0.5
+    """
+
+    def __init__(
+        self,
+        *,
+        names: Mapping[int, str] | Callable[[int], str] | None = None,
+        train_weights: Mapping[int, float] | None = None,
+    ) -> None:
+        self.names = names
+        self.train_weights = train_weights
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every example seen so far."""
+        self._sums: dict[int, float] = {}
+        self._counts: dict[int, int] = {}
+
+    def update(self, preds: Any, labels: Any, groups: Any) -> None:
+        """Add a batch: ``preds`` ``(B,)`` ids or ``(B, A)`` logits, ``labels`` ``(B,)`` ids or
+        ``(B, A)`` soft scores, ``groups`` ``(B,)`` ids."""
+        p = torch.as_tensor(preds).detach().cpu()
+        if p.dim() == 2:
+            p = p.argmax(-1)
+        correct = correctness(p, labels)
+        g = _as_1d("groups", groups).long()
+        _same_length(correct=correct, groups=g)
+        for gid, c in zip(g.tolist(), correct.tolist()):
+            self._sums[gid] = self._sums.get(gid, 0.0) + c
+            self._counts[gid] = self._counts.get(gid, 0) + 1
+
+    def compute(self) -> GroupMetrics:
+        """:class:`GroupMetrics` of everything seen since the last reset.
+
+        Raises:
+            InputError: when nothing was added yet.
+        """
+        if not self._counts:
+            raise InputError("GroupAccuracy.compute() before any update(); add a batch first.")
+        ids = sorted(self._counts)
+        sums = torch.tensor([self._sums[g] for g in ids], dtype=torch.float64)
+        counts = torch.tensor([self._counts[g] for g in ids], dtype=torch.float64)
+        return _metrics_from_sums(
+            ids, sums, counts, names=self.names, train_weights=self.train_weights
+        )
+
+
 __all__ = [
+    "GroupAccuracy",
     "accuracy",
     "bias_alignment",
     "correctness",
