@@ -129,6 +129,28 @@ _LAZY: dict[str, str] = {
     "load_sugarcrepe": ".datasets",
     "load_nlvr": ".datasets",
     "load_nlvr2": ".datasets",
+    # diagnostics and reports
+    "diagnose": ".diagnostics",
+    "Diagnostics": ".diagnostics",
+    "DiagnosticsConfig": ".diagnostics",
+    "SplitDiagnostics": ".diagnostics",
+    "MetricTable": ".diagnostics",
+    "estimate_spurious_effect": ".diagnostics",
+    "EffectEstimate": ".diagnostics",
+    "RefutationResult": ".diagnostics",
+    "audit_blind_solvability": ".diagnostics",
+    "BlindSolvabilityAudit": ".diagnostics",
+    "group_metrics": ".diagnostics",
+    "GroupAccuracy": ".diagnostics",
+    "worst_group_accuracy": ".diagnostics",
+    "prior_agreement": ".diagnostics",
+    "counterfactual_flip_rate": ".diagnostics",
+    "expected_calibration_error": ".diagnostics",
+    "winoground_scores": ".diagnostics",
+    "compositional_scores": ".diagnostics",
+    "foil_accuracy": ".diagnostics",
+    "effect_magnitudes": ".diagnostics",
+    "BiasReport": ".reports",
     # -- more public names are registered below by each subsystem --
 }
 
