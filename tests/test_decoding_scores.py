@@ -116,3 +116,13 @@ def test_config_validation_and_round_trip() -> None:
     ):
         with pytest.raises(ConfigError):
             causalvl.CounterfactualDecodingConfig(**bad)
+
+
+def test_tokens_removed_before_the_contrast_stay_removed() -> None:
+    fact, l_cf = _logits(6), _logits(7)
+    fact[:, :4] = float("-inf")
+    l_cf[:, :4] = float("-inf")  # e.g. the same processor applied to both branches
+    for beta in (0.0, 0.1):
+        s = vcd_scores(fact, l_cf, 1.0, beta)
+        assert not bool(s.isnan().any())
+        assert bool(torch.isneginf(s[:, :4]).all())

@@ -69,6 +69,8 @@ def vcd_scores(
             contrasts log-probabilities (PAI). Both give the same mask, argmax and softmax;
             the returned values differ by a per-row constant.
 
+    Tokens whose factual logit is ``-inf`` (removed by an earlier processor) stay ``-inf``.
+
     Returns:
         ``(batch, vocab)`` float scores (``-inf`` outside the plausible set).
 
@@ -91,7 +93,8 @@ def vcd_scores(
         logits = torch.log_softmax(logits, dim=-1)
         cf_logits = torch.log_softmax(cf_logits, dim=-1)
     scores = (1 + alpha) * logits - alpha * cf_logits if alpha else logits.clone()
-    keep = plausibility_mask(logits, beta)
+    # tokens an earlier processor removed (-inf factual logit) stay removed, also when beta = 0
+    keep = plausibility_mask(logits, beta) & (logits > float("-inf"))
     return scores.masked_fill(~keep, float("-inf"))
 
 
