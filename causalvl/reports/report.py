@@ -661,6 +661,7 @@ class _HtmlWriter:
     def glance(self) -> None:
         rows = _glance_rows(self.models, self.cols)
         self.section_start("glance", "In distribution vs. out of distribution", "glance")
+        self.figure("accuracy", "Accuracy and worst-group accuracy of every model on every split.")
         header = ["metric"]
         for m, s in self.cols:
             dist = self.models[m].splits[s].distribution
@@ -671,7 +672,6 @@ class _HtmlWriter:
             for label, values, definition in rows
         ]
         self.table([*header, "definition"], body)
-        self.figure("accuracy", "Accuracy and worst-group accuracy of every model on every split.")
         self.w("</section>")
 
     def groups(self) -> None:
