@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import inputs_for, make_clip, make_lxmert
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import causalvl
@@ -517,3 +519,19 @@ def test_vc_rcnn_leak_is_only_in_the_target_query():
             )
             seen.append(rec.seen[0, 0, 1])  # the input of pair (i=0, j=1)
         assert torch.allclose(seen[0], seen[1]) is not leaks
+
+
+@settings(max_examples=25, deadline=None)
+@given(k=st.integers(1, 6), seed=st.integers(0, 10_000), normalize=st.booleans())
+def test_nwgm_weights_are_bounded_and_normalised_expectation_is_convex(k, seed, normalize):
+    g = _gen(seed)
+    att = NWGMAttention(3, 4, 5, normalize=normalize)
+    z = torch.randn(k, 4, generator=g)
+    prior = torch.softmax(torch.randn(k, generator=g), 0)
+    e, w = att(torch.randn(6, 3, generator=g) * 10, z, prior)
+    assert (w >= 0).all()
+    if normalize:
+        torch.testing.assert_close(w.sum(-1), torch.ones(6))
+        assert (e >= z.min(0).values - 1e-5).all() and (e <= z.max(0).values + 1e-5).all()
+    else:  # P(z)·alpha sums to at most the largest prior mass
+        assert (w.sum(-1) <= prior.max() + 1e-6).all()

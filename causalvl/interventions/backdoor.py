@@ -426,9 +426,10 @@ class BackdoorAdjustment(Intervention):
     def install(self, hooks: HookManager, state_box: dict[str, Any]) -> None:
         self._box = state_box
         key, qkey = f"backdoor:{id(self)}", f"backdoor_query:{id(self)}"
-        target = self._adapter.resolve(self.target_path)[1]
+        base = self._adapter.model
+        target = base.get_submodule(self.target_path)
         if self.query_path is not None:
-            query_module = self._adapter.resolve(self.query_path)[1]
+            query_module = base.get_submodule(self.query_path)
 
             def _causalvl_backdoor_query(mod: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
                 state_box[qkey] = get_primary(out)
