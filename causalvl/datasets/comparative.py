@@ -74,6 +74,9 @@ class ComparativeConfig(Config):
 class ComparativePairs(Dataset):
     """True/false statements about two real images (left, right), NLVR2-style.
 
+    Real: both images and their classes (each label is computed from them). Templated: the
+    statements.
+
     Statement types (those the source supports, in this id order):
 
     * ``left_is`` / ``right_is`` -- "the left image shows a 3";

@@ -264,6 +264,9 @@ class CompositionalConfig(Config):
 class CompositionalPairs(Dataset):
     """Winoground-style 2x2 groups built from two real images side by side.
 
+    Real: the two objects' pixels and classes, and which one is on the left. Templated: the
+    captions.
+
     Each group takes two real images of different classes ``X`` and ``Y`` and shows them in
     both orders: image 0 is ``(X | Y)`` and image 1 is ``(Y | X)``. Caption 0 is
     ``"a X left of a Y"`` and caption 1 is ``"a Y left of a X"``: the same words in another

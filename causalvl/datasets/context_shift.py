@@ -60,6 +60,9 @@ class ContextShiftConfig(Config):
 class ContextShift(Dataset):
     """Classify a target object shown beside a context object (the VC R-CNN setting).
 
+    Real: both objects' pixels and classes. Constructed: the side-by-side composite, the
+    target's frame and the class co-occurrence statistics.
+
     Each class ``c`` has a partner class ``partner[c]`` (a seeded derangement: never ``c``
     itself). In ``"train"`` the context object is of the partner class with probability
     ``cooccurrence`` and otherwise of a class drawn uniformly from the remaining ``K - 2``

@@ -96,6 +96,10 @@ class PriorShiftConfig(Config):
 class PriorShiftVQA(Dataset):
     """Templated VQA over real images whose answer priors shift between train and test.
 
+    Real: the pixels (source images, really recoloured and noised) and the facts the answers
+    state (class, tint colour, parity / superclass). Templated: the questions and the answer
+    distribution per question type.
+
     Each example asks one question about one image. Question types (ids in this order, those
     the source supports):
 
@@ -111,8 +115,8 @@ class PriorShiftVQA(Dataset):
     For ``"object"`` sources the question says "object" instead of "digit".
 
     **Priors.** For each question type with ``K`` possible answers, ``m = max(1,
-    round(favoured_fraction * K))`` answers are *train-favoured* and another ``m`` (disjoint)
-    are *test-favoured* (chosen by ``seed``). With ``s = prior_strength`` the answer
+    round(favoured_fraction * K))`` (at most ``K // 2``) answers are *train-favoured* and another
+    ``m`` (disjoint) are *test-favoured* (chosen by ``seed``). With ``s = prior_strength`` the answer
     distribution of a type is ``(1 - s) / K + s / m * [a favoured]``: train-favoured for
     ``"train"`` and ``"test_id"``, test-favoured for ``"test"`` (out of distribution), uniform
     for ``"balanced"`` (an oracle training split). The total-variation distance between the
