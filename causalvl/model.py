@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from torch import nn
 
 from ._version import __version__
 from .adapters.base import ModelAdapter, get_adapter
-from .config import InterventionConfig, as_config_list, atomic_write_text
+from .config import InterventionConfig, as_config_list, atomic_destination, atomic_write_text
 from .errors import (
     AlreadyIntervenedError,
     CheckpointError,
@@ -228,14 +227,8 @@ class IntervenedModel(nn.Module):
             k: v.detach().cpu().contiguous().clone()
             for k, v in self.interventions.state_dict().items()
         }
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata={"format": "pt", "causalvl_version": __version__})
-            os.replace(tmp, directory / WEIGHTS_NAME)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_destination(directory / WEIGHTS_NAME) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "pt", "causalvl_version": __version__})
         meta = {
             "causalvl_version": __version__,
             "adapter": self.adapter.family or "generic",
