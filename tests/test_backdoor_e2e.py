@@ -75,12 +75,14 @@ def test_backdoor_beats_plain_on_the_shifted_test_split():
     # the training co-occurrence is visible in the prior: every class appears as target and context
     assert dictionary.num_prototypes == 10 and (dictionary.prior > 0).all()
 
-    backdoor = causalvl.intervene(
-        copy.deepcopy(net),
-        causalvl.BackdoorConfig(
-            dictionary=dictionary, regions="context", target_index=0, normalize=True
-        ),
-    )
+    with torch.random.fork_rng():  # W_y, W_z and the projection are drawn here
+        torch.manual_seed(1)
+        backdoor = causalvl.intervene(
+            copy.deepcopy(net),
+            causalvl.BackdoorConfig(
+                dictionary=dictionary, regions="context", target_index=0, normalize=True
+            ),
+        )
     _fit(plain, _loader(train, 64, seed=2), epochs=4)
     _fit(backdoor, _loader(train, 64, seed=2), epochs=4)
 
@@ -89,7 +91,7 @@ def test_backdoor_beats_plain_on_the_shifted_test_split():
     backdoor_ood = _accuracy(backdoor, test_loader)
     # the shortcut is attractive: the plain model loses a lot out of distribution
     assert plain_id - plain_ood > 0.25, (plain_id, plain_ood)
-    # cutting the context path recovers a large part of it (measured: 0.40 -> 0.67)
+    # cutting the context path recovers a large part of it (measured: 0.40 -> 0.68)
     assert backdoor_ood - plain_ood > 0.12, (plain_ood, backdoor_ood)
     assert count_hooks(net) == 0
 
