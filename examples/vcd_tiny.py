@@ -1,108 +1,178 @@
-"""Visual contrastive decoding and a POPE-style evaluation on a tiny LLaVA (CPU, ~1 minute).
+"""Contrastive decoding against a planted language prior, measured with POPE (CPU, ~2 minutes).
 
-The model is a random-init LLaVA built from a config (no downloads), so its answers carry no
-knowledge: the numbers show the evaluation protocol, not an improvement. With a real LLaVA
-checkpoint, replace ``tiny_generative_model`` with ``from_pretrained`` and ``encode`` with the
-model's processor. The protocol follows the critique of contrastive decoding: report
+A tiny LLaVA (built from a config, no downloads) learns to answer "Is there a <object> in the
+image?" from synthetic images in which each object is a faint fixed pattern under noise. The
+training questions plant a language prior: about the three *popular* objects the answer is
+"yes" 90% of the time, about the others 50%. As in a real VLM, whose language model was
+pretrained on text, the same questions are also trained without the image, so the text-only
+branch carries the prior.
 
-(a) greedy decoding, (b) sampling at T=1, (c) sampling with only the plausibility constraint
-(alpha = 0, beta = 0.1) and (d) the contrast (alpha = 1, beta = 0.1), each with the yes-ratio,
+On held-out images the script builds POPE questions (random / popular / adversarial negatives)
+and compares, each with the yes-ratio, as the critique of contrastive decoding asks:
 
-because much of the published POPE gain comes from (c) and from a shift toward "yes".
+(a) greedy; (b) sampling at T=1; (c) sampling with only the plausibility mask (alpha = 0,
+beta = 0.1); (d) VCD, diffusion-noised image (alpha = 1, beta = 0.1); (e) the no-image
+counterfactual (VDD / PAI style, alpha = 1, beta = 0.1), greedy and sampled.
 
-    python examples/vcd_tiny.py
+    python examples/vcd_tiny.py            # 600 training steps
+    python examples/vcd_tiny.py --steps 200
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 
 import torch
+import torch.nn.functional as F
 from transformers import LogitsProcessor
 
 import causalvl
 from causalvl.decoding.pope import POPEEvaluator
-from causalvl.decoding.tiny import IMAGE_TOKEN, NUM_IMAGE_TOKENS, tiny_generative_model
+from causalvl.decoding.tiny import BOS, IMAGE_TOKEN, NUM_IMAGE_TOKENS, tiny_generative_model
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
 
-# labelled images: image id -> objects in it
-LABELS = {
-    "kitchen": {"cup", "table", "knife", "oven"},
-    "street": {"car", "bus", "person", "light"},
-    "park": {"dog", "person", "bench", "tree"},
-    "office": {"laptop", "cup", "chair", "table"},
-    "beach": {"person", "umbrella", "boat"},
-    "farm": {"cow", "dog", "tree", "fence"},
-    "living": {"sofa", "cat", "table", "remote"},
-    "garage": {"car", "bike", "person"},
-}
-
-# a toy word-level vocabulary: ids 3.. for words, YES / NO answer tokens
-WORDS = sorted(
-    {w for objs in LABELS.values() for w in objs} | {"is", "there", "a", "in", "the", "image?"}
-)
-VOCAB = {w: 10 + i for i, w in enumerate(WORDS)}
-YES, NO = 5, 6
+NUM_OBJECTS, POPULAR = 8, 3  # objects 0..2 are frequent, and the prior says "yes" for them
+FIRST_OBJECT, YES, NO, QUESTION = 10, 5, 6, 20  # token ids
+PRESENCE = torch.tensor([0.6] * POPULAR + [0.25] * (NUM_OBJECTS - POPULAR))
 
 
-def encode(question: str, image_id: str) -> tuple[list[int], torch.Tensor]:
-    """Token ids ``[bos, <image> x 4, question words]`` and the image's pixel values."""
-    ids = [1] + [IMAGE_TOKEN] * NUM_IMAGE_TOKENS + [VOCAB[w] for w in question.lower().split()]
-    g = torch.Generator().manual_seed(sum(map(ord, image_id)))
-    return ids, torch.randn(3, 28, 28, generator=g)
+class World:
+    """Synthetic images: each present object adds its fixed pattern (weight ``signal``) to noise."""
+
+    def __init__(self, seed: int = 0, signal: float = 0.1) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.patterns = torch.randn(NUM_OBJECTS, 3 * 28 * 28, generator=g)
+        self.signal = signal
+
+    def images(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.rand(n, NUM_OBJECTS, generator=g) < PRESENCE
+        labels[labels.sum(1) == 0, POPULAR] = True
+        noise = torch.randn(n, 3 * 28 * 28, generator=g)
+        pixels = noise + self.signal * labels.float() @ self.patterns
+        return labels, pixels.view(n, 3, 28, 28)
 
 
-class AnswerYesOrNo(LogitsProcessor):
+def question_ids(objects: torch.Tensor) -> torch.Tensor:
+    """``[bos, <image> x 4, QUESTION, object]`` per row."""
+    n = objects.shape[0]
+    return torch.cat(
+        [
+            torch.full((n, 1), BOS),
+            torch.full((n, NUM_IMAGE_TOKENS), IMAGE_TOKEN),
+            torch.full((n, 1), QUESTION),
+            (FIRST_OBJECT + objects)[:, None],
+        ],
+        1,
+    )
+
+
+def training_batch(world: World, n: int, g: torch.Generator, prior: float = 0.9):
+    labels, pixels = world.images(n, g)
+    objects = torch.empty(n, dtype=torch.long)
+    for i in range(n):
+        popular = bool(torch.rand(1, generator=g) < 0.5)
+        want_yes = bool(torch.rand(1, generator=g) < (prior if popular else 0.5))
+        pool = range(POPULAR) if popular else range(POPULAR, NUM_OBJECTS)
+        cands = [k for k in pool if bool(labels[i, k]) == want_yes] or list(pool)
+        objects[i] = cands[int(torch.randint(len(cands), (1,), generator=g))]
+    answers = torch.where(labels[torch.arange(n), objects], YES, NO)
+    return question_ids(objects), pixels, answers
+
+
+def train(model: torch.nn.Module, world: World, steps: int, seed: int = 1) -> None:
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(steps):
+        ids, pixels, answers = training_batch(world, 64, g)
+        logits = model(input_ids=ids, pixel_values=pixels).logits[:, -1]
+        text_ids = torch.cat([ids[:, :1], ids[:, 1 + NUM_IMAGE_TOKENS :]], 1)  # no image
+        text_logits = model(input_ids=text_ids).logits[:, -1]
+        loss = F.cross_entropy(logits, answers) + 0.5 * F.cross_entropy(text_logits, answers)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0:
+            logging.getLogger(__name__).info("step %d loss %.3f", step, loss.item())
+    model.eval()
+
+
+class YesOrNo(LogitsProcessor):
     """Restricts the answer to the YES / NO tokens (runs before the contrast)."""
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        keep = torch.full_like(scores, float("-inf"))
-        keep[:, [YES, NO]] = 0.0
-        return scores + keep
-
-
-def make_answerer(model: torch.nn.Module, config: causalvl.CounterfactualDecodingConfig, **gen):
-    vl = causalvl.intervene(model, config)
-
-    def answer(questions):
-        encoded = [encode(q.text, str(q.image_id)) for q in questions]
-        ids = torch.tensor([e[0] for e in encoded])
-        inputs = {
-            "input_ids": ids,
-            "attention_mask": torch.ones_like(ids),
-            "pixel_values": torch.stack([e[1] for e in encoded]),
-        }
-        out = vl.generate(**inputs, max_new_tokens=1, logits_processor=[AnswerYesOrNo()], **gen)
-        return ["Yes" if int(t) == YES else "No" for t in out[:, -1]]
-
-    return answer
+        allowed = torch.full_like(scores, float("-inf"))
+        allowed[:, [YES, NO]] = 0.0
+        return scores + allowed
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--images", type=int, default=40)
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    model, _ = tiny_generative_model("llava", seed=0)
-    evaluator = POPEEvaluator(LABELS, num_per_image=2, seed=0)
-    cfg = causalvl.CounterfactualDecodingConfig
-    methods = {
-        "(a) greedy": (cfg(alpha=0.0, beta=0.0), {"do_sample": False}),
-        "(b) sampling T=1": (cfg(alpha=0.0, beta=0.0), {"do_sample": True, "top_k": 0}),
-        "(c) sampling + plausibility": (cfg(alpha=0.0, beta=0.1), {"do_sample": True, "top_k": 0}),
-        "(d) VCD alpha=1 beta=0.1": (cfg(alpha=1.0, beta=0.1), {"do_sample": True, "top_k": 0}),
+
+    world = World(seed=0)
+    model, _ = tiny_generative_model("llava", seed=0, init_std=0.1)
+    train(model, world, args.steps)
+
+    labels, pixels = world.images(args.images, torch.Generator().manual_seed(99))
+    annotations = {
+        i: {f"object{k}" for k in range(NUM_OBJECTS) if labels[i, k]} for i in range(args.images)
     }
-    print("| method | setting | accuracy | precision | recall | F1 | yes-ratio |")
-    print("|---|---|---|---|---|---|---|")
+    evaluator = POPEEvaluator(annotations, num_per_image=3, seed=0)
+
+    def answerer(config: causalvl.CounterfactualDecodingConfig, **gen):
+        vl = causalvl.intervene(model, config)
+
+        def answer(questions):
+            objects = torch.tensor([int(q.object.removeprefix("object")) for q in questions])
+            out = vl.generate(
+                input_ids=question_ids(objects),
+                pixel_values=pixels[[q.image_id for q in questions]],
+                max_new_tokens=1,
+                logits_processor=[YesOrNo()],
+                **gen,
+            )
+            return ["Yes" if int(t) == YES else "No" for t in out[:, -1]]
+
+        return answer
+
+    cfg = causalvl.CounterfactualDecodingConfig
+    greedy, sample = {"do_sample": False}, {"do_sample": True, "top_k": 0}
+    methods = {
+        "(a) greedy": (cfg(alpha=0.0, beta=0.0), greedy),
+        "(b) sampling T=1": (cfg(alpha=0.0, beta=0.0), sample),
+        "(c) sampling + mask only": (cfg(alpha=0.0, beta=0.1), sample),
+        "(d) VCD noise t=500, greedy": (cfg(alpha=1.0, beta=0.1), greedy),
+        "(d) VCD noise t=500, sampling": (cfg(alpha=1.0, beta=0.1), sample),
+        "(e) no-image contrast, greedy": (
+            cfg(alpha=1.0, beta=0.1, counterfactual="no_image"),
+            greedy,
+        ),
+        "(e) no-image contrast, sampling": (
+            cfg(alpha=1.0, beta=0.1, counterfactual="no_image"),
+            sample,
+        ),
+    }
+    settings = list(evaluator.questions)
+    print("accuracy / F1 / yes-ratio per POPE setting")
+    print("| method | " + " | ".join(settings) + " |")
+    print("|---" * (len(settings) + 1) + "|")
     tables = []
     for name, (config, gen) in methods.items():
-        result = evaluator.evaluate(make_answerer(model, config, **gen), name=name)
+        result = evaluator.evaluate(answerer(config, **gen), name=name)
         tables.append(result.to_metric_table())
-        for setting, m in result.settings.items():
-            print(
-                f"| {name} | {setting} | {m.accuracy:.3f} | {m.precision:.3f} | {m.recall:.3f} "
-                f"| {m.f1:.3f} | {m.yes_ratio:.3f} |"
-            )
-    # the same results as report sections: causalvl.BiasReport(diagnostics, extra_sections=tables)
-    print(f"\n{len(tables)} POPE tables ready for causalvl.BiasReport(extra_sections=...).")
+        cells = [
+            f"{m.accuracy:.3f} / {m.f1:.3f} / {m.yes_ratio:.3f}" for m in result.settings.values()
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    n = len(evaluator.questions["random"])
+    print(f"\n{n} questions per setting. The tables are ready for report sections:")
+    print("causalvl.BiasReport(diagnostics, extra_sections=tables)")
 
 
 if __name__ == "__main__":

@@ -307,3 +307,23 @@ def test_beams_are_rejected() -> None:
     vl = causalvl.intervene(model, causalvl.CounterfactualDecodingConfig())
     with pytest.raises(ConfigError, match="num_beams"):
         vl.generate(**inputs, max_new_tokens=2, num_beams=2)
+
+
+def test_wrapped_forward_save_load_and_disable() -> None:
+    import tempfile
+
+    model, inputs = tiny("qwen2_vl")
+    cfg = causalvl.CounterfactualDecodingConfig(counterfactual="blank", seed=4)
+    vl = causalvl.intervene(model, cfg)
+    with torch.no_grad():
+        assert torch.equal(vl(**inputs).logits, model(**inputs).logits)
+    with tempfile.TemporaryDirectory() as d:
+        vl.save_pretrained(d)
+        again = causalvl.load(d, model)
+    assert again.configs == [cfg]
+    assert torch.equal(
+        again.generate(**inputs, max_new_tokens=4), vl.generate(**inputs, max_new_tokens=4)
+    )
+    plain = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    with vl.disable_interventions():
+        assert torch.equal(vl.generate(**inputs, max_new_tokens=4, do_sample=False), plain)
