@@ -80,13 +80,38 @@ def test_adversarial_negatives_are_the_most_cooccurring_absent_objects() -> None
         co["dog"]["frisbee"] == 2 and co["person"]["dog"] == 2 and co["car"]["traffic light"] == 2
     )
     qs = build_pope_questions(LABELS, setting="adversarial", num_per_image=1)
-    no = {q.image_id: q.object for q in qs if q.label == "no"}
-    # i2 = {person, car}: co-occurrence sums: traffic light 1+2=3, dog 2, bus 1, frisbee 1, leash 1
-    assert no["i2"] == "traffic light"
-    # i6 = {dog, frisbee, grass}: person co-occurs with dog (2) and frisbee (1) = 3
-    assert no["i6"] == "person"
-    # i4 = {cat, sofa}: remote co-occurs with both (1 + 1)
-    assert no["i4"] == "remote"
+    pairs = {
+        i: (
+            [q.object for q in qs if q.image_id == i and q.label == "yes"][0],
+            [q.object for q in qs if q.image_id == i and q.label == "no"][0],
+        )
+        for i in LABELS
+    }
+    # i4 = {cat, sofa}: both co-occur most with remote
+    assert pairs["i4"][1] == "remote"
+    # i2 = {person, car}: person -> dog (2, before frisbee/leash/traffic light), car -> traffic light (2)
+    expected = {"person": "dog", "car": "traffic light"}
+    assert pairs["i2"][1] == expected[pairs["i2"][0]]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_adversarial_pairs_follow_pope_per_positive_object(seed: int) -> None:
+    labels = _random_labels(seed)
+    co = cooccurrence(labels)
+    qs = build_pope_questions(labels, setting="adversarial", num_per_image=3, seed=seed)
+    for image_id, objs in labels.items():
+        yes = [q.object for q in qs if q.image_id == image_id and q.label == "yes"]
+        no = [q.object for q in qs if q.image_id == image_id and q.label == "no"]
+        used: list[str] = []
+        for y, n in zip(yes, no):
+            cands = {c: k for c, k in co.get(y, {}).items() if c not in objs and c not in used}
+            if cands:
+                best = max(cands.values())
+                assert cands.get(n) == best, (image_id, y, n)
+                assert n == min(c for c, k in cands.items() if k == best)  # ties by name
+            else:
+                assert n not in objs
+            used.append(n)
 
 
 def test_random_negatives_are_seeded_and_cover_the_absent_pool() -> None:
@@ -154,7 +179,7 @@ def test_evaluator_reports_yes_ratio_and_serialises() -> None:
     d = json.loads(json.dumps(oracle.to_dict()))
     assert d["name"] == "oracle" and d["settings"]["popular"]["f1"] == 1.0
     assert set(d["definitions"]) == set(DEFINITIONS) and "yes_ratio" in d["definitions"]
-    assert "co-occur" in d["setting_definitions"]["adversarial"]
+    assert "co-occurs" in d["setting_definitions"]["adversarial"]
     with pytest.raises(DataError, match="one answer per question"):
         ev.evaluate(lambda qs: ["yes"])
     with pytest.raises(ConfigError):

@@ -12,8 +12,9 @@ The absent objects are drawn three ways, as POPE defines them:
     the most frequent objects of the dataset (number of images containing them) that are not
     in the image, most frequent first;
 ``adversarial``
-    the objects that co-occur most with the image's own objects (summed over its objects:
-    number of other images holding both) that are not in the image, most co-occurring first.
+    for each "yes" object, the object that co-occurs with it most often in the dataset (number
+    of images holding both) among those not in the image and not asked yet; a random absent
+    object when none co-occurs (as POPE's reference code does).
 
 Ties are broken by object name, so ``popular`` and ``adversarial`` are deterministic; ``random``
 and the choice of "yes" objects use ``random.Random(seed)``.
@@ -64,8 +65,8 @@ DEFINITIONS: dict[str, str] = {
 SETTING_DEFINITIONS: dict[str, str] = {
     "random": "absent objects drawn uniformly among all labels not in the image",
     "popular": "absent objects = the most frequent labels of the dataset not in the image",
-    "adversarial": "absent objects = the labels that co-occur most with the image's objects "
-    "but are not in it",
+    "adversarial": "absent objects = for each present object asked about, the label that "
+    "co-occurs with it most often but is not in the image",
 }
 
 
@@ -188,11 +189,15 @@ def build_pope_questions(
             no = rng.sample(absent_pool, k)
         elif setting == "popular":
             no = _ranked(freq, objs, absent_pool)[:k]
-        else:
-            scores: Counter[str] = Counter()
-            for o in objs:
-                scores.update(co.get(o, Counter()))
-            no = _ranked(scores, objs, absent_pool)[:k]
+        else:  # per "yes" object, its most co-occurring absent object not used yet
+            no = []
+            for o in yes:
+                row = co.get(o, Counter())
+                ranked = [c for c in _ranked(row, objs, absent_pool) if c not in no and row[c] > 0]
+                if ranked:
+                    no.append(ranked[0])
+                else:  # nothing absent co-occurs with it: a random absent object, as POPE does
+                    no.append(rng.choice([c for c in absent_pool if c not in no]))
         for label, names in (("yes", yes), ("no", no)):
             for name in names:
                 out.append(
