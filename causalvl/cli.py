@@ -144,7 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from .demo import run_demo
 
-            run_demo(args.out, seed=args.seed, fast=args.fast, progress=not args.no_progress)
+            result = run_demo(
+                args.out, seed=args.seed, fast=args.fast, progress=not args.no_progress
+            )
+            print(result.table())
+            print(f"\nbias report: {result.report_files['html']}  ({result.seconds:.0f} s)")
         elif args.command == "train":
             from .runs import train_from_config
 
