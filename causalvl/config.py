@@ -220,6 +220,9 @@ class InterventionConfig(Config):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InterventionConfig:  # type: ignore[override]
         if cls is InterventionConfig or cls.type == "":
+            from .interventions import load_builtin
+
+            load_builtin()  # registers the built-in config types
             if not isinstance(data, Mapping) or "type" not in data:
                 raise ConfigError(
                     "intervention config dict has no 'type' key; known types: "

@@ -1,0 +1,262 @@
+"""Runs described by JSON: what ``causalvl train``, ``report`` and ``audit`` do.
+
+A run config is one JSON object::
+
+    {
+      "name": "cfvqa-digits",                        # optional; default: the file name
+      "seed": 0,
+      "data": {"type": "PriorShiftVQA",               # or "ContextShift"
+               "settings": {"prior_strength": 0.8},   # the dataset's config fields
+               "source": {"type": "digits"},          # or {"type": "cifar10", "root": "..."}
+               "train_split": "train",                # default "train"
+               "eval_splits": {"id": "test_id", "ood": "test"}},
+      "model": {"type": "TinyVQA", "hidden": 64},      # or TinyRegionClassifier, or
+                                                       # {"type": "pretrained", "class":
+                                                       #  "ViltForQuestionAnswering", "path": "dir"}
+      "interventions": [{"type": "cfvqa", "hidden": [64]}],
+      "trainer": {"epochs": 10, "lr": 0.003},          # causalvl.TrainConfig fields
+      "output_dir": "runs/cfvqa-digits"
+    }
+
+``causalvl train`` writes, in the output folder: the trainer's checkpoints, ``run.json`` and
+``metrics.jsonl``, the intervention weights (``interventions/``), the resolved config
+(``config.json``) and ``diagnostics.json`` (read back by ``causalvl report``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import atomic_write_text
+from .errors import ConfigError
+
+log = logging.getLogger("causalvl.runs")
+
+RUN_KEYS = {"name", "seed", "data", "model", "interventions", "trainer", "output_dir"}
+DATASETS = ("PriorShiftVQA", "ContextShift")
+MODELS = ("TinyVQA", "TinyRegionClassifier", "pretrained")
+
+
+def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
+    if not isinstance(mapping, Mapping) or key not in mapping:
+        raise ConfigError(
+            f"{where} needs a {key!r} entry; see docs/cli.md for the run config schema."
+        )
+    return mapping[key]
+
+
+def load_run_config(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a run config (unknown top-level keys are an error: typos would be silent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"run config {str(path)!r} does not exist.")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"run config {str(path)!r} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise ConfigError(
+            f"run config {str(path)!r} must hold a JSON object, got {type(config).__name__}."
+        )
+    unknown = sorted(set(config) - RUN_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"run config {str(path)!r} has unknown keys {unknown}; allowed: {sorted(RUN_KEYS)}."
+        )
+    for key in ("data", "model", "interventions"):
+        _require(config, key, f"run config {str(path)!r}")
+    config.setdefault("name", path.stem)
+    return config
+
+
+def _source(spec: Mapping[str, Any] | None) -> Any:
+    from . import datasets
+
+    if spec is None:
+        return None
+    kind = _require(spec, "type", "data.source")
+    if kind == "digits":
+        return datasets.digits()
+    if kind == "cifar10":
+        return datasets.cifar10(
+            _require(spec, "root", "data.source"), split=spec.get("split", "train")
+        )
+    raise ConfigError(f"data.source.type = {kind!r} is unknown; choose 'digits' or 'cifar10'.")
+
+
+def build_data(spec: Mapping[str, Any], seed: int) -> tuple[Any, dict[str, Any]]:
+    """The training dataset and the named evaluation splits of a run config's ``data``."""
+    from . import datasets
+
+    kind = _require(spec, "type", "data")
+    if kind not in DATASETS:
+        raise ConfigError(f"data.type = {kind!r} is unknown; choose one of {list(DATASETS)}.")
+    cls = getattr(datasets, kind)
+    settings = dict(spec.get("settings", {}))
+    settings.setdefault("seed", seed)
+    source = _source(spec.get("source"))
+    train = cls(source, split=spec.get("train_split", "train"), **settings)
+    defaults = {"id": "test_id", "ood": "test"} if kind == "PriorShiftVQA" else {"ood": "test"}
+    shared = {"tokenizer": train.tokenizer} if hasattr(train, "tokenizer") else {}
+    evals = {
+        name: cls(source, split=split, **settings, **shared)
+        for name, split in dict(spec.get("eval_splits", defaults)).items()
+    }
+    return train, evals
+
+
+def build_model(spec: Mapping[str, Any], train: Any, seed: int) -> Any:
+    """The base model of a run config's ``model`` entry, sized from the training data."""
+    import torch
+
+    import causalvl
+
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in MODELS:
+        raise ConfigError(f"model.type = {kind!r} is unknown; choose one of {list(MODELS)}.")
+    if kind == "pretrained":
+        import transformers
+
+        class_name = _require(spec, "class", "model")
+        cls = getattr(transformers, class_name, None)
+        if cls is None or not hasattr(cls, "from_pretrained"):
+            raise ConfigError(f"model.class = {class_name!r} is not a transformers model class.")
+        return cls.from_pretrained(_require(spec, "path", "model"), local_files_only=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        if kind == "TinyVQA":
+            spec.setdefault("vocab_size", len(train.tokenizer))
+            spec.setdefault("num_answers", train.num_answers)
+            spec.setdefault("image_size", train.config.image_size)
+            return causalvl.TinyVQA(**spec)
+        spec.setdefault("num_classes", len(train.class_names))
+        return causalvl.TinyRegionClassifier(**spec)
+
+
+def train_from_config(
+    path: str | os.PathLike,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train the run described by the JSON file at ``path``; returns the output folder."""
+    import causalvl
+    from causalvl.config import InterventionConfig
+
+    config = load_run_config(path)
+    seed = int(config.get("seed", 0))
+    out_dir = Path(out or config.get("output_dir") or Path("runs") / config["name"])
+    interventions = config["interventions"]
+    if not isinstance(interventions, list) or not interventions:
+        raise ConfigError(
+            "run config 'interventions' must be a non-empty list of intervention configs."
+        )
+    configs = [InterventionConfig.from_dict(c) for c in interventions]
+    trainer_cfg = causalvl.TrainConfig.from_dict(
+        {
+            "seed": seed,
+            "progress": progress,
+            **config.get("trainer", {}),
+            "output_dir": str(out_dir),
+        }
+    )
+    train, evals = build_data(config["data"], seed)
+    base = build_model(config["model"], train, seed)
+    vl = causalvl.intervene(base, configs, seed=seed)
+    prior = getattr(train, "train_prior", None)
+    if callable(prior) and any(c.type in ("lmh", "gge", "bias_product") for c in configs):
+        from .interventions.ensembles import set_bias_prior
+
+        set_bias_prior(vl, prior())
+    causalvl.Trainer(vl, train, eval_data=evals, config=trainer_cfg).fit(resume=resume)
+    vl.save_pretrained(out_dir / "interventions")
+    diagnostics = causalvl.diagnose(vl, evals, progress=progress, seed=seed)
+    diagnostics.to_json(out_dir / "diagnostics.json")
+    atomic_write_text(out_dir / "config.json", json.dumps(config, indent=2) + "\n")
+    log.info("run %s written to %s", config["name"], out_dir)
+    return out_dir
+
+
+def report_runs(
+    runs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    title: str = "causalvl bias report",
+    deterministic: bool = False,
+) -> Path:
+    """One bias report comparing the ``diagnostics.json`` of several run folders."""
+    import causalvl
+
+    diagnostics: dict[str, Any] = {}
+    for run in runs:
+        run = Path(run)
+        file = run / "diagnostics.json"
+        if not file.is_file():
+            raise ConfigError(
+                f"{str(run)!r} has no diagnostics.json; pass folders written by 'causalvl train'."
+            )
+        name = run.name
+        cfg = run / "config.json"
+        if cfg.is_file():
+            name = json.loads(cfg.read_text(encoding="utf-8")).get("name", name)
+        if name in diagnostics:
+            name = f"{name} ({run})"
+        diagnostics[name] = causalvl.Diagnostics.from_json(file)
+    report = causalvl.BiasReport(diagnostics, title=title, deterministic=deterministic)
+    return Path(report.save(out)["html"])
+
+
+def audit_command(args: argparse.Namespace) -> str:
+    """Run the blind-solvability audit the ``audit`` subcommand describes; returns the text."""
+    import causalvl
+
+    if args.data == "vqacp":
+        if args.questions is None or args.annotations is None:
+            raise ConfigError(
+                "--data vqacp needs --questions and --annotations (the VQA-CP v2 JSON files)."
+            )
+        from .datasets import load_vqacp
+
+        records = load_vqacp(".", questions=args.questions, annotations=args.annotations)
+        records = records[: args.limit] if args.limit else records
+        types = sorted({r["question_type"] for r in records})
+        type_id = {t: i for i, t in enumerate(types)}
+        data: Any = (
+            [r["question"] for r in records],
+            [r["multiple_choice_answer"] for r in records],
+            [type_id[r["question_type"]] for r in records],
+        )
+        label = f"VQA-CP v2 ({args.questions})"
+    else:
+        from .datasets import PriorShiftVQA
+
+        settings = {"num_examples": args.limit} if args.limit else {}
+        data = PriorShiftVQA(split=args.split, seed=args.seed, **settings)
+        label = f"PriorShiftVQA over digits, split {args.split!r}"
+    audit = causalvl.audit_blind_solvability(data, folds=args.folds, seed=args.seed)
+    lines = [
+        f"blind-solvability audit of {label}: {audit.n} questions, {audit.n_classes} answers, "
+        f"{audit.folds}-fold cross-validation",
+        f"  text-only model (TF-IDF + logistic regression): {audit.text_model_accuracy:.3f} "
+        f"(± {audit.text_model_accuracy_std:.3f})",
+    ]
+    if audit.majority_per_question_type_accuracy is not None:
+        lines.append(
+            f"  most common answer per question type:           {audit.majority_per_question_type_accuracy:.3f}"
+        )
+    lines.append(
+        f"  most common answer overall:                      {audit.majority_class_accuracy:.3f}"
+    )
+    lines.append(
+        f"A blind model gains {audit.blind_gain:+.3f} over always giving the most common answer: "
+        "that much of the benchmark can be solved without looking at the image."
+    )
+    return "\n".join(lines)
