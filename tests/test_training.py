@@ -28,6 +28,15 @@ from causalvl.training import checkpoint as ckpt_mod
 from causalvl.training.checkpoint import flatten_state, unflatten_state
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest single-threaded (and do not oversubscribe shared CI cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 class Blobs(Dataset):
     """Three Gaussian blobs in 8-d, with a group id (class x parity of the index)."""
 

@@ -53,6 +53,12 @@ class CurriculumConfig(Config):
             (``"swap"``, ``"attribute"``, ``"number"``, ``"relation"``).
         image_negatives: also append the swapped composition of each selected image
             (left/right halves exchanged) as an extra candidate image.
+        pair_negatives: with ``image_negatives``, the appended swapped image and swapped
+            caption describe each other (both are swapped compositions), so they are also
+            trained as a matching pair: the loss runs over all ``B + k`` rows and columns and
+            each original pair and its swap are each other's hard negatives. This is a
+            counterfactual augmentation: every composition is also seen in the other order,
+            which removes an order bias of the training data.
         seed: seeds which examples get hard negatives (a fresh generator per step from
             ``(seed, step)``, so resumed runs pick the same ones).
     """
@@ -65,6 +71,7 @@ class CurriculumConfig(Config):
     c0: float = 0.1
     kinds: tuple[str, ...] = ("swap",)
     image_negatives: bool = True
+    pair_negatives: bool = True
     seed: int = 0
 
     def validate(self) -> None:
@@ -145,8 +152,9 @@ class CurriculumContrastiveObjective:
     ``batch["caption"]`` with :class:`HardNegativeGenerator` and ``tokenizer``) and, with
     ``image_negatives``, the swapped composition of their image. One forward pass scores
     ``B + k`` images against ``B + k`` captions; the loss is the mean of image->text
-    cross-entropy over all ``B + k`` captions and text->image cross-entropy over all ``B + k``
-    images, with the matching pair on the diagonal.
+    cross-entropy over all candidate captions and text->image cross-entropy over all candidate
+    images, with the matching pair on the diagonal (for the ``B`` original pairs, and with
+    ``pair_negatives`` also for the ``k`` swapped pairs).
 
     Batch keys: ``pixel_values`` ``(B, C, H, W)``, ``input_ids`` / ``attention_mask`` ``(B, L)``,
     optional ``negative_input_ids`` / ``negative_attention_mask`` ``(B, L)`` or ``caption``
@@ -242,9 +250,13 @@ class CurriculumContrastiveObjective:
         logits = pair_logits(
             model, {"pixel_values": images, "input_ids": all_ids, "attention_mask": all_mask}
         )
-        target = torch.arange(b, device=logits.device)
-        i2t = F.cross_entropy(logits[:b].float(), target)
-        t2i = F.cross_entropy(logits[:, :b].t().float(), target)
+        # rows: images, columns: captions; the matching pair is on the diagonal
+        n = b
+        if self.config.pair_negatives and images.shape[0] == all_ids.shape[0]:
+            n = images.shape[0]  # the swapped image and swapped caption match each other
+        target = torch.arange(n, device=logits.device)
+        i2t = F.cross_entropy(logits[:n].float(), target)
+        t2i = F.cross_entropy(logits[:, :n].t().float(), target)
         loss = 0.5 * (i2t + t2i)
         frac = torch.tensor(self.last_num_hard / b, device=loss.device)
         return ObjectiveOutput(loss=loss, parts={"infonce": loss.detach(), "hard_fraction": frac})
@@ -260,12 +272,15 @@ class CurriculumContrastiveObjective:
 class ComparativeObjective(nn.Module):
     """NLVR2-style training: two images, one statement, true or false.
 
-    The contrastive model scores the statement against each image, ``s0`` and ``s1``; a
-    learned linear head maps ``(s0, s1)`` to one logit, trained with binary cross-entropy on
-    ``labels``. Because the head sees both scores, the statement is judged on the pair (e.g.
-    "the left image shows a 3 left of a 7" is true only if ``s0`` is high and ``s1`` is not).
+    ``mode="concat"`` (default) puts the two images side by side, as NLVR2 shows them, and
+    scores the statement against the composite image ``s``; a learned affine map gives the
+    logit ``z = a * s + b``. ``mode="separate"`` scores the statement against each image,
+    ``s0`` and ``s1``, and a learned linear head maps ``(s0, s1)`` to ``z`` (for statements
+    that hold of one image, when the images must not be concatenated). Training is binary
+    cross-entropy of ``z`` against ``labels``.
 
-    Batch keys: ``pixel_values`` ``(B, 2, C, H, W)`` (the two images of each pair),
+    Batch keys: ``pixel_values_left`` and ``pixel_values_right`` ``(B, C, H, W)`` (as in
+    :class:`causalvl.datasets.ComparativePairs`) or ``pixel_values`` ``(B, 2, C, H, W)``,
     ``input_ids`` / ``attention_mask`` ``(B, L)``, ``labels`` ``(B,)`` (0/1 or bool).
 
     Its parameters (the head) are trained and checkpointed by the Trainer. :meth:`predict`
@@ -282,16 +297,30 @@ class ComparativeObjective(nn.Module):
         (torch.Size([]), ['bce'])
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mode: Literal["concat", "separate"] = "concat") -> None:
         super().__init__()
-        self.head = nn.Linear(2, 1)
+        if mode not in ("concat", "separate"):
+            raise ConfigError(
+                f"ComparativeObjective mode={mode!r} is invalid; choose 'concat' or 'separate'."
+            )
+        self.mode = mode
+        self.head = nn.Linear(1 if mode == "concat" else 2, 1)
         with torch.no_grad():
-            self.head.weight.copy_(torch.tensor([[1.0, -1.0]]))
+            init = [[1.0]] if mode == "concat" else [[1.0, 1.0]]
+            self.head.weight.copy_(torch.tensor(init))
             self.head.bias.zero_()
 
     def scores(self, model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
         """The pair logit ``z`` ``(B,)``."""
-        pixels = batch["pixel_values"]
+        if "pixel_values_left" in batch and "pixel_values_right" in batch:
+            pixels = torch.stack([batch["pixel_values_left"], batch["pixel_values_right"]], 1)
+        elif "pixel_values" in batch:
+            pixels = batch["pixel_values"]
+        else:
+            raise InputError(
+                "comparative batches need 'pixel_values_left' and 'pixel_values_right' "
+                f"(B, C, H, W) or 'pixel_values' (B, 2, C, H, W); got keys {sorted(batch)}."
+            )
         if pixels.dim() != 5 or pixels.shape[1] != 2:
             raise InputError(
                 f"comparative batches need pixel_values of shape (B, 2, C, H, W), got "
@@ -299,14 +328,22 @@ class ComparativeObjective(nn.Module):
             )
         b = pixels.shape[0]
         ids = batch["input_ids"]
-        inputs = {"pixel_values": pixels.flatten(0, 1), "input_ids": ids}
+        rows = torch.arange(b, device=ids.device)
+        images = (
+            torch.cat([pixels[:, 0], pixels[:, 1]], -1)
+            if self.mode == "concat"
+            else pixels.flatten(0, 1)
+        )
+        inputs = {"pixel_values": images, "input_ids": ids}
         if "attention_mask" in batch:
             inputs["attention_mask"] = batch["attention_mask"]
-        logits = pair_logits(model, inputs).view(b, 2, ids.shape[0])
-        rows = torch.arange(b, device=logits.device)
-        sims = logits[rows, :, rows]  # (B, 2): statement b against its two images
-        head = self.head.to(sims.dtype)
-        return head(sims).squeeze(-1)
+        logits = pair_logits(model, inputs)
+        if self.mode == "concat":
+            sims = logits[rows, rows][:, None]  # (B, 1): statement b against its composite
+        else:
+            sims = logits.view(b, 2, b)[rows, :, rows]  # (B, 2): against each image
+        weight, bias = self.head.weight.to(sims.dtype), self.head.bias.to(sims.dtype)
+        return F.linear(sims, weight, bias).squeeze(-1)
 
     def forward(self, model: nn.Module, batch: Mapping[str, Any]) -> ObjectiveOutput:
         z = self.scores(model, batch)
