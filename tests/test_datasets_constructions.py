@@ -300,3 +300,80 @@ def test_comparative_determinism(src):
             ArraySource(torch.rand(8, 1, 4, 4), torch.arange(8) % 2, ["a", "b"]),
             statement_types=("larger",),
         )
+
+
+# ---------------------------------------------------------------------------------------
+# the prior is an attractive shortcut with the default settings
+# ---------------------------------------------------------------------------------------
+
+
+class _TinyVQA(torch.nn.Module):
+    def __init__(self, vocab: int, answers: int) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.cnn = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 16, 64),
+            nn.ReLU(),
+        )
+        self.emb = nn.Embedding(vocab, 32, padding_idx=0)
+        self.head = nn.Sequential(nn.Linear(96, 128), nn.ReLU(), nn.Linear(128, answers))
+
+    def forward(self, pixel_values, input_ids, attention_mask):
+        m = attention_mask.unsqueeze(-1).float()
+        q = (self.emb(input_ids) * m).sum(1) / m.sum(1)
+        return self.head(torch.cat([self.cnn(pixel_values), q], 1))
+
+
+def _fit(ds: PriorShiftVQA, epochs: int, seed: int = 0) -> _TinyVQA:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = _TinyVQA(ds.tokenizer.vocab_size, ds.num_answers)
+    opt = torch.optim.Adam(model.parameters(), 2e-3)
+    t = ds.tensors()
+    for _ in range(epochs):
+        perm = torch.randperm(len(ds), generator=gen)
+        for s in range(0, len(ds), 64):
+            b = perm[s : s + 64]
+            logits = model(t["pixel_values"][b], t["input_ids"][b], t["attention_mask"][b])
+            loss = torch.nn.functional.cross_entropy(logits, t["labels"][b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+@torch.no_grad()
+def _accuracy(model: _TinyVQA, ds: PriorShiftVQA) -> float:
+    t = ds.tensors()
+    logits = model(t["pixel_values"], t["input_ids"], t["attention_mask"])
+    logits = logits.masked_fill(~ds.type_answer_mask()[t["question_type"]], float("-inf"))
+    return float((logits.argmax(1) == t["labels"]).float().mean())
+
+
+@pytest.mark.slow
+def test_default_prior_shift_is_an_attractive_shortcut(src):
+    """A plain model learns the prior (ID >> OOD); an oracle trained on ``balanced`` does not."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is fastest and avoids oversubscription
+    try:
+        train = PriorShiftVQA(src, "train", num_examples=1500)
+        tok = train.tokenizer
+        test_id = PriorShiftVQA(src, "test_id", tokenizer=tok, num_examples=600)
+        test = PriorShiftVQA(src, "test", tokenizer=tok, num_examples=600)
+        balanced = PriorShiftVQA(src, "balanced", tokenizer=tok, num_examples=1500)
+        plain = _fit(train, epochs=8)
+        oracle = _fit(balanced, epochs=8)
+        plain_id, plain_ood = _accuracy(plain, test_id), _accuracy(plain, test)
+        oracle_ood = _accuracy(oracle, test)
+    finally:
+        torch.set_num_threads(threads)
+    assert plain_id - plain_ood > 0.25, (plain_id, plain_ood)
+    assert oracle_ood - plain_ood > 0.15, (oracle_ood, plain_ood)
