@@ -74,43 +74,76 @@ def figure_to_data_uri(fig: Any, *, deterministic: bool = False) -> str:
     ).decode("ascii")
 
 
-def _bars(
+#: colours of the evaluation splits where splits, not models, are the bar series
+SPLIT_COLOURS = ("#9AA5B1", "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9")
+
+#: per-bar value labels are drawn only while a panel has at most this many bars; beyond that
+#: they collide, and every number is in the report's tables anyway
+MAX_LABELLED_BARS = 16
+
+
+def _wrap_words(label: str, width: int = 12) -> str:
+    """Break a long name at spaces (and after commas) so it fits a narrow tick."""
+    words = label.replace(", ", ",\n").split()
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 1 + len(word) <= width and not lines[-1].endswith(","):
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return "\n".join(lines) if lines else label
+
+
+def _hbars(
     ax: Any,
-    categories: list[str],
+    rows: list[str],
     series: dict[str, list[float | None]],
     *,
-    ylabel: str,
-    ylim: tuple[float, float] | None = (0.0, 1.0),
+    xlabel: str,
+    colours: tuple[str, ...] | None = None,
+    labels: bool | None = None,
 ) -> None:
+    """Grouped horizontal bars: one row per name (top to bottom), one bar per series.
+
+    Row names sit on the y axis, where they have room whatever their length; value labels
+    are drawn at the bar ends only while there are few bars (see ``MAX_LABELLED_BARS``).
+    """
     n = max(len(series), 1)
-    width = 0.8 / n
-    for k, (label, values) in enumerate(series.items()):
-        xs = [i + (k - (n - 1) / 2) * width for i in range(len(categories))]
-        ys = [float("nan") if v is None else v for v in values]
-        bars = ax.bar(
-            xs, ys, width=width * 0.95, label=mpl_text(label), color=PALETTE[k % len(PALETTE)]
-        )
-        for bar, v in zip(bars, values):
-            if v is not None:
-                ax.annotate(
-                    f"{v:.2f}",
-                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center",
-                    va="bottom",
-                    fontsize=7,
-                    xytext=(0, 1),
-                    textcoords="offset points",
-                )
-    ax.set_xticks(range(len(categories)))
-    ax.set_xticklabels([mpl_text(c) for c in categories], fontsize=8)
-    ax.set_ylabel(ylabel)
-    if ylim is not None:
-        ax.set_ylim(ylim[0], ylim[1] * 1.1)  # headroom for the value labels
-        ax.set_yticks([ylim[0] + (ylim[1] - ylim[0]) * k / 5 for k in range(6)])
-    _style(ax)
+    height = 0.8 / n
+    if labels is None:
+        labels = len(rows) * n <= MAX_LABELLED_BARS
+    for k, (name, values) in enumerate(series.items()):
+        # the first series on top within each row
+        ys = [i + (k - (n - 1) / 2) * height for i in range(len(rows))]
+        xs = [float("nan") if v is None else v for v in values]
+        colour = (colours or PALETTE)[k % len(colours or PALETTE)]
+        bars = ax.barh(ys, xs, height=height * 0.9, label=mpl_text(name), color=colour)
+        if labels:
+            for bar, v in zip(bars, values):
+                if v is not None:
+                    ax.annotate(
+                        f"{v:.2f}",
+                        (max(bar.get_width(), 0.0), bar.get_y() + bar.get_height() / 2),
+                        ha="left",
+                        va="center",
+                        fontsize=7,
+                        xytext=(2, 0),
+                        textcoords="offset points",
+                    )
+    ax.set_yticks(range(len(rows)))
+    ax.set_yticklabels([mpl_text(r) for r in rows], fontsize=8)
+    ax.set_ylim(len(rows) - 0.5, -0.5)  # first row at the top
+    ax.set_xlim(0.0, 1.12 if labels else 1.0)  # room for the value labels
+    ax.set_xticks([0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    ax.tick_params(axis="x", labelsize=8)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.spines["top"].set_visible(False)
+    ax.spines["right"].set_visible(False)
+    ax.grid(axis="x", color="#dddddd", linewidth=0.8)
+    ax.set_axisbelow(True)
 
 
-def _legend(fig: Any, ax: Any) -> None:
+def _legend(fig: Any, ax: Any, ncols: int = 4) -> None:
     """One legend under the plots (outside the axes, so it never hides a bar)."""
     handles, labels = ax.get_legend_handles_labels()
     if len(handles) > 1:
@@ -118,21 +151,19 @@ def _legend(fig: Any, ax: Any) -> None:
             handles,
             labels,
             loc="outside lower center",
-            ncols=min(len(handles), 4),
+            ncols=min(len(handles), ncols),
             frameon=False,
             fontsize=8,
         )
 
 
-def _wrap(label: str, width: int = 14) -> str:
-    """Break long group names at commas so tick labels do not collide."""
-    if len(label) <= width:
-        return label
-    return label.replace(", ", ",\n")
+def _row_height(n_rows: int, bars_per_row: int) -> float:
+    """Figure height (inches) for ``n_rows`` rows of ``bars_per_row`` horizontal bars."""
+    return 1.3 + n_rows * max(0.3, 0.17 * bars_per_row)
 
 
 def accuracy_figure(models: Mapping[str, Diagnostics]) -> Any | None:
-    """Accuracy and worst-group accuracy per model on every split (ID vs OOD side by side)."""
+    """Accuracy and worst-group accuracy of every model (rows) on every split (bars)."""
     splits: list[str] = []
     for d in models.values():
         for name in d.splits:
@@ -141,32 +172,46 @@ def accuracy_figure(models: Mapping[str, Diagnostics]) -> Any | None:
     if not splits:
         return None
     has_worst = any(s.groups is not None for d in models.values() for s in d.splits.values())
-    fig = _figure(7.5, 3.2)
-    axes = fig.subplots(1, 2 if has_worst else 1, squeeze=False)[0]
+    names = list(models)
+    fig = _figure(8.5 if has_worst else 5.5, _row_height(len(names), len(splits)))
+    axes = fig.subplots(1, 2 if has_worst else 1, squeeze=False, sharey=True)[0]
+    tags = {"id": "ID", "ood": "OOD"}
+
+    def split_label(s: str) -> str:
+        dist = next((d.splits[s].distribution for d in models.values() if s in d.splits), "")
+        tag = tags.get(dist, "")
+        return f"{s} ({tag})" if tag and tag.lower() != s.lower() else s
+
     series = {
-        m: [None if _split(d, s) is None else _split(d, s).accuracy for s in splits]
-        for m, d in models.items()
+        split_label(s): [
+            None if _split(d, s) is None else _split(d, s).accuracy for d in models.values()
+        ]
+        for s in splits
     }
-    _bars(axes[0], splits, series, ylabel="accuracy")
+    _hbars(axes[0], names, series, xlabel="accuracy", colours=SPLIT_COLOURS)
     axes[0].set_title("Accuracy per split", fontsize=10)
     if has_worst:
         series = {}
-        for m, d in models.items():
+        for s in splits:
             vals = []
-            for s in splits:
+            for d in models.values():
                 sp = _split(d, s)
                 vals.append(
                     None if sp is None or sp.groups is None else sp.groups.worst_group_accuracy
                 )
-            series[m] = vals
-        _bars(axes[1], splits, series, ylabel="worst-group accuracy")
+            series[split_label(s)] = vals
+        _hbars(axes[1], names, series, xlabel="worst-group accuracy", colours=SPLIT_COLOURS)
         axes[1].set_title("Worst-group accuracy per split", fontsize=10)
-    _legend(fig, axes[0])
+        axes[1].tick_params(axis="y", labelleft=False)
+    _legend(fig, axes[0], ncols=6)
     return fig
 
 
 def group_accuracy_figure(models: Mapping[str, Diagnostics], split: str | None) -> Any | None:
-    """Per-group accuracy of every model on one split."""
+    """Per-group accuracy of every model on one split, as a grid: groups (rows) x models.
+
+    Each cell is coloured by accuracy and shows it; a model without that group shows "—".
+    """
     names: list[str] = []
     ids: list[int] = []
     for d in models.values():
@@ -178,35 +223,72 @@ def group_accuracy_figure(models: Mapping[str, Diagnostics], split: str | None) 
                     names.append(g.name)
     if not ids:
         return None
-    series = {}
-    for m, d in models.items():
+    grid = []
+    for d in models.values():
         sp = _split(d, split)
         table = (
             {}
             if sp is None or sp.groups is None
             else {g.group: g.accuracy for g in sp.groups.per_group}
         )
-        series[m] = [table.get(g) for g in ids]
-    width = max(6.0, min(11.0, 1.5 + 0.45 * len(ids) * max(1, len(models))))
-    fig = _figure(width, 3.8)
+        grid.append([table.get(g) for g in ids])
+    n_models = len(models)
+    label_width = min(3.2, 0.6 + 0.065 * max(len(n) for n in names))
+    width = min(11.0, label_width + 1.6 + 0.85 * n_models)
+    height = 1.6 + 0.26 * len(ids)
+    fig = _figure(width, height)
     ax = fig.subplots()
-    _bars(ax, [_wrap(n) for n in names], series, ylabel="accuracy")
-    if len(names) > 8:
-        for label in ax.get_xticklabels():
-            label.set_rotation(30)
-            label.set_horizontalalignment("right")
+    import numpy as np
+
+    values = np.array(
+        [[np.nan if v is None else v for v in col] for col in grid], dtype=float
+    ).T  # groups x models
+    cmap = _cmap()
+    image = ax.imshow(
+        np.ma.masked_invalid(values), cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto",
+        interpolation="nearest",
+    )  # fmt: skip
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            v = values[i, j]
+            text = "—" if np.isnan(v) else f"{v:.2f}"
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=7,
+                color="#1d2433" if np.isnan(v) or v < 0.6 else "white",
+            )  # fmt: skip
+    ax.set_xticks(range(n_models))
+    ax.set_xticklabels([mpl_text(_wrap_words(m)) for m in models], fontsize=8)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(ids)))
+    ax.set_yticklabels([mpl_text(n) for n in names], fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xticks([x - 0.5 for x in range(1, n_models)], minor=True)
+    ax.set_yticks([y - 0.5 for y in range(1, len(ids))], minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="minor", length=0)
     ax.set_title(mpl_text(f"Accuracy per group ({split})"), fontsize=10)
-    _legend(fig, ax)
+    bar = fig.colorbar(image, ax=ax, shrink=min(1.0, 3.0 / height), pad=0.02)
+    bar.set_label("accuracy", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     return fig
 
 
+def _cmap() -> Any:
+    from matplotlib.colors import LinearSegmentedColormap
+
+    cmap = LinearSegmentedColormap.from_list("accuracy", ["#f3f6fa", "#56B4E9", "#0b3d6b"])
+    return cmap.with_extremes(bad="#e6e8ec")
+
+
 def reliance_figure(models: Mapping[str, Diagnostics], split: str | None) -> Any | None:
-    """Language-prior and context reliance bars per model on one split."""
+    """Language-prior and context reliance per model on one split: one panel per measure."""
 
     def prior(s: SplitDiagnostics, field: str) -> float | None:
         return None if s.language_prior is None else getattr(s.language_prior, field)
 
-    rows = [
+    measures = [
         ("agreement with\nimage-blind answer", lambda s: prior(s, "prior_agreement")),
         ("flip rate,\nimage swapped", lambda s: prior(s, "image_swap_flip_rate")),
         (
@@ -214,20 +296,28 @@ def reliance_figure(models: Mapping[str, Diagnostics], split: str | None) -> Any
             lambda s: None if s.context is None else s.context.flip_rate,
         ),
     ]
-    series: dict[str, list[float | None]] = {}
-    for m, d in models.items():
-        sp = _split(d, split)
-        series[m] = [None if sp is None else get(sp) for _, get in rows]
-    keep = [i for i in range(len(rows)) if any(v[i] is not None for v in series.values())]
+    values: list[list[float | None]] = []
+    for _, get in measures:
+        column = []
+        for d in models.values():
+            sp = _split(d, split)
+            column.append(None if sp is None else get(sp))
+        values.append(column)
+    keep = [i for i in range(len(measures)) if any(v is not None for v in values[i])]
     if not keep:
         return None
-    cats = [rows[i][0] for i in keep]
-    series = {m: [v[i] for i in keep] for m, v in series.items()}
-    fig = _figure(7.0, 3.2)
-    ax = fig.subplots()
-    _bars(ax, cats, series, ylabel="fraction of examples")
-    ax.set_title(mpl_text(f"Reliance on shortcuts ({split})"), fontsize=10)
-    _legend(fig, ax)
+    names = list(models)
+    fig = _figure(min(11.0, 2.4 + 2.6 * len(keep)), _row_height(len(names), 1))
+    axes = fig.subplots(1, len(keep), squeeze=False, sharey=True)[0]
+    colours = tuple(PALETTE[k % len(PALETTE)] for k in range(len(names)))
+    for n, (ax, i) in enumerate(zip(axes, keep)):
+        _hbars(ax, names, {"": values[i]}, xlabel="fraction of examples")
+        for bar, colour in zip(ax.patches, colours):
+            bar.set_color(colour)
+        ax.set_title(measures[i][0], fontsize=9)
+        if n:
+            ax.tick_params(axis="y", labelleft=False)
+    fig.suptitle(mpl_text(f"Reliance on shortcuts ({split})"), fontsize=10)
     return fig
 
 
@@ -240,7 +330,8 @@ def reliability_figure(models: Mapping[str, Diagnostics], split: str | None) -> 
             data.append((m, sp.calibration))
     if not data:
         return None
-    fig = _figure(5.2, 4.0)
+    many = len(data) > 3
+    fig = _figure(7.6 if many else 5.2, 4.0)
     ax = fig.subplots()
     ax.plot(
         [0, 1], [0, 1], linestyle="--", color="#888888", linewidth=1, label="perfect calibration"
@@ -267,7 +358,10 @@ def reliability_figure(models: Mapping[str, Diagnostics], split: str | None) -> 
     ax.set_ylabel("accuracy")
     ax.set_title(mpl_text(f"Reliability diagram ({split})"), fontsize=10)
     _style(ax)
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    if many:  # beside the plot, where a long legend cannot cover the curves
+        ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    else:
+        ax.legend(fontsize=8, frameon=False, loc="upper left")
     return fig
 
 
@@ -357,7 +451,9 @@ def report_figures(models: Mapping[str, Diagnostics]) -> dict[str, Any]:
 
 
 __all__ = [
+    "MAX_LABELLED_BARS",
     "PALETTE",
+    "SPLIT_COLOURS",
     "accuracy_figure",
     "effect_figure",
     "figure_to_data_uri",
