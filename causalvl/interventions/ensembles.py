@@ -411,6 +411,21 @@ def _check_prior_fields(cfg: Any) -> None:
     cfg.prior = table
 
 
+def _seeded_init(module: nn.Module, seed: int) -> None:
+    """Re-draw every ``nn.Linear`` of ``module`` with PyTorch's default init (uniform in
+    ``±1/sqrt(fan_in)``) from a private generator, so heads do not depend on the global RNG."""
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, nn.Linear):
+                bound = 1.0 / math.sqrt(sub.in_features) if sub.in_features else 0.0
+                for p in (sub.weight, sub.bias):
+                    if p is not None:
+                        draw = torch.empty(p.shape, dtype=torch.float32)
+                        nn.init.uniform_(draw, -bound, bound, generator=gen)
+                        p.copy_(draw.to(p.dtype))
+
+
 def _check_roles(cfg: Any, *names: str) -> None:
     for name in names:
         value = getattr(cfg, name)
@@ -450,6 +465,8 @@ class LMHConfig(InterventionConfig):
         num_answers: answers (inferred from the model when ``None``).
         prior: optional small prior table written into the config (JSON); large tables go
             through :func:`set_bias_prior` and are saved with the weights.
+        init_seed: seeds the initial weights of the gate (a private generator; the global RNG
+            is neither used nor changed).
 
     The batch passed to ``objective`` needs ``labels`` and ``question_type`` ``(B,)`` long.
 
@@ -472,8 +489,10 @@ class LMHConfig(InterventionConfig):
     num_question_types: int | None = None
     num_answers: int | None = None
     prior: tuple[tuple[float, ...], ...] | None = None
+    init_seed: int = 0
 
     def validate(self) -> None:
+        self._check_int("init_seed", minimum=0)
         if self.entropy_weight is not None:
             self._check_positive("entropy_weight", allow_zero=True)
         for name in ("learned_mixin", "learned_smoothing"):
@@ -545,6 +564,7 @@ class GGEConfig(InterventionConfig):
         hidden: hidden widths of the branch MLP ``c_1`` (published ``(1024, 1024)``).
         num_question_types, num_answers, prior: the distribution bias, as in
             :class:`LMHConfig` (needed by ``"distribution"`` and ``"both"``).
+        init_seed: seeds the initial weights of ``c_1`` and ``c_2`` (a private generator).
 
     The batch passed to ``objective`` needs ``labels`` and, unless ``bias="question"``,
     ``question_type`` ``(B,)`` long.
@@ -565,8 +585,10 @@ class GGEConfig(InterventionConfig):
     num_question_types: int | None = None
     num_answers: int | None = None
     prior: tuple[tuple[float, ...], ...] | None = None
+    init_seed: int = 0
 
     def validate(self) -> None:
+        self._check_int("init_seed", minimum=0)
         if not isinstance(self.detach_pseudo_label, bool):
             self._fail("detach_pseudo_label", "must be True or False")
         _check_roles(self, "question_role")
@@ -759,7 +781,10 @@ class LearnedMixin(_PriorTableMixin):
         self.num_answers = config.num_answers or infer_num_answers(model, adapter)
         if config.learned_mixin:
             dim = config.hidden_dim or infer_feature_dim(model, adapter, config.hidden_role)
-            self.gate = nn.Linear(dim, 1).to(device=device, dtype=dtype)
+            with torch.random.fork_rng(devices=[]):  # the default init's draws are discarded
+                self.gate = nn.Linear(dim, 1)
+            _seeded_init(self.gate, config.init_seed)
+            self.gate.to(device=device, dtype=dtype)
         else:
             self.gate = None
         if config.form == "bce" and config.learned_smoothing:
@@ -859,10 +884,13 @@ class GreedyGradientEnsemble(_PriorTableMixin):
         self.num_answers = config.num_answers or infer_num_answers(model, adapter)
         if config.uses_question_branch:
             dim = config.question_dim or infer_feature_dim(model, adapter, config.question_role)
-            self.c_1 = BranchMLP(dim, self.num_answers, config.hidden).to(
-                device=device, dtype=dtype
-            )
-            self.c_2 = nn.Linear(self.num_answers, self.num_answers).to(device=device, dtype=dtype)
+            with torch.random.fork_rng(devices=[]):  # the default init's draws are discarded
+                self.c_1 = BranchMLP(dim, self.num_answers, config.hidden)
+                self.c_2 = nn.Linear(self.num_answers, self.num_answers)
+            _seeded_init(self.c_1, config.init_seed)
+            _seeded_init(self.c_2, config.init_seed + 1)
+            self.c_1.to(device=device, dtype=dtype)
+            self.c_2.to(device=device, dtype=dtype)
         else:
             self.c_1 = self.c_2 = None
         self._init_prior(self.num_answers, dtype, device)
