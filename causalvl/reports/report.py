@@ -13,12 +13,13 @@ definition, the package versions, the configurations and the seed, and loads bac
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,12 @@ CSS = """
 * { box-sizing: border-box; }
 body { margin:0; font:15px/1.55 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
        sans-serif; color:var(--ink); background:var(--bg); }
-main { max-width:1100px; margin:0 auto; padding:28px 28px 60px; }
+main { max-width:1180px; margin:0 auto; padding:28px 28px 60px; }
 header h1 { margin:0 0 4px; font-size:28px; }
 header p { margin:0; color:var(--muted); }
 section { background:#fff; border:1px solid var(--line); border-radius:10px; padding:18px 22px;
           margin:18px 0; overflow-x:auto; }
+.scroll { overflow-x:auto; max-width:100%; }
 h2 { font-size:20px; margin:0 0 8px; }
 h3 { font-size:16px; margin:18px 0 6px; }
 p.explain { color:var(--muted); margin:0 0 12px; max-width:80ch; }
@@ -126,12 +128,31 @@ th { background:#eef2f7; font-weight:600; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }
 td.def { color:var(--muted); font-size:13px; max-width:60ch; }
 tr:nth-child(even) td { background:#fafbfd; }
+table.grid { font-size:13px; }
+table.grid th, table.grid td { padding:4px 8px; }
+table.grid thead th { text-align:right; vertical-align:bottom; max-width:10em; }
+table.grid thead th.model, table.grid thead th.split { white-space:nowrap; max-width:none; }
+table.grid thead th.model { text-align:center; border-bottom:none; }
+table.grid thead th.split { font-weight:500; color:var(--muted); }
+table.grid .stub { position:sticky; left:0; z-index:1; background:#fff; text-align:left;
+                   min-width:12em; max-width:20em; }
+table.grid thead .stub { background:#eef2f7; }
+table.grid tr:nth-child(even) td.stub { background:#fafbfd; }
+table.grid .start { border-left:1px solid var(--line); }
+dl.defs { display:grid; grid-template-columns:minmax(10em, max-content) 1fr; gap:2px 14px;
+          margin:4px 0 14px; font-size:12.5px; line-height:1.45; color:var(--muted);
+          max-width:110ch; }
+dl.defs dt { color:var(--ink); }
+dl.defs dd { margin:0; }
+table.summary td.best { font-weight:600; }
+.headline p { margin:6px 0; max-width:90ch; }
 figure { margin:10px 0; }
 figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px;
              background:#fff; }
 figcaption { color:var(--muted); font-size:13px; }
 details { margin:8px 0; }
 summary { cursor:pointer; color:var(--accent); }
+details.group > details { margin-left:1.2em; }
 .pass { color:var(--good); font-weight:600; }
 .fail { color:var(--bad); font-weight:600; }
 .tag { display:inline-block; font-size:12px; padding:1px 7px; border-radius:9px;
@@ -277,66 +298,106 @@ class BiasReport:
         return focus_split(self.models)
 
     def headline(self) -> list[str]:
-        """Plain-language summary sentences (numbers formatted as everywhere else)."""
+        """Plain-language summary sentences (numbers formatted as everywhere else).
+
+        A fixed handful of sentences however many models there are (the model relying least on
+        the language prior and on context, the best accuracy on the focus split next to the
+        baseline, the ID to OOD change, the worst group); the per-model numbers are in
+        :meth:`summary_rows`.
+        """
         models = self.models
         split = self.focus_split()
         out: list[str] = []
         if split is None:
             return out
-        base = self.baseline
-        # which model relies least on the language prior
+        base = str(self.baseline)
+        on = {m: d.splits[split] for m, d in models.items() if split in d.splits}
+        ood = any(sp.distribution == "ood" for sp in on.values())
         prior = {
-            m: d.splits[split].language_prior.prior_agreement
-            for m, d in models.items()
-            if split in d.splits
-            and d.splits[split].language_prior is not None
-            and d.splits[split].language_prior.prior_agreement is not None
+            m: sp.language_prior.prior_agreement
+            for m, sp in on.items()
+            if sp.language_prior is not None and sp.language_prior.prior_agreement is not None
         }
         if prior:
-            best = min(prior, key=lambda m: prior[m])
-            others = ", ".join(f"{m}: {format_number(v)}" for m, v in prior.items() if m != best)
-            text = (
-                f"{best} relies least on the language prior: its answer equals its "
-                f"image-blind answer on {format_number(prior[best])} of the {split} "
-                "examples"
-            )
-            out.append(text + (f" (other models: {others})." if others else "."))
-        # OOD gains over the baseline, and ID -> OOD drops
-        for m, d in models.items():
-            sp = d.splits.get(split)
-            if sp is None:
-                continue
-            id_split = d.split_of("id")
-            if sp.distribution == "ood" and id_split is not None:
+            best, value, tie = _extreme(prior, lowest=True)
+            if tie and len(prior) > 1:
                 out.append(
-                    f"{m}: accuracy {format_number(id_split.accuracy)} in distribution "
-                    f"({id_split.name}) vs {format_number(sp.accuracy)} out of distribution "
-                    f"({split}), a change of {format_signed(sp.accuracy - id_split.accuracy)}."
+                    f"Every model's answer equals its image-blind answer on {value} of the "
+                    f"{split} examples: none relies less on the language prior than the others."
                 )
-            if m != base and split in models[base].splits:
-                b = models[base].splits[split]
-                gain = sp.accuracy - b.accuracy
-                kind = "OOD" if sp.distribution == "ood" else split
-                line = (
-                    f"{m} vs {base} on {split}: {kind} accuracy {format_number(sp.accuracy)} "
-                    f"vs {format_number(b.accuracy)} ({format_signed(gain)})"
+            else:
+                verb = "relies" if len(best) == 1 else "rely"
+                text = (
+                    f"{_names(best)} {verb} least on the language prior: the answer equals the "
+                    f"image-blind answer on {value} of the {split} examples"
                 )
-                if sp.groups is not None and b.groups is not None:
-                    line += (
-                        f"; worst-group accuracy {format_number(sp.groups.worst_group_accuracy)}"
-                        f" vs {format_number(b.groups.worst_group_accuracy)}"
-                    )
-                out.append(line + ".")
-        worst = {
-            m: d.splits[split].groups.worst_group_accuracy
-            for m, d in models.items()
-            if split in d.splits and d.splits[split].groups is not None
+                if base in prior and base not in best:
+                    text += f", vs {format_number(prior[base])} for {base}"
+                out.append(text + ".")
+        flips = {
+            m: sp.context.flip_rate
+            for m, sp in on.items()
+            if sp.context is not None and sp.context.flip_rate is not None
         }
-        if len(worst) > 1:
-            best = max(worst, key=lambda m: worst[m])
-            out.append(
-                f"Highest worst-group accuracy on {split}: {best} ({format_number(worst[best])})."
-            )
+        if flips:
+            best, value, tie = _extreme(flips, lowest=True)
+            if tie and len(flips) > 1:
+                out.append(
+                    f"Every model's answer flips on {value} of the {split} examples when only "
+                    "the context is replaced."
+                )
+            else:
+                verb = "relies" if len(best) == 1 else "rely"
+                text = (
+                    f"{_names(best)} {verb} least on context: the answer flips on {value} of the "
+                    f"{split} examples when only the context is replaced"
+                )
+                if base in flips and base not in best:
+                    text += f", vs {format_number(flips[base])} for {base}"
+                out.append(text + ".")
+        kind = "OOD accuracy" if ood else "accuracy"
+        others = {m: sp.accuracy for m, sp in on.items() if m != base}
+        if base in on and others:
+            b = on[base].accuracy
+            best, value, _ = _extreme(others, lowest=False)
+            gain = format_signed(others[best[0]] - b)
+            if _extreme({m: sp.accuracy for m, sp in on.items()}, lowest=False)[2]:
+                out.append(f"Every model's {kind} on {split} is {value}.")
+            elif others[best[0]] > b and format_number(others[best[0]]) != format_number(b):
+                out.append(
+                    f"Best {kind} on {split}: {_names(best)} with {value} vs {base} "
+                    f"{format_number(b)} ({gain})."
+                )
+            else:
+                out.append(
+                    f"No model beats the baseline's {kind} on {split}: the best of the others, "
+                    f"{_names(best)}, has {value} vs {base} {format_number(b)} ({gain})."
+                )
+        changes = {
+            m: sp.accuracy - idsp.accuracy
+            for m, sp in on.items()
+            if sp.distribution == "ood" and (idsp := models[m].split_of("id")) is not None
+        }
+        if changes:
+            drops = [m for m, c in changes.items() if c < 0 and format_signed(c) != "0.000"]
+            worst = min(changes, key=lambda m: changes[m])
+            if drops:
+                out.append(
+                    f"Accuracy falls from in distribution to {split} for {len(drops)} of "
+                    f"{len(changes)} model{'s' if len(changes) > 1 else ''} (largest change: "
+                    f"{worst}, {format_signed(changes[worst])})."
+                )
+            else:
+                out.append(f"No model's accuracy falls from in distribution to {split}.")
+        worst_group = {
+            m: sp.groups.worst_group_accuracy for m, sp in on.items() if sp.groups is not None
+        }
+        if len(worst_group) > 1:
+            best, value, tie = _extreme(worst_group, lowest=False)
+            if tie:
+                out.append(f"Every model's worst-group accuracy on {split} is {value}.")
+            else:
+                out.append(f"Highest worst-group accuracy on {split}: {_names(best)} ({value}).")
         for m, d in models.items():
             for sp in d.splits.values():
                 e = sp.effect_estimate
@@ -356,6 +417,67 @@ class BiasReport:
                 " for always giving the most common answer."
             )
         return out
+
+    def summary_rows(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
+        """The per-model summary table: ``(column names, [(model, values)])``.
+
+        Columns: accuracy in distribution and on the focus split, their difference, the
+        difference from the baseline, worst-group accuracy, agreement with the image-blind
+        answer and the context flip rate on the focus split; a column no model has a value for
+        is left out.
+        """
+        split = self.focus_split()
+        if split is None:
+            return [], []
+        base = str(self.baseline)
+        models = self.models
+        base_sp = models[base].splits.get(split)
+        cols: list[tuple[str, Any]] = []
+        on = {m: d.splits[split] for m, d in models.items() if split in d.splits}
+        ood = any(sp.distribution == "ood" for sp in on.values())
+
+        def id_acc(m: str, sp: SplitDiagnostics) -> float | None:
+            idsp = models[m].split_of("id")
+            return None if idsp is None or idsp is sp else idsp.accuracy
+
+        if ood:
+            cols.append(("ID accuracy", id_acc))
+        if not ood:
+            cols.append((f"accuracy ({split})", None))
+        else:
+            cols.append(("OOD accuracy" + ("" if split.lower() == "ood" else f" ({split})"), None))
+        if ood:
+            cols.append(
+                (
+                    "change, OOD − ID",
+                    lambda m, sp: None if id_acc(m, sp) is None else sp.accuracy - id_acc(m, sp),
+                )
+            )
+        cols += [
+            (
+                f"vs {base}",
+                lambda m, sp: None if base_sp is None else sp.accuracy - base_sp.accuracy,
+            ),
+            (
+                "worst-group accuracy",
+                lambda m, sp: None if sp.groups is None else sp.groups.worst_group_accuracy,
+            ),
+            (
+                "agreement with image-blind answer",
+                lambda m, sp: (
+                    None if sp.language_prior is None else sp.language_prior.prior_agreement
+                ),
+            ),
+            (
+                "flip rate, context replaced",
+                lambda m, sp: None if sp.context is None else sp.context.flip_rate,
+            ),
+        ]
+        rows = []
+        for m, sp in on.items():
+            rows.append((m, [sp.accuracy if get is None else get(m, sp) for _, get in cols]))
+        keep = [j for j in range(len(cols)) if any(r[1][j] is not None for r in rows)]
+        return [cols[j][0] for j in keep], [(m, [v[j] for j in keep]) for m, v in rows]
 
     def figures(self) -> dict[str, Any]:
         """The report's figures as ``matplotlib.figure.Figure`` objects, keyed by name."""
@@ -458,6 +580,14 @@ class BiasReport:
             lines += [md_escape(self.notes), ""]
         lines += ["## Summary", ""]
         lines += [f"- {md_escape(s)}" for s in self.headline()] or ["- (no results)"]
+        header, summary = self.summary_rows()
+        if summary:
+            lines += ["", "| " + " | ".join(md_escape(h) for h in ["model", *header]) + " |"]
+            lines.append("|" + "---|" * (len(header) + 1))
+            for m, values in summary:
+                lines.append(
+                    "| " + " | ".join([md_escape(m), *[format_number(v) for v in values]]) + " |"
+                )
         cols = _columns(self.models)
         rows = _glance_rows(self.models, cols)
         if rows:
@@ -501,6 +631,21 @@ class BiasReport:
         if path is not None:
             atomic_write_text(path, text)
         return text
+
+
+def _extreme(values: Mapping[str, float], *, lowest: bool) -> tuple[list[str], str, bool]:
+    """The models with the lowest (or highest) value as displayed, that value, and whether
+    every model shares it."""
+    shown = {m: format_number(v) for m, v in values.items()}
+    target = (min if lowest else max)(values.values())
+    best = [m for m in values if shown[m] == format_number(target)]
+    return best, format_number(target), len(best) == len(values)
+
+
+def _names(names: Sequence[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _columns(models: Mapping[str, Diagnostics]) -> list[tuple[str, str]]:
@@ -575,8 +720,84 @@ class _HtmlWriter:
             self.w(f"<tr>{cells}</tr>")
         self.w("</tbody></table>")
 
-    def metric_table(self, metrics_by_col: Mapping[str, list[Metric]]) -> None:
-        """One row per metric key, one column per (model / split), plus the definition."""
+    def grid(
+        self,
+        columns: Sequence[tuple[str, str | None]],
+        rows: Sequence[tuple[str, Sequence[Any]]],
+        definitions: Sequence[tuple[str, str]] = (),
+        stub: str = "metric",
+    ) -> None:
+        """A metric x column table of numbers.
+
+        ``columns`` are ``(model, split or None)``: a model's columns share one header cell
+        above a row of split names, so long names are written once. The first column stays in
+        view when the table scrolls sideways. Definitions go in a list under the table, not in
+        a column: a prose column squeezed by many number columns wraps into very tall rows.
+        """
+        groups: list[list[Any]] = []
+        for g, _ in columns:
+            if groups and groups[-1][0] == g:
+                groups[-1][1] += 1
+            else:
+                groups.append([g, 1])
+        two = any(sub is not None for _, sub in columns)
+        starts: set[int] = set()
+        at = 0
+        for _, k in groups:
+            starts.add(at)
+            at += k
+        if not two:
+            starts = set()
+        self.w('<div class="scroll"><table class="grid"><thead><tr>')
+        if two:
+            self.w(f'<th class="stub" rowspan="2">{esc(stub)}</th>')
+            self.w(
+                "".join(f'<th class="model start" colspan="{k}">{esc(g)}</th>' for g, k in groups)
+            )
+            self.w("</tr><tr>")
+            self.w(
+                "".join(
+                    f'<th class="split{" start" if j in starts else ""}">{esc(sub or "")}</th>'
+                    for j, (_, sub) in enumerate(columns)
+                )
+            )
+        else:
+            self.w(f'<th class="stub">{esc(stub)}</th>')
+            self.w("".join(f"<th>{esc(g)}</th>" for g, _ in columns))
+        self.w("</tr></thead><tbody>")
+        for label, values in rows:
+            cells = "".join(
+                f'<td class="num{" start" if j in starts else ""}">{esc(format_number(v))}</td>'
+                for j, v in enumerate(values)
+            )
+            self.w(f'<tr><td class="stub">{esc(label)}</td>{cells}</tr>')
+        self.w("</tbody></table></div>")
+        defs = [(label, d) for label, d in definitions if d]
+        if defs:
+            self.w(
+                '<dl class="defs">'
+                + "".join(f"<dt>{esc(label)}</dt><dd>{esc(d)}</dd>" for label, d in defs)
+                + "</dl>"
+            )
+
+    @contextlib.contextmanager
+    def collapsed(self, summary: str, count: int) -> Iterator[None]:
+        """Fold a run of more than two ``<details>`` into one, so a long list of per-model
+        tables reads as a single line until opened."""
+        if count > 2:
+            self.w(f'<details class="group"><summary>{esc(summary)} ({count})</summary>')
+        yield
+        if count > 2:
+            self.w("</details>")
+
+    def split_label(self, model: str, split: str) -> str:
+        """The split's name, with ID / OOD added where the name does not already say it."""
+        dist = self.models[model].splits[split].distribution
+        tag = {"id": "ID", "ood": "OOD"}.get(dist, "")
+        return f"{split} ({tag})" if tag and tag.lower() != split.lower() else split
+
+    def metric_table(self, metrics_by_col: Mapping[tuple[str, str], list[Metric]]) -> None:
+        """One row per metric key, one column per (model, split); definitions listed below."""
         keys: list[str] = []
         info: dict[str, Metric] = {}
         for ms in metrics_by_col.values():
@@ -589,26 +810,24 @@ class _HtmlWriter:
         lookups = {c: {m.key: m.value for m in ms} for c, ms in metrics_by_col.items()}
         # a metric no column has a value for (e.g. an optional average) is left out
         keys = [k for k in keys if any(lookups[c].get(k) is not None for c in lookups)]
-        rows = []
-        for k in keys:
-            row = [(info[k].label, "")]
-            row += [(format_number(lookups[c].get(k)), "num") for c in metrics_by_col]
-            row.append((info[k].definition, "def"))
-            rows.append(row)
-        self.table(["metric", *metrics_by_col, "definition"], rows)
+        self.grid(
+            [(m, self.split_label(m, s)) for m, s in metrics_by_col],
+            [(info[k].label, [lookups[c].get(k) for c in metrics_by_col]) for k in keys],
+            [(info[k].label, info[k].definition) for k in keys],
+        )
 
     def section_start(self, key: str, title: str, anchor: str) -> None:
         self.w(f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>')
         if key in SECTION_TEXT:
             self.w(f'<p class="explain">{esc(SECTION_TEXT[key])}</p>')
 
-    def part_metrics(self, part: str) -> dict[str, list[Metric]]:
+    def part_metrics(self, part: str) -> dict[tuple[str, str], list[Metric]]:
         out = {}
         for m, s in self.cols:
             sp = self.models[m].splits[s]
             value = getattr(sp, part)
             if value is not None:
-                out[f"{m} / {s}"] = value.metrics()
+                out[(m, s)] = value.metrics()
         return out
 
     # page
@@ -652,26 +871,32 @@ class _HtmlWriter:
         self.w("</header>")
 
     def headline(self) -> None:
-        self.w('<section class="headline" id="summary"><h2>Summary</h2><ul>')
+        self.w('<section class="headline" id="summary"><h2>Summary</h2>')
         lines = self.r.headline() or ["No results to summarise."]
-        for line in lines:
-            self.w(f"<li>{esc(line)}</li>")
-        self.w("</ul></section>")
+        self.w("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in lines) + "</ul>")
+        header, rows = self.r.summary_rows()
+        if rows:
+            self.grid(
+                [(h, None) for h in header],
+                rows,
+                stub="model",
+            )
+            self.w(
+                f'<p class="explain">On the {esc(self.split)} split; '
+                f"{esc(self.r.baseline)} is the baseline. Every number, with its definition, "
+                "is in the sections below.</p>"
+            )
+        self.w("</section>")
 
     def glance(self) -> None:
         rows = _glance_rows(self.models, self.cols)
         self.section_start("glance", "In distribution vs. out of distribution", "glance")
         self.figure("accuracy", "Accuracy and worst-group accuracy of every model on every split.")
-        header = ["metric"]
-        for m, s in self.cols:
-            dist = self.models[m].splits[s].distribution
-            tag = {"id": "ID", "ood": "OOD"}.get(dist, "")
-            header.append(f"{m} / {s}" + (f" ({tag})" if tag else ""))
-        body = [
-            [(label, ""), *[(format_number(v), "num") for v in values], (definition, "def")]
-            for label, values, definition in rows
-        ]
-        self.table([*header, "definition"], body)
+        self.grid(
+            [(m, self.split_label(m, s)) for m, s in self.cols],
+            [(label, values) for label, values, _ in rows],
+            [(label, definition) for label, _, definition in rows],
+        )
         self.w("</section>")
 
     def groups(self) -> None:
@@ -685,6 +910,11 @@ class _HtmlWriter:
         if bias:
             self.w("<h3>Bias-aligned vs. bias-conflicting examples</h3>")
             self.metric_table(bias)
+        with self.collapsed("Per-group accuracy tables", len(have)):
+            self.per_group_tables(have)
+        self.w("</section>")
+
+    def per_group_tables(self, have: list[tuple[str, str]]) -> None:
         for m, s in have:
             g = self.models[m].splits[s].groups
             self.w(
@@ -705,7 +935,6 @@ class _HtmlWriter:
                 ],
             )
             self.w("</details>")
-        self.w("</section>")
 
     def reliance(self) -> None:
         prior = self.part_metrics("language_prior")
@@ -750,6 +979,11 @@ class _HtmlWriter:
             "diagonal is perfect calibration.",
         )
         self.metric_table(cal)
+        with self.collapsed("Reliability bins", len(cal)):
+            self.reliability_tables()
+        self.w("</section>")
+
+    def reliability_tables(self) -> None:
         for m, s in self.cols:
             c = self.models[m].splits[s].calibration
             if c is None:
@@ -772,7 +1006,6 @@ class _HtmlWriter:
                 ],
             )
             self.w("</details>")
-        self.w("</section>")
 
     def effects(self) -> None:
         eff = self.part_metrics("effects")
@@ -783,6 +1016,16 @@ class _HtmlWriter:
             "effects", f"Distribution of each effect at the predicted answer ({self.split} split)."
         )
         self.metric_table(eff)
+        count = sum(
+            len(self.models[m].splits[s].effects.effects)
+            for m, s in self.cols
+            if self.models[m].splits[s].effects is not None
+        )
+        with self.collapsed("Histogram data", count):
+            self.histogram_tables()
+        self.w("</section>")
+
+    def histogram_tables(self) -> None:
         for m, s in self.cols:
             e = self.models[m].splits[s].effects
             if e is None:
@@ -804,7 +1047,6 @@ class _HtmlWriter:
                     ],
                 )
                 self.w("</details>")
-        self.w("</section>")
 
     def compositional(self) -> None:
         comp = self.part_metrics("compositional")
@@ -883,17 +1125,10 @@ class _HtmlWriter:
             self.w(f'<section class="extra"><h2>{esc(title)}</h2>')
             if t.description:
                 self.w(f'<p class="explain">{esc(t.description)}</p>')
-            with_defs = any(row.definition for row in t.rows)
-            self.table(
-                ["metric", *t.columns, *(["definition"] if with_defs else [])],
-                [
-                    [
-                        (row.name, ""),
-                        *[(format_number(v), "num") for v in row.values],
-                        *([(row.definition, "def")] if with_defs else []),
-                    ]
-                    for row in t.rows
-                ],
+            self.grid(
+                [(c, None) for c in t.columns],
+                [(row.name, row.values) for row in t.rows],
+                [(row.name, row.definition) for row in t.rows],
             )
             self.w("</section>")
 
@@ -940,12 +1175,18 @@ class _HtmlWriter:
             self.table(
                 ["key", "value"], [[(k, ""), (_display(v), "")] for k, v in _flatten(r.config)]
             )
+        # models diagnosed with the same settings share one table
+        same: dict[str, list[str]] = {}
         for m, d in self.models.items():
             if d.config:
-                self.w(f"<h3>Diagnostics configuration: {esc(m)}</h3>")
-                self.table(
-                    ["key", "value"], [[(k, ""), (_display(v), "")] for k, v in _flatten(d.config)]
-                )
+                same.setdefault(json.dumps(d.config, sort_keys=True, default=str), []).append(m)
+        for names in same.values():
+            config = self.models[names[0]].config
+            who = "every model" if len(names) == len(self.models) > 1 else ", ".join(names)
+            self.w(f"<h3>Diagnostics configuration: {esc(who)}</h3>")
+            self.table(
+                ["key", "value"], [[(k, ""), (_display(v), "")] for k, v in _flatten(config)]
+            )
         self.w(f"<footer>Written by causalvl {esc(__version__)}.</footer></section>")
 
 
