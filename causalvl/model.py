@@ -161,11 +161,20 @@ class IntervenedModel(nn.Module):
         return state.freeze()
 
     # -- training objective ----------------------------------------------------------------
-    def objective(self, output: InterventionOutput, batch: Mapping[str, Any]) -> ObjectiveOutput:
+    def objective(
+        self, output: InterventionOutput, batch: Mapping[str, Any], *, stage: int | None = None
+    ) -> ObjectiveOutput:
         """The training loss of the stacked interventions, with its named parts.
 
         The task loss on ``output.logits`` (``"task"``: cross-entropy for class-id labels,
         answer-summed BCE for soft scores) is included unless an intervention replaces it.
+
+        Args:
+            output: the wrapper's output on ``batch``.
+            batch: the batch (``labels`` and the metadata the interventions read).
+            stage: ``None`` sums every part. An index into :meth:`stages` sums only that
+                optimizer stage's parts (the last stage takes every part not named by an
+                earlier one); ``parts`` always lists every part, for logging.
         """
         parts: dict[str, torch.Tensor] = {}
         if not any(impl.replaces_task_loss for impl in self._impls()) or self._disabled:
@@ -177,8 +186,40 @@ class IntervenedModel(nn.Module):
                     parts[key] = value
         if not parts:
             raise InterventionStateError("no loss parts: nothing to train.")
-        loss = torch.stack([p.reshape(()) for p in parts.values()]).sum()
+        selected = list(parts)
+        if stage is not None:
+            stages = self.stages()
+            if not isinstance(stage, int) or not 0 <= stage < len(stages):
+                raise InterventionStateError(
+                    f"stage={stage!r} is out of range: this model has {len(stages)} optimizer "
+                    f"stage(s) {stages}."
+                )
+            earlier = {n for s in stages[:stage] for n in s}
+            if stage < len(stages) - 1:
+                selected = [k for k in parts if k in stages[stage]]
+            else:
+                selected = [k for k in parts if k not in earlier]
+            if not selected:
+                raise InterventionStateError(
+                    f"optimizer stage {stage} ({stages[stage]}) matches none of the loss parts "
+                    f"{sorted(parts)}."
+                )
+        loss = torch.stack([parts[k].reshape(()) for k in selected]).sum()
         return ObjectiveOutput(loss=loss, parts={k: v.detach() for k, v in parts.items()})
+
+    def stages(self) -> tuple[tuple[str, ...], ...]:
+        """Loss parts grouped by optimizer step, in order, for interventions trained in several
+        steps per batch (GGE-iter: ``(("gge_question",), ("gge_base",))``); ``((),)`` (one
+        stage with every part) otherwise. A trainer takes one forward pass and optimizer step
+        per stage, with ``objective(output, batch, stage=i)``."""
+        if not self._disabled:
+            for impl in self._impls():
+                fn = getattr(impl, "stages", None)
+                if callable(fn):
+                    found = tuple(tuple(s) for s in fn())
+                    if len(found) > 1:
+                        return found
+        return ((),)
 
     # -- state ----------------------------------------------------------------------------
     @contextlib.contextmanager

@@ -163,8 +163,10 @@ def default_predict(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     return _logits_of(model(**inputs))
 
 
-def _intervened_objective(model: nn.Module, batch: Mapping[str, Any]) -> ObjectiveOutput:
-    return model.objective(model(batch), batch)  # type: ignore[operator]
+def _intervened_objective(
+    model: nn.Module, batch: Mapping[str, Any], stage: int | None = None
+) -> ObjectiveOutput:
+    return model.objective(model(batch), batch, stage=stage)  # type: ignore[operator]
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -203,8 +205,14 @@ class _LossModule(nn.Module):
         self.objective_module = objective if isinstance(objective, nn.Module) else None
         self._objective = objective
 
-    def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = as_objective_output(self._objective(self.model, batch))
+    def forward(
+        self, batch: Mapping[str, Any], stage: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if stage is None:
+            out = self._objective(self.model, batch)
+        else:
+            out = self._objective(self.model, batch, stage)  # type: ignore[call-arg]
+        out = as_objective_output(out)
         return out.loss, dict(out.parts)
 
 
@@ -705,6 +713,13 @@ class Trainer:
             cb.on_train_begin(self)
         set_progress = getattr(self.objective, "set_progress", None)
         params = self._trainable()
+        stages: list[int | None] = [None]
+        if self.objective is _intervened_objective:
+            n_stages = len(self.model.stages())  # type: ignore[operator]
+            if n_stages > 1:
+                stages = list(range(n_stages))
+                if self.dist.is_main:
+                    logger.info("%d optimizer steps per batch: %s", n_stages, self.model.stages())  # type: ignore[operator]
         for epoch in range(start_epoch, cfg.epochs):
             if self.should_stop:
                 break
@@ -728,25 +743,31 @@ class Trainer:
                     group["lr"] = group["initial_lr"] * factor
                 if callable(set_progress):
                     set_progress(self.global_step, total_steps)
-                with self._autocast():
-                    loss, parts = loss_module(batch)
-                if not torch.isfinite(loss.detach()):
-                    raise InputError(
-                        f"the training loss is {float(loss)} at epoch {epoch + 1}, step "
-                        f"{self.global_step + 1}; lower TrainConfig.lr or set grad_clip."
-                    )
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                loss = torch.zeros((), device=self.device)
+                parts: dict[str, torch.Tensor] = {}
+                # several stages (GGE-iter): one forward pass and optimizer step each, the
+                # gradients of earlier stages kept, as in the published recipe
+                for stage in stages:
+                    with self._autocast():
+                        stage_loss, parts = loss_module(batch, stage)
+                    if not torch.isfinite(stage_loss.detach()):
+                        raise InputError(
+                            f"the training loss is {float(stage_loss)} at epoch {epoch + 1}, step "
+                            f"{self.global_step + 1}; lower TrainConfig.lr or set grad_clip."
+                        )
+                    if scaler is not None:
+                        scaler.scale(stage_loss).backward()
+                        scaler.unscale_(optimizer)
+                    else:
+                        stage_loss.backward()
+                    if cfg.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                    loss = loss + stage_loss.detach().float()
                 optimizer.zero_grad(set_to_none=True)
                 self.global_step += 1
                 steps += 1
