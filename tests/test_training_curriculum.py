@@ -309,7 +309,7 @@ def test_curriculum_beats_random_negatives_on_winoground(tmp_path):
     spec = importlib.util.spec_from_file_location("curriculum_compositional", path)
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    results = example.main(["--fast", "--json", str(tmp_path / "scores.json")])
+    results = example.main(["--fast", "--threads", "0", "--json", str(tmp_path / "scores.json")])
     rnd, cur = results["random negatives"], results["hard-negative curriculum"]
     assert rnd["before/group"] == cur["before/group"]  # the same initial model
     assert cur["group"] >= rnd["group"] + 0.15, results
