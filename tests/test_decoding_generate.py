@@ -327,3 +327,28 @@ def test_wrapped_forward_save_load_and_disable() -> None:
     plain = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     with vl.disable_interventions():
         assert torch.equal(vl.generate(**inputs, max_new_tokens=4, do_sample=False), plain)
+
+
+def test_branch_on_left_padded_rows_matches_uncached_forward() -> None:
+    """A no-image branch whose rows lost different numbers of tokens is left-padded; its
+    cached decoding equals an uncached forward with mask-derived positions."""
+    from causalvl.decoding.branch import DecodingBranch
+
+    model, inputs = tiny("llava", batch_size=2)
+    adapter = get_adapter(model)
+    ids = inputs["input_ids"].clone()
+    ids[1, 4] = 77  # row 1 keeps one more text token
+    cf = adapter.decoding_counterfactual({**inputs, "input_ids": ids}, "no_image")
+    assert cf["attention_mask"][0, 0] == 0  # row 0 is padded
+    branch = DecodingBranch(model, cf, adapter)
+    logits = [branch.prefill()]
+    tokens = torch.tensor([[11, 12, 13], [21, 22, 23]])
+    for j in range(tokens.shape[1]):
+        logits.append(branch.advance(tokens[:, j]))
+    for step, got in enumerate(logits):
+        full = full_sequence_inputs(cf, tokens[:, :step], "llava")
+        mask = full["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        with torch.no_grad():
+            ref = model(**full, position_ids=positions).logits[:, -1].float()
+        torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
