@@ -870,10 +870,11 @@ class GreedyGradientEnsemble(_PriorTableMixin):
     ("gge_base",))``: the published recipe takes one optimizer step on ``gge_question``, then,
     without zeroing the gradients, a forward pass and a second step on ``gge_base`` (every
     part not named by an earlier stage, e.g. other interventions' losses, belongs to the last
-    stage). A trainer that ignores :meth:`stages` and steps on the summed objective gets the
-    sum of both gradients in one step: the same gradient directions (the pseudo label is not
-    detached, so ``c_1`` also learns from ``gge_base``), but ``gge_base`` sees ``c_1`` before
-    rather than after its own update.
+    stage). The wrapper exposes them as ``vl.stages()`` and ``vl.objective(output, batch,
+    stage=i)``, which ``causalvl.training.Trainer`` follows. A trainer that ignores the stages
+    and steps on the summed objective gets the sum of both gradients in one step: the same
+    gradient directions (the pseudo label is not detached, so ``c_1`` also learns from
+    ``gge_base``), but ``gge_base`` sees ``c_1`` before rather than after its own update.
     """
 
     replaces_task_loss = True
