@@ -427,6 +427,15 @@ class PriorSubtraction(Intervention):
     ) -> None:
         super().__init__(config, model, adapter)
         self.kind = adapter.kind
+        if (
+            config.mode == "mask"
+            and adapter.vision_mask_key is None
+            and type(adapter)._mask_vision is ModelAdapter._mask_vision
+        ):
+            raise ConfigError(
+                f"PriorSubtractionConfig(mode='mask') needs a vision mask, and the "
+                f"{adapter.family or 'generic'} adapter has none; use mode 'zeros' or 'mean'."
+            )
         self._cache: OrderedDict[bytes, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
