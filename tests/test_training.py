@@ -371,6 +371,9 @@ def test_intervened_model_eval_metrics_early_stopping_and_best(tmp_path):
         )
         assert 0.0 <= worst <= acc <= 1.0
     assert load_checkpoint(tmp_path / "best").state["epoch"] == 1
+    again = causalvl.Trainer(vl, VQAData(32, 0), eval_data={"ood": VQAData(16, 2)}, config=cfg)
+    resumed = again.fit(resume=True)  # an early-stopped run stays stopped
+    assert resumed.stopped_early and resumed.epochs_completed == 2
     best = load_checkpoint(tmp_path / "best").model
     assert all(torch.equal(best[k], v) for k, v in vl.state_dict().items())  # load_best_at_end
     # the BanOptimizer warm-up: epoch 1 uses 0.5 x lr, epoch 2 0.75 x lr
@@ -432,17 +435,22 @@ def test_lr_schedules_and_ban_milestones():
     assert math.isclose(log.lrs[1], 0.1)
 
 
-def test_amp_on_cpu_warns_and_trains():
+def test_amp_on_cpu_warns_and_trains_with_progress_and_logs(caplog, capsys):
     net = make_net()
     before = net.net[0].weight.clone()
+    caplog.set_level("INFO", logger="causalvl.training")
     with pytest.warns(UserWarning, match="amp=True has no effect"):
         Trainer(
             net,
             Blobs(8),
-            config=TrainConfig(epochs=1, amp=True, device="cpu"),
+            eval_data=Blobs(8, 1),
+            config=TrainConfig(epochs=1, amp=True, device="cpu", progress=True, log_every=1),
             objective=ce_objective,
         ).fit()
     assert not torch.equal(before, net.net[0].weight)
+    assert "epoch 1/1: train/loss" in caplog.text and "eval/accuracy" in caplog.text
+    assert "epoch 1 step 1: loss" in caplog.text
+    assert "epoch 1/1" in capsys.readouterr().err  # the tqdm bar
 
 
 def test_gge_iterative_takes_one_optimizer_step_per_stage():

@@ -708,7 +708,8 @@ class Trainer:
         self._write_run_files(resumed_from=resumed_from)
 
         self.should_stop = False
-        stopped_early = False
+        # a run that had already stopped early stays stopped when resumed
+        stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience
         for cb in self.callbacks:
             cb.on_train_begin(self)
         set_progress = getattr(self.objective, "set_progress", None)
@@ -721,7 +722,7 @@ class Trainer:
                 if self.dist.is_main:
                     logger.info("%d optimizer steps per batch: %s", n_stages, self.model.stages())  # type: ignore[operator]
         for epoch in range(start_epoch, cfg.epochs):
-            if self.should_stop:
+            if self.should_stop or stopped_early:
                 break
             self.epoch = epoch
             for cb in self.callbacks:
