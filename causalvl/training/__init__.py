@@ -2,6 +2,14 @@
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import BAN_MILESTONES, TrainConfig
+from .curriculum import (
+    ComparativeObjective,
+    CurriculumConfig,
+    CurriculumContrastiveObjective,
+    DifficultySchedule,
+    winoground_evaluate,
+)
+from .hard_negatives import HardNegativeGenerator, perturb_caption, swap_image_halves
 from .schedules import ban_factor, lr_factor
 from .trainer import Callback, Trainer, TrainResult
 
@@ -9,11 +17,19 @@ __all__ = [
     "BAN_MILESTONES",
     "Callback",
     "Checkpoint",
+    "ComparativeObjective",
+    "CurriculumConfig",
+    "CurriculumContrastiveObjective",
+    "DifficultySchedule",
+    "HardNegativeGenerator",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "ban_factor",
     "load_checkpoint",
     "lr_factor",
+    "perturb_caption",
     "save_checkpoint",
+    "swap_image_halves",
+    "winoground_evaluate",
 ]
