@@ -398,17 +398,29 @@ class BiasReport:
                 out.append(f"Every model's worst-group accuracy on {split} is {value}.")
             else:
                 out.append(f"Highest worst-group accuracy on {split}: {_names(best)} ({value}).")
-        for m, d in models.items():
-            for sp in d.splits.values():
-                e = sp.effect_estimate
-                if e is None:
-                    continue
+        estimates = [
+            (m, sp.name, sp.effect_estimate)
+            for m, d in models.items()
+            for sp in d.splits.values()
+            if sp.effect_estimate is not None
+        ]
+        if len(estimates) <= 2:
+            for m, name, e in estimates:
                 passed = sum(r.passed is True for r in e.refutations)
                 out.append(
-                    f"{m} on {sp.name}: the spurious cue ({e.treatment}) changes {e.outcome} by "
+                    f"{m} on {name}: the spurious cue ({e.treatment}) changes {e.outcome} by "
                     f"{format_signed(e.value)} (causal estimate); {passed} of "
                     f"{len(e.refutations)} refutation checks passed."
                 )
+        else:  # one sentence, whatever the number of estimates
+            values = [e.value for _, _, e in estimates]
+            passed = sum(r.passed is True for _, _, e in estimates for r in e.refutations)
+            total = sum(len(e.refutations) for _, _, e in estimates)
+            out.append(
+                f"Causal estimates of the spurious cue's effect ({len(estimates)} model/split "
+                f"pairs) range from {format_signed(min(values))} to "
+                f"{format_signed(max(values))}; {passed} of {total} refutation checks passed."
+            )
         if self.audit is not None:
             a = self.audit
             out.append(
@@ -642,9 +654,12 @@ def _extreme(values: Mapping[str, float], *, lowest: bool) -> tuple[list[str], s
     return best, format_number(target), len(best) == len(values)
 
 
-def _names(names: Sequence[str]) -> str:
+def _names(names: Sequence[str], most: int = 3) -> str:
+    """``a``, ``a and b``, ``a, b and c``; beyond ``most`` names, ``a, b, c and 4 more``."""
     if len(names) <= 1:
         return "".join(names)
+    if len(names) > most:
+        return ", ".join(names[:most]) + f" and {len(names) - most} more"
     return ", ".join(names[:-1]) + " and " + names[-1]
 
 
