@@ -275,3 +275,99 @@ def test_renders_in_headless_chromium(page, tmp_path):
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1200)
     assert pixels[..., :3].std() > 0.05  # not a blank page
+
+
+# -- many models -----------------------------------------------------------------------------
+
+MANY = [f"debiasing method number {k}" if k % 3 else f"m{k}" for k in range(10)]
+
+
+@pytest.fixture(scope="module")
+def many(report) -> BiasReport:
+    """Ten models (two distinct diagnostics under ten names, some of them long)."""
+    plain, debiased = report.models["plain"], report.models[EVIL]
+    models = {name: (plain if k % 2 else debiased) for k, name in enumerate(MANY)}
+    return BiasReport(models, baseline=MANY[1], deterministic=True)
+
+
+class _Tables(HTMLParser):
+    """Every <table>: its class and rows of (tag, attributes, text) cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict] = []
+        self.cell: list | None = None
+        self.depth = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append({"class": dict(attrs).get("class", ""), "rows": []})
+        elif tag == "tr" and self.tables:
+            self.tables[-1]["rows"].append([])
+        elif tag in ("td", "th") and self.tables:
+            self.cell = [tag, dict(attrs), ""]
+            self.tables[-1]["rows"][-1].append(self.cell)
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th"):
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell[2] += data
+
+
+def test_many_models_tables_stay_compact(many):
+    page = many.to_html()
+    parser = _Tables()
+    parser.feed(page)
+    # metric x (model, split) tables, whose width grows with the number of models
+    wide = [t for t in parser.tables if t["class"] == "grid" and max(map(len, t["rows"])) > 5]
+    assert wide, "expected model-by-split tables"
+    definitions = {
+        x.definition for d in many.models.values() for sp in d.splits.values() for x in sp.metrics()
+    }
+    for t in wide:
+        # no prose in a wide table: definitions are listed under it, not in a column
+        cells = [c for r in t["rows"] for c in r]
+        assert max(len(c[2]) for c in cells if c[0] == "td") <= 60
+        assert not any(c[2] in definitions or c[1].get("class") == "def" for c in cells)
+    glance = next(t for t in wide if len(t["rows"][0]) == 11)
+    # model names once, spanning their splits; split names on the second header row
+    assert [c[2] for c in glance["rows"][0][1:]] == MANY
+    assert all(c[1].get("colspan") == "2" for c in glance["rows"][0][1:])
+    assert {c[2] for c in glance["rows"][1]} == {"id", "ood"}
+    assert '<dl class="defs">' in page
+    # the summary does not grow with the number of models; the per-model numbers are a table
+    two = BiasReport({m: many.models[m] for m in MANY[:2]}, baseline=MANY[1])
+    assert len(many.headline()) == len(two.headline()) <= 8
+    header, rows = many.summary_rows()
+    assert [m for m, _ in rows] == MANY and "ID accuracy" in header
+    assert sum("vs m1" in line or "vs debiasing" in line for line in many.headline()) == 1
+
+
+def _overlaps(a, b) -> bool:
+    return a.x0 < b.x1 - 1 and b.x0 < a.x1 - 1 and a.y0 < b.y1 - 1 and b.y0 < a.y1 - 1
+
+
+def test_many_models_figures_have_no_clipped_or_colliding_text(many):
+    for name, fig in many.figures().items():
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        box = fig.bbox
+        for ax in fig.axes:
+            (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+            # tick labels matplotlib draws: those inside the view limits
+            xticks = [t for t in ax.get_xticklabels() if x0 <= t.get_position()[0] <= x1]
+            yticks = [t for t in ax.get_yticklabels() if y0 <= t.get_position()[1] <= y1]
+            texts = [t for t in ax.texts if t.get_text()]
+            for t in xticks + yticks + texts:
+                ext = t.get_window_extent(renderer)
+                assert ext.x0 >= box.x0 - 1 and ext.x1 <= box.x1 + 1, (name, t.get_text())
+                assert ext.y0 >= box.y0 - 1 and ext.y1 <= box.y1 + 1, (name, t.get_text())
+            for group in (xticks, yticks, texts):
+                exts = [t.get_window_extent(renderer) for t in group if t.get_text()]
+                for i, a in enumerate(exts):
+                    for b in exts[i + 1 :]:
+                        assert not _overlaps(a, b), (name, ax.get_title())
+        assert fig.get_figwidth() <= 11.0, name
