@@ -206,7 +206,7 @@ def _prior_benchmark(
         "plain": [causalvl.IdentityConfig()],
         "RUBi": [causalvl.RUBiConfig(hidden=h)],
         "LMH": [causalvl.LMHConfig()],
-        "GGE": [causalvl.GGEConfig(hidden=h, variant="together")],
+        "GGE": [causalvl.GGEConfig(hidden=h, variant="iterative")],
         "CF-VQA": [causalvl.CounterfactualConfig(hidden=h)],
         "prior subtraction": [causalvl.PriorSubtractionConfig(alpha=1.0)],
         "oracle": [causalvl.IdentityConfig()],

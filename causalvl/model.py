@@ -71,6 +71,8 @@ class IntervenedModel(nn.Module):
         self._disabled = False
         self._generator = torch.Generator().manual_seed(seed)
         self._roles = self._resolve_capture_roles()
+        # start in the base model's mode: wrapping an eval-mode model gives an eval-mode wrapper
+        self.train(bool(getattr(base_model, "training", False)))
 
     # -- plumbing -------------------------------------------------------------------------
     def _resolve_capture_roles(self) -> dict[str, str]:

@@ -342,7 +342,13 @@ def test_from_pretrained_offline_then_intervene(tmp_path, hf_models):
     ).eval()
     vl = causalvl.intervene(model, causalvl.IdentityConfig())
     inputs = inputs_for("vilt")
-    assert torch.equal(vl(**inputs).logits, hf_models["vilt"].eval()(**inputs).logits)
+    assert not vl.training  # the wrapper starts in the base model's mode
+    with torch.random.fork_rng():  # ViLT draws a random patch order in every forward
+        torch.manual_seed(0)
+        wrapped = vl(**inputs).logits
+        torch.manual_seed(0)
+        bare = hf_models["vilt"].eval()(**inputs).logits
+    assert torch.equal(wrapped, bare)
 
 
 # -- configs ----------------------------------------------------------------------------------
