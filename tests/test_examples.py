@@ -1,0 +1,96 @@
+"""Every example script runs, in its fast mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_example_is_covered():
+    covered = {
+        "wrap_hf_model",
+        "cfvqa_digits",
+        "backdoor_context",
+        "curriculum_compositional",
+        "compare_bias_report",
+        "cifar_prior_shift",
+        "lmh_vs_rubi",
+        "vcd_tiny",
+    }
+    assert {p.stem for p in EXAMPLES.glob("*.py")} == covered
+
+
+def test_wrap_hf_model():
+    result = _load("wrap_hf_model").main(["--fast"])
+    assert result == {"identity_equal": 1.0, "restored_equal": 1.0}
+
+
+@pytest.fixture
+def keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # some examples pin torch to one thread
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cfvqa_digits", "backdoor_context", "curriculum_compositional"])
+def test_training_examples_fast(name, keep_threads):
+    result = _load(name).main(["--fast"])
+    assert result  # each returns its measured accuracies / scores
+    for metrics in result.values():
+        for key, value in metrics.items() if isinstance(metrics, dict) else [("", metrics)]:
+            if key != "seconds" and isinstance(value, float) and value == value:  # NaN: empty slice
+                assert 0.0 <= value <= 1.0, (key, value)
+
+
+@pytest.mark.slow
+def test_compare_bias_report(tmp_path):
+    accuracies = _load("compare_bias_report").main(["--fast", "--out", str(tmp_path)])
+    assert set(accuracies) == {"plain", "CF-VQA", "LMH"}
+    assert (tmp_path / "index.html").is_file() and (tmp_path / "report.json").is_file()
+
+
+@pytest.mark.slow
+def test_cifar_prior_shift():
+    from causalvl.datasets import default_data_dir
+
+    root = default_data_dir()
+    if root is None or not (Path(root) / "cifar-10-batches-py" / "data_batch_1").is_file():
+        pytest.skip("no CIFAR-10 copy beside the repository")
+    results = _load("cifar_prior_shift").main(
+        ["--fast", "--cifar", str(Path(root) / "cifar-10-batches-py")]
+    )
+    assert set(results) == {"plain", "CF-VQA", "LMH", "oracle"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("lmh_vs_rubi", ["--train-size", "120", "--test-size", "60", "--epochs", "1"]),
+        ("vcd_tiny", ["--steps", "5", "--images", "6"]),
+    ],
+)
+def test_script_examples(name, args):
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip()
