@@ -131,11 +131,12 @@ tr:nth-child(even) td { background:#fafbfd; }
 table.grid { font-size:13px; }
 table.grid th, table.grid td { padding:4px 8px; }
 table.grid thead th { text-align:right; vertical-align:bottom; max-width:10em; }
-table.grid thead th.model, table.grid thead th.split { white-space:nowrap; max-width:none; }
+table.grid thead th.split { white-space:nowrap; max-width:none; }
+table.grid thead th.model { max-width:none; }
 table.grid thead th.model { text-align:center; border-bottom:none; }
 table.grid thead th.split { font-weight:500; color:var(--muted); }
 table.grid .stub { position:sticky; left:0; z-index:1; background:#fff; text-align:left;
-                   min-width:12em; max-width:20em; }
+                   min-width:14em; max-width:20em; }
 table.grid thead .stub { background:#eef2f7; }
 table.grid tr:nth-child(even) td.stub { background:#fafbfd; }
 table.grid .start { border-left:1px solid var(--line); }
