@@ -1,0 +1,35 @@
+"""The public API: every exported name resolves, and docs/api.md is current."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import causalvl
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_every_public_name_resolves():
+    for name in causalvl.__all__:
+        assert getattr(causalvl, name) is not None, name
+    assert sorted(set(causalvl.__all__)) == sorted(causalvl.__all__)
+
+
+def test_api_reference_is_current():
+    spec = importlib.util.spec_from_file_location("gen_api", DOCS / "gen_api.py")
+    gen_api = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_api)
+    assert gen_api.main(["--check"]) == 0, "run: python docs/gen_api.py"
+    text = (DOCS / "api.md").read_text()
+    for name in causalvl.__all__:
+        if name != "__version__":
+            assert f"### `{name}`" in text
+
+
+def test_docs_link_to_existing_files():
+    import re
+
+    for page in [*DOCS.glob("*.md"), DOCS.parent / "README.md"]:
+        for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to missing {target}"
