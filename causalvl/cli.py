@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--fast", action="store_true", help="a much smaller run (for smoke tests)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument(
+        "--threads",
+        type=_pos_int,
+        default=1,
+        help="torch CPU threads (default: %(default)s; the demo's small models run fastest on one)",
+    )
 
     train = sub.add_parser(
         "train",
@@ -142,7 +148,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         if args.command == "demo":
+            import torch
+
             from .demo import run_demo
+
+            torch.set_num_threads(args.threads)
 
             result = run_demo(
                 args.out, seed=args.seed, fast=args.fast, progress=not args.no_progress
