@@ -78,7 +78,17 @@ class ModelAdapter:
         """Keys the model's forward accepts (``None``: accepts anything)."""
         if self.model is None:
             return None
-        return _forward_keys(self.model)
+        # inspect.signature costs more than a small model's forward: compute it once per
+        # forward function (a reassigned ``model.forward`` is seen and re-inspected)
+        forward = getattr(self.model, "forward", self.model)
+        ident = getattr(forward, "__func__", forward)
+        has_config = hasattr(self.model, "config")
+        cached = self.__dict__.get("_forward_keys_cache")
+        if cached is not None and cached[0] is ident and cached[1] == has_config:
+            return cached[2]
+        keys = _forward_keys(self.model)
+        self._forward_keys_cache = (ident, has_config, keys)
+        return keys
 
     @property
     def pad_token_id(self) -> int:
