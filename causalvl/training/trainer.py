@@ -773,8 +773,11 @@ class Trainer:
                 self.global_step += 1
                 steps += 1
                 record = {"loss": loss.detach().float(), **{k: v.float() for k, v in parts.items()}}
-                for k, v in record.items():
-                    sums[k] = sums.get(k, torch.zeros((), device=v.device)) + v
+                for k, v in record.items():  # no zeros tensor per key and step: add in place
+                    if k in sums:
+                        sums[k].add_(v)
+                    else:
+                        sums[k] = v.detach().clone()
                 if cfg.progress and self.dist.is_main and hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{float(record['loss']):.4f}", refresh=False)
                 if cfg.log_every and self.global_step % cfg.log_every == 0 and self.dist.is_main:
