@@ -158,3 +158,25 @@ def test_interleaved_medians_calls_each_function_warmup_plus_rounds() -> None:
     assert all(r["n"] == 4 and r["min"] <= r["median"] <= r["max"] for r in res.values())
     s = mean_std([1.0, 2.0, 3.0])
     assert s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0)
+
+
+def test_adapter_input_keys_follow_a_reassigned_forward() -> None:
+    """The forward signature is inspected once (wrapper overhead), but a new forward is seen."""
+    import torch
+
+    import causalvl
+
+    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    vl = causalvl.intervene(net, causalvl.IdentityConfig())
+    before = vl.adapter.input_keys
+    assert before is not None and "pixel_values" in before
+    assert vl.adapter.input_keys is before  # cached
+
+    def forward(
+        pixel_values: torch.Tensor, input_ids: torch.Tensor, extra: int = 0
+    ) -> torch.Tensor:
+        return type(net).forward(net, pixel_values=pixel_values, input_ids=input_ids)
+
+    net.forward = forward
+    after = vl.adapter.input_keys
+    assert "extra" in after and "extra" not in before
