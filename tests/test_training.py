@@ -258,6 +258,7 @@ def test_checkpoint_files_have_no_pickle_and_roundtrip_optimizer(tmp_path):
         ({"lr_milestones": (5, 3)}, "lr_milestones"),
         ({"momentum": 1.5}, "momentum"),
         ({"amp_dtype": "float8"}, "amp_dtype"),
+        ({"intervention_lr": 0.0}, "intervention_lr"),
     ],
 )
 def test_bad_config_values_are_rejected(kwargs, field):
@@ -510,3 +511,25 @@ def test_gge_iterative_takes_one_optimizer_step_per_stage():
 
 def make_net_vqa():
     return causalvl.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
+
+
+def test_intervention_lr_puts_intervention_parameters_in_their_own_group():
+    net = causalvl.TinyVQA(vocab_size=12, num_answers=3, image_size=8, hidden=8)
+    vl = causalvl.intervene(net, causalvl.RUBiConfig(hidden=(8,)))
+    data = [
+        {
+            "pixel_values": torch.rand(3, 8, 8),
+            "input_ids": torch.tensor([1, 2, 3]),
+            "labels": torch.tensor(i % 3),
+        }
+        for i in range(8)
+    ]
+    config = TrainConfig(
+        epochs=1, batch_size=4, lr=1e-3, intervention_lr=1e-2, schedule="warmup_cosine"
+    )
+    trainer = Trainer(vl, data, config=config)
+    trainer.fit()
+    groups = trainer.optimizer.param_groups
+    assert [g["initial_lr"] for g in groups] == [1e-3, 1e-2]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in vl.intervention_parameters()}
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in net.parameters()}

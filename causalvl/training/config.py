@@ -43,6 +43,10 @@ class TrainConfig(Config):
             under torchrun).
         eval_batch_size: batch size of evaluation loaders (default: ``batch_size``).
         lr: base learning rate (> 0).
+        intervention_lr: learning rate of the intervention's own parameters (branch heads, the
+            CF-VQA constant ``c``, backdoor projections); ``None``: ``lr``. Bias-ensemble heads
+            often need a faster rate than the base model so that the bias branch absorbs the
+            prior before the base model does. Schedules scale both rates alike.
         optimizer: ``"adam"``, ``"adamw"``, ``"adamax"`` or ``"sgd"``.
         weight_decay: L2 (adam/adamax/sgd) or decoupled (adamw) weight decay (>= 0).
         momentum: SGD momentum in [0, 1).
@@ -92,6 +96,7 @@ class TrainConfig(Config):
     batch_size: int = 32
     eval_batch_size: int | None = None
     lr: float = 1e-3
+    intervention_lr: float | None = None
     optimizer: OptimizerName = "adam"
     weight_decay: float = 0.0
     momentum: float = 0.9
@@ -125,6 +130,8 @@ class TrainConfig(Config):
         if self.eval_batch_size is not None:
             self._check_int("eval_batch_size", minimum=1)
         self._check_positive("lr")
+        if self.intervention_lr is not None:
+            self._check_positive("intervention_lr")
         self._check_positive("weight_decay", "min_delta", allow_zero=True)
         self._check_fraction("warmup_fraction", "min_lr_ratio")
         if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum < 1:

@@ -409,9 +409,17 @@ class Trainer:
                 "the model has no trainable parameters (all have requires_grad=False); "
                 "unfreeze some, or give an objective with parameters."
             )
+        groups: list[dict[str, Any]] = [{"params": params}]
+        if cfg.intervention_lr is not None:
+            own = {id(p) for p in self._intervention_parameters()}
+            groups = [
+                {"params": [p for p in params if id(p) not in own]},
+                {"params": [p for p in params if id(p) in own], "lr": cfg.intervention_lr},
+            ]
+            groups = [g for g in groups if g["params"]]
         if cfg.optimizer == "sgd":
             opt: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+                groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
             )
         else:
             cls = {
@@ -419,10 +427,16 @@ class Trainer:
                 "adamw": torch.optim.AdamW,
                 "adamax": torch.optim.Adamax,
             }[cfg.optimizer]
-            opt = cls(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+            opt = cls(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
         for group in opt.param_groups:
             group.setdefault("initial_lr", group["lr"])
         return opt
+
+    def _intervention_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the wrapped model's interventions (none for a plain model)."""
+        model = getattr(self.model, "module", self.model)  # unwrap DistributedDataParallel
+        interventions = getattr(model, "interventions", None)
+        return list(interventions.parameters()) if isinstance(interventions, nn.Module) else []
 
     def _trainable(self) -> list[nn.Parameter]:
         seen: set[int] = set()
