@@ -162,6 +162,13 @@ def test_context_shift_cooccurrence(src):
     assert set(train.tensors()["image_index"].flatten().tolist()).isdisjoint(
         t["image_index"].flatten().tolist()
     )
+    # test_id: held-out images with the training co-occurrence (same partners as train)
+    test_id = ContextShift(src, "test_id", cooccurrence=p, seed=2, num_examples=2000)
+    assert abs(test_id.cooccurrence_rate() - p) < 0.03
+    assert torch.equal(test_id.partner, train.partner)
+    assert set(train.tensors()["image_index"].flatten().tolist()).isdisjoint(
+        test_id.tensors()["image_index"].flatten().tolist()
+    )
 
 
 def test_context_shift_regions(src):

@@ -33,7 +33,7 @@ class ContextShiftConfig(Config):
     cue; 30 training images per class.
     """
 
-    split: Literal["train", "test"] = "train"
+    split: Literal["train", "test", "test_id"] = "train"
     cooccurrence: float = 0.9
     seed: int = 0
     num_examples: int | None = None
@@ -68,16 +68,19 @@ class ContextShift(Dataset):
     ``cooccurrence`` and otherwise of a class drawn uniformly from the remaining ``K - 2``
     classes, so the measured co-occurrence rate is ``cooccurrence``. In ``"test"`` the context
     class is uniform over the ``K - 1`` classes other than the target's (co-occurrence rate
-    ``1 / (K - 1)``). The target sits left or right at random (fair coin); with ``frame`` it
-    gets a one-pixel white border so whole-image models know which object to classify. Train
-    and test use disjoint images (a seeded per-class split).
+    ``1 / (K - 1)``). ``"test_id"`` draws held-out images (the test pool) with the training
+    co-occurrence: the in-distribution control of ``"test"``. The target sits left or right at
+    random (fair coin); with ``frame`` it gets a one-pixel white border so whole-image models
+    know which object to classify. Train and test use disjoint images (a seeded per-class
+    split).
 
     Args:
         source: an :class:`ImageSource` with at least 3 classes (default: digits).
-        split: ``"train"`` or ``"test"``.
+        split: ``"train"``, ``"test"`` (uniform context) or ``"test_id"`` (held-out images,
+            training co-occurrence).
         cooccurrence, seed, num_examples, image_size, noise_std, context_noise_std, frame,
         train_images_per_class, test_fraction: see :class:`ContextShiftConfig`;
-            ``num_examples`` defaults to 2,000 (train) / 1,000 (test).
+            ``num_examples`` defaults to 2,000 (train) / 1,000 (test, test_id).
         config: a :class:`ContextShiftConfig` instead of the keyword arguments.
 
     Items (``S = image_size``):
@@ -105,7 +108,7 @@ class ContextShift(Dataset):
     def __init__(
         self,
         source: ImageSource | None = None,
-        split: Literal["train", "test"] = "train",
+        split: Literal["train", "test", "test_id"] = "train",
         *,
         config: ContextShiftConfig | None = None,
         **settings: Any,
@@ -138,8 +141,9 @@ class ContextShift(Dataset):
     def _build(self, pools: list[np.ndarray]) -> None:
         cfg = self.config
         k = self.source.num_classes
-        code = 0 if self.split == "train" else 1
+        code = {"train": 0, "test": 1, "test_id": 2}[self.split]
         n = cfg.num_examples if cfg.num_examples is not None else (2000 if code == 0 else 1000)
+        follows_train = self.split in ("train", "test_id")  # the training co-occurrence
         rng = make_rng(cfg.seed, "context-examples", code)
         partner = self.partner.numpy()
         target = np.arange(n) % k
@@ -147,7 +151,7 @@ class ContextShift(Dataset):
         context = np.empty(n, np.int64)
         for i, t in enumerate(target):
             others = [c for c in range(k) if c != t]
-            if self.split == "train":
+            if follows_train:
                 if rng.random() < cfg.cooccurrence:
                     context[i] = partner[t]
                 else:
