@@ -287,15 +287,11 @@ def context_benchmark(
     unbiased = ContextShift(
         split="train", cooccurrence=1.0 / (k - 1), num_examples=settings.context_train, **common
     )
-    # ID: held-out examples with the training co-occurrence; OOD: the shifted test split
-    id_split = ContextShift(
-        split="train",
-        cooccurrence=0.9,
-        num_examples=settings.context_test,
-        **{**common, "seed": seed + 1000},
-    )
+    # ID: held-out images with the training co-occurrence; OOD: the shifted test split
     splits = {
-        "id": id_split,
+        "id": ContextShift(
+            split="test_id", cooccurrence=0.9, num_examples=settings.context_test, **common
+        ),
         "ood": ContextShift(split="test", num_examples=settings.context_test, **common),
     }
 
