@@ -150,7 +150,8 @@ def _overhead_section(res: dict[str, Any]) -> list[str]:
         "## Wrapper overhead",
         "",
         f"Sizes: {res['sizes']}. Eval mode, `torch.no_grad()`, 2 warm-up calls each, then "
-        f"{res['rows'][0]['rounds']} rounds calling the bare model and every wrapper once in a "
+        f"{', '.join(str(r['rounds']) for r in res['rows'])} rounds (per model, in the order "
+        "below) calling the bare model and every wrapper once in a "
         "shuffled order; ratio = median wrapped time / median bare time. CF-VQA adds branch "
         "heads on captured features (no extra pass); prior subtraction runs a second, "
         "zero-image pass unless the question cache answers it; backdoor targets ViLT's pooled "
