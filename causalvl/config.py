@@ -67,7 +67,43 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-class Config:
+class JSONSerializable:
+    """``to_json`` / ``from_json`` on top of a class's ``to_dict`` / ``from_dict``.
+
+    ``json_error`` is the exception raised for a missing file or invalid JSON."""
+
+    json_error: ClassVar[type[Exception]] = ConfigError
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """Serialise to JSON; with ``path``, also write it atomically."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)  # type: ignore[attr-defined]
+        if path is not None:
+            atomic_write_text(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> Any:
+        """Load from a JSON string or a path to a JSON file."""
+        return cls.from_dict(read_json(cls.__name__, text_or_path, cls.json_error))  # type: ignore[attr-defined]
+
+
+def read_json(
+    owner: str, text_or_path: str | os.PathLike, error: type[Exception] = ConfigError
+) -> Any:
+    """Parse a JSON string, or the JSON file at a path; ``error`` names ``owner`` on failure."""
+    text = str(text_or_path)
+    if not text.lstrip().startswith(("{", "[")):
+        path = Path(text_or_path)
+        if not path.is_file():
+            raise error(f"{owner}.from_json: no such file {str(path)!r}.")
+        text = path.read_text(encoding="utf-8")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{owner}.from_json: invalid JSON ({exc}).") from exc
+
+
+class Config(JSONSerializable):
     """Base class of every causalvl configuration dataclass.
 
     Subclasses are declared with ``@dataclass(kw_only=True)`` and put their checks in
@@ -165,28 +201,6 @@ class Config:
         hints = typing.get_type_hints(cls)
         kwargs = {k: _from_json(v, hints.get(k)) for k, v in data.items() if k in names}
         return cls(**kwargs)
-
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """Serialise to JSON; with ``path``, also write it atomically."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            atomic_write_text(path, text + "\n")
-        return text
-
-    @classmethod
-    def from_json(cls: type[C], text_or_path: str | os.PathLike) -> C:
-        """Load from a JSON string or a path to a JSON file."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            path = Path(text_or_path)
-            if not path.is_file():
-                raise ConfigError(f"{cls.__name__}.from_json: no such file {str(path)!r}.")
-            text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{cls.__name__}.from_json: invalid JSON ({exc}).") from exc
-        return cls.from_dict(data)
 
     def replace(self: C, **changes: Any) -> C:
         """A validated copy with some fields changed."""

@@ -15,16 +15,13 @@ the number, and :meth:`Result.metrics` lists the scalar numbers as :class:`Metri
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from ..config import atomic_write_text
+from ..config import JSONSerializable
 from ..errors import ConfigError, DataError
 
 R = TypeVar("R", bound="Result")
@@ -98,12 +95,14 @@ def check_number(owner: str, name: str, value: Any, kind: MetricKind) -> Any:
     return min(max(value, lo), hi)
 
 
-class Result:
+class Result(JSONSerializable):
     """Base of the frozen result dataclasses.
 
     Subclasses declare ``KINDS`` (field -> :data:`MetricKind`) for the scalar fields that are
     validated, ``DEFINITIONS`` (field -> sentence) and ``LABELS`` (field -> short name).
     """
+
+    json_error = DataError
 
     KINDS: ClassVar[dict[str, MetricKind]] = {}
     DEFINITIONS: ClassVar[dict[str, str]] = {}
@@ -163,31 +162,6 @@ class Result:
             return cls(**kwargs)
         except TypeError as exc:
             raise DataError(f"{cls.__name__}.from_dict: {exc}.") from exc
-
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """Serialise to JSON; with ``path``, also write it atomically."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            atomic_write_text(path, text + "\n")
-        return text
-
-    @classmethod
-    def from_json(cls: type[R], text_or_path: str | os.PathLike) -> R:
-        """Load from a JSON string or a path to a JSON file."""
-        return cls.from_dict(_load_json(cls.__name__, text_or_path))
-
-
-def _load_json(owner: str, text_or_path: str | os.PathLike) -> Any:
-    text = str(text_or_path)
-    if not text.lstrip().startswith("{"):
-        path = Path(text_or_path)
-        if not path.is_file():
-            raise DataError(f"{owner}.from_json: no such file {str(path)!r}.")
-        text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{owner}.from_json: invalid JSON ({exc}).") from exc
 
 
 def _encode(value: Any) -> Any:

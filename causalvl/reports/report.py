@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..config import Config, atomic_write_text
+from ..config import Config, atomic_write_text, read_json
 from ..diagnostics.results import (
     DISTRIBUTION_LABELS,
     EFFECT_NAMES,
@@ -33,7 +33,6 @@ from ..diagnostics.results import (
     Metric,
     MetricTable,
     SplitDiagnostics,
-    _load_json,
 )
 from ..errors import DataError
 from .figures import figure_names, figure_to_data_uri, focus_split, report_figures
@@ -557,7 +556,7 @@ class BiasReport:
         path = Path(str(text_or_path))
         if not str(text_or_path).lstrip().startswith("{") and path.is_dir():
             text_or_path = path / "report.json"
-        return cls.from_dict(_load_json("BiasReport", text_or_path))
+        return cls.from_dict(read_json("BiasReport", text_or_path, DataError))
 
     def save(self, directory: str | os.PathLike) -> dict[str, Path]:
         """Write ``index.html``, ``report.json`` and ``summary.md`` (atomically) into a folder.
