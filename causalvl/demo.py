@@ -45,7 +45,15 @@ CONTEXT_METHODS = ("plain (context)", "backdoor (context)", "oracle (context)")
 
 @dataclasses.dataclass(frozen=True)
 class DemoSettings:
-    """Sizes of the demo run. ``full()`` is the default; ``fast()`` is a smoke run."""
+    """Sizes and training recipe of the demo run. ``full()`` is the default; ``fast()`` is a
+    smoke run.
+
+    ``cfvqa_heads`` / ``cfvqa_intervention_lr``: CF-VQA's branch-head widths and their learning
+    rate. The question-only branch must take up the prior before the base model does, or the
+    TIE keeps the prior; on this benchmark that needs wide heads trained faster than the model
+    (measured over seeds 0-2 with the sum fusion: OOD 0.20-0.53 against 0.10-0.13 for plain;
+    with the model's own rate, CF-VQA stayed at the plain solution on some seeds).
+    """
 
     prior_train: int | None
     prior_test: int | None
@@ -59,9 +67,11 @@ class DemoSettings:
     branch_hidden: tuple[int, ...]
     lr: float = 3e-3
     batch_size: int = 64
+    cfvqa_heads: tuple[int, ...] = (256, 256)
+    cfvqa_intervention_lr: float = 3e-2
     #: evaluate the prior-shift splits after every epoch (logged by the Trainer; the results
     #: come from the final diagnostics either way, so turning it off only saves time)
-    eval_each_epoch: bool = True
+    eval_each_epoch: bool = False
 
     @classmethod
     def full(cls) -> DemoSettings:
@@ -91,6 +101,7 @@ class DemoSettings:
             context_image_size=8,
             hidden=16,
             branch_hidden=(16,),
+            cfvqa_heads=(16,),
         )
 
 
@@ -169,6 +180,7 @@ def _train(
     seed: int,
     progress: bool,
     desc: str,
+    intervention_lr: float | None = None,
 ) -> float:
     from .training import TrainConfig, Trainer
 
@@ -176,6 +188,7 @@ def _train(
         epochs=epochs,
         batch_size=settings.batch_size,
         lr=settings.lr,
+        intervention_lr=intervention_lr,
         seed=seed,
         progress=progress,
         device="cpu",
@@ -199,8 +212,10 @@ def prior_methods(settings: DemoSettings) -> dict[str, list[InterventionConfig]]
         "RUBi": [causalvl.RUBiConfig(hidden=h)],
         "LMH": [causalvl.LMHConfig()],
         "GGE": [causalvl.GGEConfig(hidden=h, variant="iterative")],
-        "CF-VQA": [causalvl.CounterfactualConfig(hidden=h)],
-        "prior subtraction": [causalvl.PriorSubtractionConfig(alpha=1.0)],
+        "CF-VQA": [
+            causalvl.CounterfactualConfig(graph="simple", fusion="sum", hidden=settings.cfvqa_heads)
+        ],
+        "prior subtraction": [causalvl.PriorSubtractionConfig(alpha=1.0, mode="shuffle")],
         "oracle": [causalvl.IdentityConfig()],
     }
 
@@ -265,6 +280,9 @@ def prior_benchmark(
             seed=seed,
             progress=progress,
             desc=name,
+            intervention_lr=settings.cfvqa_intervention_lr
+            if any(isinstance(c, causalvl.CounterfactualConfig) for c in configs)
+            else None,
         )
         diagnostics[name] = causalvl.diagnose(
             vl, splits, distribution={"id": "id", "ood": "ood"}, progress=progress, seed=seed
