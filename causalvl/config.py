@@ -159,6 +159,15 @@ class Config(JSONSerializable):
             ):
                 self._fail(name, "must be a number in [0, 1]")
 
+    def _check_subset(self, name: str, allowed: Iterable[str]) -> None:
+        """``None`` or a non-empty tuple of names drawn from ``allowed``."""
+        value = getattr(self, name)
+        if value is None:
+            return
+        allowed = list(allowed)
+        if isinstance(value, str) or not value or any(v not in allowed for v in value):
+            self._fail(name, f"must be a non-empty subset of {allowed}")
+
     # -- serialisation ------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of the fields (tuples become lists).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import Config
 from ..errors import ConfigError, DataError
 from .sources import CIFAR10_SUPERCLASS, ImageSource
 
@@ -19,6 +21,38 @@ COLOURS: dict[str, tuple[float, float, float]] = {
     "green": (0.0, 1.0, 0.0),
     "blue": (0.0, 0.0, 1.0),
 }
+
+
+@dataclasses.dataclass(kw_only=True)
+class ImagePoolConfig(Config):
+    """Fields every bias construction shares.
+
+    Attributes:
+        seed: seeds the image split, the sampling and the noise (constructions are
+            deterministic for a seed).
+        image_size: side of each (square) image tile after resizing.
+        noise_std: std of the Gaussian pixel noise added to the tiles (weakens the visual
+            evidence).
+        train_images_per_class: images per class in the training pool (``None``: the share
+            ``1 - test_fraction`` of each class).
+        test_fraction: share of each class's images held out for the test pools.
+    """
+
+    seed: int = 0
+    image_size: int = 16
+    noise_std: float = 0.0
+    train_images_per_class: int | None = None
+    test_fraction: float = 0.5
+
+    def validate(self) -> None:
+        self._check_int("seed", minimum=0)
+        self._check_int("image_size", minimum=4)
+        self._check_positive("noise_std", allow_zero=True)
+        self._check_fraction("test_fraction")
+        if self.train_images_per_class is not None:
+            self._check_int("train_images_per_class", minimum=1)
+        if not 0 < self.test_fraction < 1:
+            self._fail("test_fraction", "must lie strictly between 0 and 1")
 
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import Config
 from ..errors import ConfigError
 from ._common import (
+    ImagePoolConfig,
     add_noise,
     article,
     make_rng,
@@ -38,37 +38,20 @@ STATEMENT_TYPES: tuple[str, ...] = ("left_is", "right_is", "same", "larger", "bo
 
 
 @dataclasses.dataclass(kw_only=True)
-class ComparativeConfig(Config):
+class ComparativeConfig(ImagePoolConfig):
     """Settings of :class:`ComparativePairs` (see its docstring)."""
 
     split: Literal["train", "test"] = "train"
-    seed: int = 0
     num_examples: int | None = None
-    image_size: int = 16
-    noise_std: float = 0.0
-    train_images_per_class: int | None = None
-    test_fraction: float = 0.5
     statement_types: tuple[str, ...] | None = None
     max_length: int = 14
 
     def validate(self) -> None:
-        self._check_int("seed", minimum=0)
-        self._check_int("image_size", minimum=4)
+        super().validate()
         self._check_int("max_length", minimum=4)
-        self._check_positive("noise_std", allow_zero=True)
-        self._check_fraction("test_fraction")
         if self.num_examples is not None:
             self._check_int("num_examples", minimum=1)
-        if self.train_images_per_class is not None:
-            self._check_int("train_images_per_class", minimum=1)
-        if not 0 < self.test_fraction < 1:
-            self._fail("test_fraction", "must lie strictly between 0 and 1")
-        if self.statement_types is not None:
-            bad = [t for t in self.statement_types if t not in STATEMENT_TYPES]
-            if bad or not self.statement_types:
-                self._fail(
-                    "statement_types", f"must be a non-empty subset of {list(STATEMENT_TYPES)}"
-                )
+        self._check_subset("statement_types", STATEMENT_TYPES)
 
 
 class ComparativePairs(Dataset):

@@ -15,9 +15,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import Config
 from ..errors import ConfigError, DataError
-from ._common import add_noise, article, make_rng, prepared_images, split_pools, torch_generator
+from ._common import (
+    ImagePoolConfig,
+    add_noise,
+    article,
+    make_rng,
+    prepared_images,
+    split_pools,
+    torch_generator,
+)
 from .sources import ImageSource, digits
 from .tokenizer import WordTokenizer
 
@@ -234,31 +241,19 @@ def relation_caption(left: str, right: str) -> str:
 
 
 @dataclasses.dataclass(kw_only=True)
-class CompositionalConfig(Config):
+class CompositionalConfig(ImagePoolConfig):
     """Settings of :class:`CompositionalPairs` (see its docstring)."""
 
     split: Literal["train", "test"] = "train"
     mode: Literal["groups", "pairs"] = "groups"
-    seed: int = 0
     num_groups: int | None = None
-    image_size: int = 16
-    noise_std: float = 0.0
-    train_images_per_class: int | None = None
-    test_fraction: float = 0.5
     max_length: int = 12
 
     def validate(self) -> None:
-        self._check_int("seed", minimum=0)
-        self._check_int("image_size", minimum=4)
+        super().validate()
         self._check_int("max_length", minimum=4)
-        self._check_positive("noise_std", allow_zero=True)
-        self._check_fraction("test_fraction")
         if self.num_groups is not None:
             self._check_int("num_groups", minimum=1)
-        if self.train_images_per_class is not None:
-            self._check_int("train_images_per_class", minimum=1)
-        if not 0 < self.test_fraction < 1:
-            self._fail("test_fraction", "must lie strictly between 0 and 1")
 
 
 class CompositionalPairs(Dataset):

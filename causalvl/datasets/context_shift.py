@@ -16,16 +16,22 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import Config
 from ..errors import ConfigError
-from ._common import add_noise, make_rng, prepared_images, split_pools, torch_generator
+from ._common import (
+    ImagePoolConfig,
+    add_noise,
+    make_rng,
+    prepared_images,
+    split_pools,
+    torch_generator,
+)
 from .sources import ImageSource, digits
 
 logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(kw_only=True)
-class ContextShiftConfig(Config):
+class ContextShiftConfig(ImagePoolConfig):
     """Settings of :class:`ContextShift` (see its docstring).
 
     Defaults: the partner class co-occurs with probability 0.9 in training; 16x16 tiles; the
@@ -35,26 +41,18 @@ class ContextShiftConfig(Config):
 
     split: Literal["train", "test", "test_id"] = "train"
     cooccurrence: float = 0.9
-    seed: int = 0
     num_examples: int | None = None
-    image_size: int = 16
     noise_std: float = 0.4
     context_noise_std: float = 0.1
     frame: bool = True
     train_images_per_class: int | None = 30
-    test_fraction: float = 0.5
 
     def validate(self) -> None:
-        self._check_fraction("cooccurrence", "test_fraction")
-        self._check_int("seed", minimum=0)
-        self._check_int("image_size", minimum=4)
-        self._check_positive("noise_std", "context_noise_std", allow_zero=True)
+        super().validate()
+        self._check_fraction("cooccurrence")
+        self._check_positive("context_noise_std", allow_zero=True)
         if self.num_examples is not None:
             self._check_int("num_examples", minimum=1)
-        if self.train_images_per_class is not None:
-            self._check_int("train_images_per_class", minimum=1)
-        if not 0 < self.test_fraction < 1:
-            self._fail("test_fraction", "must lie strictly between 0 and 1")
 
 
 class ContextShift(Dataset):

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..config import Config
 from ..errors import ConfigError
 from ._common import (
     COLOURS,
+    ImagePoolConfig,
     add_noise,
     article,
     make_rng,
@@ -51,7 +51,7 @@ QUESTION_TYPES: dict[str, str] = {
 
 
 @dataclasses.dataclass(kw_only=True)
-class PriorShiftConfig(Config):
+class PriorShiftConfig(ImagePoolConfig):
     """Settings of :class:`PriorShiftVQA` (validated; see the class docstring for meanings).
 
     Defaults make the language prior the easiest signal: 20 training images per class, 16x16
@@ -61,36 +61,22 @@ class PriorShiftConfig(Config):
 
     split: Split = "train"
     prior_strength: float = 0.8
-    seed: int = 0
     num_examples: int | None = None
-    image_size: int = 16
     noise_std: float = 0.35
     tint_strength: float = 0.25
     train_images_per_class: int | None = 20
-    test_fraction: float = 0.5
     favoured_fraction: float = 0.2
     question_types: tuple[str, ...] | None = None
     max_length: int = 12
 
     def validate(self) -> None:
-        self._check_fraction("prior_strength", "test_fraction", "favoured_fraction")
-        self._check_int("seed", minimum=0)
-        self._check_int("image_size", minimum=4)
+        super().validate()
+        self._check_fraction("prior_strength", "favoured_fraction")
         self._check_int("max_length", minimum=4)
-        self._check_positive("noise_std", allow_zero=True)
         self._check_fraction("tint_strength")
         if self.num_examples is not None:
             self._check_int("num_examples", minimum=1)
-        if self.train_images_per_class is not None:
-            self._check_int("train_images_per_class", minimum=1)
-        if not 0 < self.test_fraction < 1:
-            self._fail("test_fraction", "must lie strictly between 0 and 1")
-        if self.question_types is not None:
-            unknown = [q for q in self.question_types if q not in QUESTION_TYPES]
-            if unknown or not self.question_types:
-                self._fail(
-                    "question_types", f"must be a non-empty subset of {list(QUESTION_TYPES)}"
-                )
+        self._check_subset("question_types", QUESTION_TYPES)
 
 
 class PriorShiftVQA(Dataset):
