@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..config import atomic_write_text
+from ..config import atomic_destination, atomic_write_text
 from ..errors import CheckpointError, ConfigError, DataError, InputError
 
 logger = logging.getLogger(__name__)
@@ -416,18 +415,12 @@ class ConfounderDictionary:
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{DICTIONARY_WEIGHTS}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_destination(directory / DICTIONARY_WEIGHTS) as tmp:
             save_file(
                 {"prototypes": self.prototypes.contiguous(), "prior": self.prior.contiguous()},
-                tmp,
+                str(tmp),
                 metadata={"format": _FORMAT, "causalvl_version": __version__},
             )
-            os.replace(tmp, directory / DICTIONARY_WEIGHTS)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         meta = {
             "format": _FORMAT,
             "causalvl_version": __version__,
