@@ -560,7 +560,7 @@ class GGEConfig(InterventionConfig):
             code lets them reach the question branch).
         question_role: role (or module path) of the question feature; the branch reads it
             through a stop-gradient, so the encoder gets no gradient from the branch.
-        question_dim: its width (inferred when ``None``).
+        question_feature_dim: its width (inferred when ``None``).
         hidden: hidden widths of the branch MLP ``c_1`` (published ``(1024, 1024)``).
         num_question_types, num_answers, prior: the distribution bias, as in
             :class:`LMHConfig` (needed by ``"distribution"`` and ``"both"``).
@@ -580,7 +580,7 @@ class GGEConfig(InterventionConfig):
     pseudo_label: Literal["published", "corrected"] = "published"
     detach_pseudo_label: bool = False
     question_role: str = "language_features"
-    question_dim: int | None = None
+    question_feature_dim: int | None = None
     hidden: tuple[int, ...] = (1024, 1024)
     num_question_types: int | None = None
     num_answers: int | None = None
@@ -592,7 +592,7 @@ class GGEConfig(InterventionConfig):
         if not isinstance(self.detach_pseudo_label, bool):
             self._fail("detach_pseudo_label", "must be True or False")
         _check_roles(self, "question_role")
-        _check_dim(self, "question_dim")
+        _check_dim(self, "question_feature_dim")
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence):
             self._fail("hidden", "must be a list of layer widths, e.g. (1024, 1024)")
         if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden):
@@ -884,7 +884,9 @@ class GreedyGradientEnsemble(_PriorTableMixin):
         dtype, device = module_dtype_device(model)
         self.num_answers = config.num_answers or infer_num_answers(model, adapter)
         if config.uses_question_branch:
-            dim = config.question_dim or infer_feature_dim(model, adapter, config.question_role)
+            dim = config.question_feature_dim or infer_feature_dim(
+                model, adapter, config.question_role
+            )
             with torch.random.fork_rng(devices=[]):  # the default init's draws are discarded
                 self.c_1 = BranchMLP(dim, self.num_answers, config.hidden)
                 self.c_2 = nn.Linear(self.num_answers, self.num_answers)
