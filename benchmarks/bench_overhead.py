@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,8 @@ def bench_model(kind: str, *, quick: bool, rounds: int, seed: int = 0) -> dict[s
         "model": kind,
         "description": desc,
         "bare_ms": 1000 * bare,
+        "bare_min_ms": 1000 * times["bare"]["min"],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "wrappers": {
             n: {
                 "ms": 1000 * times[n]["median"],
