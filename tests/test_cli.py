@@ -13,10 +13,14 @@ from causalvl.cli import main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "causalvl", *args], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "causalvl", *args], capture_output=True, text=True, timeout=600
+    )
 
 
-@pytest.mark.parametrize("argv", [[], ["demo", "--seed", "x"], ["bogus"], ["audit", "--folds", "0"], ["report"]])
+@pytest.mark.parametrize(
+    "argv", [[], ["demo", "--seed", "x"], ["bogus"], ["audit", "--folds", "0"], ["report"]]
+)
 def test_bad_arguments_exit_nonzero_with_one_line(argv):
     proc = _run(*argv)
     assert proc.returncode == 2
@@ -33,7 +37,15 @@ def test_help_for_every_command():
 
 def test_library_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"data": {"type": "PriorShiftVQA"}, "model": {"type": "TinyVQA"}, "interventions": [{"type": "nope"}]}))
+    bad.write_text(
+        json.dumps(
+            {
+                "data": {"type": "PriorShiftVQA"},
+                "model": {"type": "TinyVQA"},
+                "interventions": [{"type": "nope"}],
+            }
+        )
+    )
     assert main(["train", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown intervention type 'nope'" in err[0]
@@ -77,7 +89,9 @@ def test_train_report_audit_round_trip(tmp_path, capsys):
         )
         out = tmp_path / "runs" / name
         assert main(["train", str(cfg), "--out", str(out), "--no-progress"]) == 0
-        assert {"diagnostics.json", "run.json", "config.json", "interventions"} <= {p.name for p in out.iterdir()}
+        assert {"diagnostics.json", "run.json", "config.json", "interventions"} <= {
+            p.name for p in out.iterdir()
+        }
         runs.append(str(out))
     assert main(["report", *runs, "--out", str(tmp_path / "report"), "--deterministic"]) == 0
     html = (tmp_path / "report" / "index.html").read_text()
