@@ -98,6 +98,14 @@ def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def row(columns: Mapping[str, torch.Tensor], i: int) -> dict[str, Any]:
+    """Item ``i`` of a table of equal-length columns (negative ``i`` counts from the end)."""
+    n = len(next(iter(columns.values())))
+    if not -n <= i < n:
+        raise IndexError(f"index {i} out of range for {n} examples")
+    return {k: v[i] for k, v in columns.items()}
+
+
 def make_rng(seed: int, *purpose: str | int) -> np.random.Generator:
     """A numpy Generator for ``seed`` and a purpose tag (independent streams per purpose)."""
     words = [int(seed) & 0xFFFFFFFF]

@@ -22,6 +22,7 @@ from ._common import (
     article,
     make_rng,
     prepared_images,
+    row,
     split_pools,
     stratified_counts,
     superclass_map,
@@ -249,20 +250,23 @@ class ComparativePairs(Dataset):
         return int(self._labels.shape[0])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} examples")
+        item = row(self.tensors(), i)
+        item["statement"] = self._statements[i]
+        return item
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor field for the whole dataset at once (``(N, ...)``)."""
         return {
-            "pixel_values_left": self._left_pixels[i],
-            "pixel_values_right": self._right_pixels[i],
-            "input_ids": self._input_ids[i],
-            "attention_mask": self._attention[i],
-            "labels": self._labels[i],
-            "statement_type": self._stype[i],
-            "group": self._group[i],
-            "left_class": self._left[i],
-            "right_class": self._right[i],
-            "image_index": self._image_index[i],
-            "statement": self._statements[i],
+            "pixel_values_left": self._left_pixels,
+            "pixel_values_right": self._right_pixels,
+            "input_ids": self._input_ids,
+            "attention_mask": self._attention,
+            "labels": self._labels,
+            "statement_type": self._stype,
+            "group": self._group,
+            "left_class": self._left,
+            "right_class": self._right,
+            "image_index": self._image_index,
         }
 
     def __repr__(self) -> str:

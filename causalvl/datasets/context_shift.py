@@ -22,6 +22,7 @@ from ._common import (
     add_noise,
     make_rng,
     prepared_images,
+    row,
     split_pools,
     torch_generator,
 )
@@ -195,19 +196,7 @@ class ContextShift(Dataset):
         return int(self._labels.shape[0])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} examples")
-        return {
-            "pixel_values": self._pixels[i],
-            "labels": self._labels[i],
-            "context_class": self._context[i],
-            "bias_aligned": self._aligned[i],
-            "group": self._group[i],
-            "target_position": self._position[i],
-            "boxes": self._boxes[i],
-            "region_pixels": self._regions[i],
-            "image_index": self._image_index[i],
-        }
+        return row(self.tensors(), i)
 
     @property
     def num_classes(self) -> int:
@@ -219,20 +208,17 @@ class ContextShift(Dataset):
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """Every field for the whole dataset at once (``(N, ...)`` tensors)."""
-        return {k: v for k, v in zip(self[0].keys(), self._all())}
-
-    def _all(self) -> tuple[torch.Tensor, ...]:
-        return (
-            self._pixels,
-            self._labels,
-            self._context,
-            self._aligned,
-            self._group,
-            self._position,
-            self._boxes,
-            self._regions,
-            self._image_index,
-        )
+        return {
+            "pixel_values": self._pixels,
+            "labels": self._labels,
+            "context_class": self._context,
+            "bias_aligned": self._aligned,
+            "group": self._group,
+            "target_position": self._position,
+            "boxes": self._boxes,
+            "region_pixels": self._regions,
+            "image_index": self._image_index,
+        }
 
     def __repr__(self) -> str:
         return (

@@ -26,6 +26,7 @@ from ._common import (
     article,
     make_rng,
     prepared_images,
+    row,
     split_pools,
     stratified_counts,
     superclass_map,
@@ -428,22 +429,10 @@ class PriorShiftVQA(Dataset):
         return int(self._labels.shape[0])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for {len(self)} examples")
-        return {
-            "pixel_values": self._pixels[i],
-            "input_ids": self._input_ids[i],
-            "attention_mask": self._attention[i],
-            "labels": self._labels[i],
-            "question_type": self._qtype[i],
-            "bias_aligned": self._aligned[i],
-            "group": self._group[i],
-            "image_index": self._image_index[i],
-            "image_label": self._image_label[i],
-            "colour": self._colour[i],
-            "question": self._questions[i],
-            "answer": self.answers[int(self._labels[i])],
-        }
+        item = row(self.tensors(), i)
+        item["question"] = self._questions[i]
+        item["answer"] = self.answers[int(item["labels"])]
+        return item
 
     @property
     def num_answers(self) -> int:
