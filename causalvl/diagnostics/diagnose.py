@@ -373,7 +373,7 @@ def _diagnose_split(
     train_group_weights: Mapping[int, float] | None,
     collate_fn: Callable | None,
 ) -> SplitDiagnostics:
-    from tqdm.auto import tqdm
+    from ..progress import progress_bar
 
     wanted = set(config.metrics)
     generator = torch.Generator().manual_seed(config.seed)
@@ -392,8 +392,8 @@ def _diagnose_split(
     prior_ok = "language_prior" in wanted
     context_ok = "context" in wanted
     effect_abs: dict[str, list[float]] = {}
-    for batch in tqdm(
-        loader, total=total, desc=f"diagnose {name}", disable=not config.progress, leave=False
+    for batch in progress_bar(
+        loader, enabled=config.progress, desc=f"diagnose {name}", total=total
     ):
         if not isinstance(batch, Mapping):
             raise InputError(

@@ -324,11 +324,10 @@ class ConfounderDictionary:
             >>> ConfounderDictionary.from_class_means(feats, labels).prototypes.shape
             torch.Size([2, 64])
         """
-        from tqdm.auto import tqdm
-
         from ..adapters.base import get_adapter
         from ..hooks import HookManager, get_primary
         from ..model import IntervenedModel
+        from ..progress import progress_bar
 
         if isinstance(model_or_vl, IntervenedModel):
             base, bound = model_or_vl.base_model, model_or_vl.adapter
@@ -354,7 +353,7 @@ class ConfounderDictionary:
         try:
             with HookManager() as hooks, torch.no_grad():
                 hooks.add_forward_hook(module, _capture)
-                bar = tqdm(loader, desc=f"collecting {role}", disable=not progress, leave=False)
+                bar = progress_bar(loader, enabled=progress, desc=f"collecting {role}")
                 for step, batch in enumerate(bar):
                     if max_batches is not None and step >= max_batches:
                         break

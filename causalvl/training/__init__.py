@@ -10,6 +10,7 @@ from .curriculum import (
     winoground_evaluate,
 )
 from .hard_negatives import HardNegativeGenerator, perturb_caption, swap_image_halves
+from .samplers import balanced_weights
 from .schedules import ban_factor, lr_factor
 from .trainer import Callback, Trainer, TrainResult
 
@@ -25,6 +26,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "balanced_weights",
     "ban_factor",
     "load_checkpoint",
     "lr_factor",

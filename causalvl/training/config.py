@@ -88,6 +88,13 @@ class TrainConfig(Config):
         log_every: log the running loss every ``log_every`` steps (0: only per epoch).
         num_workers: DataLoader worker processes.
         drop_last: drop the last incomplete training batch.
+        sampler: ``"random"`` (a shuffled pass over the data each epoch) or ``"balanced"``
+            (draws with replacement, each example weighted by ``1 / count`` of its cell of
+            ``balance_keys``, so that every answer is equally likely within each question
+            type: the resampling twin of :class:`~causalvl.ReweightConfig`; see
+            :func:`~causalvl.training.balanced_weights`). Not with a DataLoader or torchrun.
+        balance_keys: the metadata keys whose combinations ``"balanced"`` equalises
+            (default ``("question_type", "labels")``; ``("group",)`` balances groups).
         find_unused_parameters: passed to DistributedDataParallel (``None``: True for an
             :class:`~causalvl.IntervenedModel`, whose branch heads may go unused, else False).
     """
@@ -123,6 +130,8 @@ class TrainConfig(Config):
     log_every: int = 0
     num_workers: int = 0
     drop_last: bool = False
+    sampler: Literal["random", "balanced"] = "random"
+    balance_keys: tuple[str, ...] = ("question_type", "labels")
     find_unused_parameters: bool | None = None
 
     def validate(self) -> None:
@@ -168,6 +177,15 @@ class TrainConfig(Config):
                     "early stopping needs a metric to watch; also set select_metric, "
                     "e.g. select_metric='eval/accuracy'",
                 )
+        if (
+            not isinstance(self.balance_keys, tuple)
+            or not self.balance_keys
+            or not all(isinstance(k, str) and k for k in self.balance_keys)
+        ):
+            self._fail(
+                "balance_keys",
+                "must be a non-empty tuple of batch keys, e.g. ('question_type', 'labels')",
+            )
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda")
             or (self.device.startswith("cuda:") and self.device[5:].isdigit())

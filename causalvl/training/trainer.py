@@ -42,15 +42,23 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    RandomSampler,
+    WeightedRandomSampler,
+)
 
 from .._version import __version__
 from ..config import atomic_write_text
 from ..errors import CheckpointError, ConfigError, InputError
 from ..outputs import ObjectiveOutput
+from ..progress import progress_bar
 from . import distributed as _dist
 from .checkpoint import Checkpoint, checkpoint_exists, load_checkpoint, save_checkpoint
 from .config import TrainConfig, check_select_metric
+from .samplers import balanced_weights
 from .schedules import lr_factor
 
 logger = logging.getLogger("causalvl.training")
@@ -234,6 +242,7 @@ class Trainer:
         callbacks: :class:`Callback` instances.
         predict: ``predict(model, batch) -> logits`` for evaluation (default
             :func:`default_predict`, or ``objective.predict`` when the objective has one).
+        label: a name for this run shown in progress bars (e.g. ``"model 3/10: CF-VQA"``).
 
     Evaluation runs every epoch on every split: ``"<split>/accuracy"`` (argmax vs class-id
     labels; VQA accuracy for soft scores; in-batch retrieval top-1 for square contrastive
@@ -252,6 +261,7 @@ class Trainer:
         objective: ObjectiveFn | None = None,
         callbacks: Iterable[Callback] = (),
         predict: PredictFn | None = None,
+        label: str | None = None,
     ) -> None:
         from ..model import IntervenedModel
 
@@ -280,6 +290,12 @@ class Trainer:
             )
         if train_data is None:
             raise ConfigError("train_data is None; pass a Dataset or a DataLoader.")
+        if config.sampler != "random" and isinstance(train_data, DataLoader):
+            raise ConfigError(
+                f"TrainConfig.sampler={config.sampler!r} needs the Dataset, not a DataLoader "
+                "(a DataLoader brings its own sampler); pass the dataset itself."
+            )
+        self.label = label
         self.model = model
         self.config = config
         self.objective = objective
@@ -313,7 +329,9 @@ class Trainer:
         self.device = torch.device("cpu")
         self.dist = _dist.DistInfo()
         self._data_gen = torch.Generator()
+        self._loader_gen = torch.Generator()
         self._eval_gen = torch.Generator()
+        self._balance_weights: torch.Tensor | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
     # -- setup ----------------------------------------------------------------------------
@@ -341,8 +359,22 @@ class Trainer:
             if isinstance(sampler, DistributedSampler):
                 sampler.set_epoch(epoch)
             return data
+        # the sampler's order and the loader's worker seeds come from two generators, each
+        # reseeded per epoch, so neither depends on how often the other was drawn from
         self._data_gen.manual_seed(_epoch_seed(self.config.seed, epoch))
-        if self.dist.enabled:
+        self._loader_gen.manual_seed(_epoch_seed(self.config.seed + 1, epoch))
+        if self.config.sampler == "balanced":
+            if self.dist.enabled:
+                raise ConfigError(
+                    "TrainConfig.sampler='balanced' is not supported under torchrun; use "
+                    "sampler='random' with causalvl.ReweightConfig, or one process."
+                )
+            if self._balance_weights is None:
+                self._balance_weights = balanced_weights(data, self.config.balance_keys)
+            sampler = WeightedRandomSampler(
+                self._balance_weights, len(data), replacement=True, generator=self._data_gen
+            )
+        elif self.dist.enabled:
             sampler = DistributedSampler(
                 data,
                 num_replicas=self.dist.world_size,
@@ -361,7 +393,7 @@ class Trainer:
             collate_fn=self._collate(data),
             num_workers=self.config.num_workers,
             drop_last=self.config.drop_last,
-            generator=self._data_gen,
+            generator=self._loader_gen,
         )
 
     def _eval_loader(self, data: Dataset | DataLoader) -> DataLoader:
@@ -376,6 +408,10 @@ class Trainer:
             num_workers=self.config.num_workers,
             generator=self._eval_gen,
         )
+
+    def _bar_label(self, epoch: int) -> str:
+        text = f"epoch {epoch + 1}/{self.config.epochs}"
+        return f"{self.label}, {text}" if self.label else text
 
     def _steps_per_epoch(self) -> int:
         data = self.train_data
@@ -747,8 +783,8 @@ class Trainer:
             sums: dict[str, torch.Tensor] = {}
             steps = 0
             loader = self._train_loader(epoch)
-            bar = _progress(
-                loader, cfg.progress and self.dist.is_main, f"epoch {epoch + 1}/{cfg.epochs}"
+            bar = progress_bar(
+                loader, enabled=cfg.progress and self.dist.is_main, desc=self._bar_label(epoch)
             )
             factor = 1.0
             for batch in bar:
@@ -926,14 +962,6 @@ def _correctness(logits: torch.Tensor, batch: Any) -> torch.Tensor | None:
     if labels.dim() == 1 and labels.shape[0] == logits.shape[0]:
         return (pred == labels.long()).double().cpu()
     return None
-
-
-def _progress(iterable: Any, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
 
 
 __all__: Sequence[str] = ["Callback", "Trainer", "TrainResult", "as_objective_output"]
