@@ -65,6 +65,7 @@ _LAZY: dict[str, str] = {
     "LMHConfig": ".interventions.ensembles",
     "BiasProductConfig": ".interventions.ensembles",
     "GGEConfig": ".interventions.ensembles",
+    "ReweightConfig": ".interventions.reweight",
     "question_type_prior": ".interventions.ensembles",
     "set_bias_prior": ".interventions.ensembles",
     # reference models

@@ -38,7 +38,11 @@ from .tokenizer import WordTokenizer
 
 logger = logging.getLogger(__name__)
 
-Split = Literal["train", "test", "test_id", "balanced"]
+Split = Literal["train", "test", "test_id", "balanced", "test_uniform", "test_random"]
+#: every split name, in the order of their random-stream codes
+SPLITS: tuple[str, ...] = ("train", "test", "test_id", "balanced", "test_uniform", "test_random")
+#: splits drawn from the training image pool (the others use the held-out images)
+TRAINING_SPLITS = ("train", "balanced")
 
 #: question type name -> kind ("class", "yesno", "colour", "superclass"); order = type ids.
 QUESTION_TYPES: dict[str, str] = {
@@ -105,13 +109,24 @@ class PriorShiftVQA(Dataset):
     round(favoured_fraction * K))`` (at most ``K // 2``) answers are *train-favoured* and another
     ``m`` (disjoint) are *test-favoured* (chosen by ``seed``). With ``s = prior_strength`` the answer
     distribution of a type is ``(1 - s) / K + s / m * [a favoured]``: train-favoured for
-    ``"train"`` and ``"test_id"``, test-favoured for ``"test"`` (out of distribution), uniform
-    for ``"balanced"`` (an oracle training split). The total-variation distance between the
-    train and test distributions of every type is therefore exactly ``s``. Answer counts are
-    stratified, so the measured distributions match these up to rounding.
+    ``"train"`` and ``"test_id"``, test-favoured for ``"test"``, uniform for ``"balanced"`` (an
+    oracle training split). Answer counts are stratified, so the measured distributions match
+    these up to rounding.
+
+    **Out-of-distribution splits.** Held-out images under three test priors:
+
+    * ``"test_uniform"`` (the honest primary split): every answer of a type equally likely. No
+      rule that ignores the image can beat ``1 / K`` per type on it.
+    * ``"test_random"`` (VQA-CP style secondary split): per type, a random answer distribution
+      (a ``Dirichlet(1)`` draw, fixed by ``seed``) whose favoured answers overlap the training
+      ones by chance, so neither following nor avoiding the training prior wins systematically.
+    * ``"test"`` (legacy): the test-favoured answers are disjoint from the training-favoured
+      ones. The blind rule "never give the training-favoured answer" scores well above chance
+      here (on two-answer types it is always right when ``s = 1``), so a method that merely
+      avoids the training prior looks good: use it only beside ``"test_uniform"``.
 
     **Images.** Each class's images are split once per ``seed`` into a held-out pool
-    (``test_fraction``) used by ``"test"`` and ``"test_id"``, and a training pool of
+    (``test_fraction``) used by every test split, and a training pool of
     ``train_images_per_class`` images used by ``"train"`` and ``"balanced"``: test images are
     never seen in training. Images are resized to ``image_size``, made RGB, tinted, and get
     fresh Gaussian noise (``noise_std``) per example. These weaken the visual evidence on
@@ -123,7 +138,8 @@ class PriorShiftVQA(Dataset):
 
     Args:
         source: an :class:`ImageSource` (default: :func:`~causalvl.datasets.digits`).
-        split: ``"train"``, ``"test"``, ``"test_id"`` or ``"balanced"``.
+        split: ``"train"``, ``"test_id"``, ``"test_uniform"``, ``"test_random"``, ``"test"`` or
+            ``"balanced"``.
         prior_strength, seed, num_examples, image_size, noise_std, tint_strength,
         train_images_per_class, test_fraction, favoured_fraction, question_types, max_length:
             see :class:`PriorShiftConfig`; ``num_examples`` defaults to 3,000 for training
@@ -284,14 +300,18 @@ class PriorShiftVQA(Dataset):
             possible answers.
         """
         split = self.split if split is None else split
-        if split not in ("train", "test", "test_id", "balanced"):
-            raise ConfigError(f"split={split!r}; choose 'train', 'test', 'test_id' or 'balanced'.")
+        if split not in SPLITS:
+            raise ConfigError(f"split={split!r}; choose one of {list(SPLITS)}.")
         s = self.config.prior_strength
         out = torch.zeros(len(self.question_types), len(self.answers), dtype=torch.float64)
+        random_rows = make_rng(self.config.seed, "test-random-prior")
         for t, ans in enumerate(self._type_answers):
             k = len(ans)
             out[t, ans] = 1.0 / k
-            if split == "balanced":
+            draw = random_rows.dirichlet(np.ones(k))  # drawn for every type: rows stay stable
+            if split == "test_random":
+                out[t, ans] = torch.from_numpy(draw)
+            if split in ("balanced", "test_uniform", "test_random"):
                 continue
             fav = self._favoured["test" if split == "test" else "train"][t]
             out[t, ans] *= 1 - s
@@ -337,9 +357,9 @@ class PriorShiftVQA(Dataset):
     def _plan(self, split: str) -> dict[str, np.ndarray]:
         """Question types and answers (stratified) plus the per-example image choices."""
         cfg = self.config
-        training = split in ("train", "balanced")
+        training = split in TRAINING_SPLITS
         n = cfg.num_examples if cfg.num_examples is not None else (3000 if training else 1500)
-        split_code = {"train": 0, "test": 1, "test_id": 2, "balanced": 3}[split]
+        split_code = SPLITS.index(split)
         prior = self.configured_prior(split).double().numpy()
         n_types = len(self.question_types)
         per_type = stratified_counts(np.full(n_types, 1.0 / n_types), n)
@@ -466,4 +486,4 @@ class PriorShiftVQA(Dataset):
         )
 
 
-__all__ = ["QUESTION_TYPES", "PriorShiftConfig", "PriorShiftVQA"]
+__all__ = ["QUESTION_TYPES", "SPLITS", "PriorShiftConfig", "PriorShiftVQA"]

@@ -15,6 +15,7 @@ BUILTIN_MODULES = (
     "causalvl.interventions.counterfactual",
     "causalvl.interventions.rubi",
     "causalvl.interventions.ensembles",
+    "causalvl.interventions.reweight",
     "causalvl.interventions.backdoor",
     "causalvl.decoding.intervention",
 )

@@ -288,6 +288,7 @@ def lmh_softmax_loss(
     labels: torch.Tensor,
     log_bias: torch.Tensor,
     gate: torch.Tensor | float,
+    support: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Learned-Mixin for softmax classifiers: ``CE(log_softmax(f) + g log b, a)`` and the mean
     entropy of ``softmax(g log b)``.
@@ -298,6 +299,11 @@ def lmh_softmax_loss(
             ``-sum_a y_a log p_a``, averaged over the batch).
         log_bias: ``(B, A)`` bias log-probabilities ``log b`` (:func:`prior_log_probs`).
         gate: ``(B,)`` / ``(B, 1)`` values of ``g(x)``, or a number.
+        support: optional ``(B, A)`` bool, the answers the prior speaks for (its question
+            type's answers). Off the support the bias term is 0, so the main model alone has
+            to learn that those answers are wrong (with a floored ``log b`` there, ``g log b``
+            would explain them away and ``f`` would never learn it); the entropy is taken over
+            the support.
 
     Returns:
         ``(nll, entropy)`` scalars; the LMH loss is ``nll + w * entropy``.
@@ -311,6 +317,10 @@ def lmh_softmax_loss(
     f = logits.float()
     g = _gate_column(gate, f).to(f)
     scaled = g * log_bias.to(f)
+    if support is not None:
+        support = support.to(device=f.device, dtype=torch.bool)
+        support = support | ~support.any(-1, keepdim=True)  # a row with no support: all
+        scaled = scaled.masked_fill(~support, 0.0)
     mixed = F.log_softmax(f, dim=-1) + scaled
     if labels.is_floating_point():
         y = _as_scores(labels, f.shape[-1], f.shape[0], where="lmh_softmax_loss").to(f)
@@ -318,8 +328,10 @@ def lmh_softmax_loss(
     else:
         _as_scores(labels, f.shape[-1], f.shape[0], where="lmh_softmax_loss")
         nll = F.cross_entropy(mixed, labels.long().to(f.device))
+    if support is not None:
+        scaled = scaled.masked_fill(~support, float("-inf"))
     bias_lp = F.log_softmax(scaled, dim=-1)
-    entropy = -(bias_lp.exp() * bias_lp).sum(-1).mean()
+    entropy = -torch.special.xlogy(bias_lp.exp(), bias_lp.exp()).sum(-1).mean()
     return nll, entropy
 
 
@@ -460,6 +472,13 @@ class LMHConfig(InterventionConfig):
         smoothing_init: initial ``s`` (-1 gives 0.269).
         constant_smoothing: a constant added to both bias entries (``"bce"`` form).
         prior_floor: smallest prior probability in the softmax form (:func:`prior_log_probs`).
+        support: softmax form: ``"type"`` (default) lets the prior speak only for the answers
+            its question type has in the training data (prior > 0) and leaves the others to the
+            model, so the debiased model keeps answering within the question type;
+            ``"all"`` floors every answer's prior at ``prior_floor``, as the text
+            classification code does (all of whose labels are valid for every input): on a
+            VQA model that lets ``g log b`` explain away the out-of-type answers, which the
+            model then predicts at test time.
         num_question_types: rows of the prior table (inferred from ``prior`` or from the first
             :func:`set_bias_prior` call when ``None``).
         num_answers: answers (inferred from the model when ``None``).
@@ -486,6 +505,7 @@ class LMHConfig(InterventionConfig):
     smoothing_init: float = -1.0
     constant_smoothing: float = 0.0
     prior_floor: float = 1e-4
+    support: Literal["type", "all"] = "type"
     num_question_types: int | None = None
     num_answers: int | None = None
     prior: tuple[tuple[float, ...], ...] | None = None
@@ -731,7 +751,8 @@ def _find(vl: Any) -> list[_PriorTableMixin]:
 
 
 def set_bias_prior(vl: Any, prior: torch.Tensor) -> None:
-    """Install the question-type prior on every LMH / BiasProduct / GGE intervention of ``vl``.
+    """Install the question-type prior on every LMH / BiasProduct / GGE / Reweight intervention
+    of ``vl``.
 
     The table becomes a buffer of the intervention, so ``vl.save_pretrained`` and
     :func:`causalvl.load` keep it.
@@ -755,7 +776,8 @@ def set_bias_prior(vl: Any, prior: torch.Tensor) -> None:
     if not targets:
         raise ConfigError(
             "set_bias_prior: the wrapped model has no intervention that uses a question-type "
-            "prior (LMHConfig, BiasProductConfig, GGEConfig with bias='distribution' or 'both')."
+            "prior (LMHConfig, BiasProductConfig, ReweightConfig, GGEConfig with bias='distribution' "
+            "or 'both')."
         )
     for impl in targets:
         impl.set_prior(prior)
@@ -839,7 +861,8 @@ class LearnedMixin(_PriorTableMixin):
             nll, entropy = lmh_bce_loss(f, labels, bias, gate, smoothing=self.smoothing_value())
         else:
             log_b = prior_log_probs(bias.float(), cfg.prior_floor)
-            nll, entropy = lmh_softmax_loss(f, labels, log_b, gate)
+            support = bias > 0 if cfg.support == "type" else None
+            nll, entropy = lmh_softmax_loss(f, labels, log_b, gate, support)
         return {"lmh_nll": nll, "entropy": cfg.effective_entropy_weight() * entropy}
 
 

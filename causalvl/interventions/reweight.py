@@ -1,0 +1,159 @@
+"""Reweighting by the answer prior: the backdoor adjustment over the question type as a loss.
+
+The question type ``t`` confounds the question and the answer (it sets which answers are likely).
+Weighting each training example by ``1 / p_train(a | t)`` makes the answer independent of the
+type in the weighted training distribution: ``P(a | do(t))`` instead of ``P(a | t)``. Three
+weightings (``ReweightConfig.kind``), the last two from the LMH authors' code (Clark et al., 2019;
+``ReweightByInvBias``):
+
+================  =====================================================================
+``kind``          loss over a batch (``b`` = the prior row of the example's type)
+================  =====================================================================
+inverse_prior     ``sum_i w_i CE_i / sum_i w_i`` with ``w_i = 1 / b_i[a_i]``
+lmh_ce            ``sum_i w_i CE_i / sum_i w_i`` with ``w_i = 1 - b_i[a_i]``
+lmh_bce           ``sum_{i,a} (1 - b_ia) BCE(f_ia, y_ia) / sum_{i,a} (1 - b_ia)``
+================  =====================================================================
+
+Dividing by the weight sum normalises the weights to mean 1 in every batch. Importance weighting
+does little for a model that can fit its training set (Byrd and Lipton, 2019): the weighted and
+unweighted optima coincide once every training example is fitted, so pair it with early stopping
+or strong weight decay, and compare it with the resampling twin
+(``TrainConfig(sampler="balanced")``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..adapters.base import ModelAdapter
+from ..config import InterventionConfig
+from ..errors import InputError
+from ..outputs import InterventionOutput
+from .base import implements, module_dtype_device
+from .branches import infer_num_answers
+from .ensembles import _as_scores, _check_prior_fields, _labels_of, _PriorTableMixin
+
+
+def reweight_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    bias: torch.Tensor,
+    kind: Literal["inverse_prior", "lmh_ce", "lmh_bce"] = "inverse_prior",
+    *,
+    min_prior: float = 1e-3,
+) -> torch.Tensor:
+    """The reweighted task loss (see the module docstring for the three forms).
+
+    Args:
+        logits: ``(B, A)`` answer logits.
+        labels: ``(B,)`` class ids (``"lmh_bce"`` also takes ``(B, A)`` soft scores).
+        bias: ``(B, A)`` prior rows ``b`` of the examples' question types, in ``[0, 1]``.
+        kind: ``"inverse_prior"``, ``"lmh_ce"`` or ``"lmh_bce"``.
+        min_prior: ``"inverse_prior"`` clamps ``b[a]`` from below (an answer never seen with its
+            type in training would get an infinite weight); the largest weight is ``1 /
+            min_prior``.
+
+    Returns:
+        A scalar loss.
+
+    Example:
+        >>> f = torch.zeros(2, 2)
+        >>> b = torch.tensor([[0.8, 0.2], [0.8, 0.2]])
+        >>> round(float(reweight_loss(f, torch.tensor([0, 1]), b)), 4)  # log 2
+        0.6931
+    """
+    f = logits.float()
+    b = bias.to(f)
+    if kind == "lmh_bce":
+        y = _as_scores(labels, f.shape[-1], f.shape[0], where="reweight_loss").to(f)
+        w = 1.0 - b
+        per = F.binary_cross_entropy_with_logits(f, y, reduction="none")
+        return (w * per).sum() / w.sum().clamp_min(1e-12)
+    if labels.is_floating_point():
+        raise InputError(
+            f"ReweightConfig(kind={kind!r}) needs class-id labels (B,); got soft scores "
+            f"{tuple(labels.shape)}. Use kind='lmh_bce' for VQA soft scores."
+        )
+    _as_scores(labels, f.shape[-1], f.shape[0], where="reweight_loss")
+    labels = labels.long().to(f.device)
+    p = b.gather(1, labels[:, None]).squeeze(1)
+    w = 1.0 / p.clamp_min(min_prior) if kind == "inverse_prior" else 1.0 - p
+    ce = F.cross_entropy(f, labels, reduction="none")
+    return (w * ce).sum() / w.sum().clamp_min(1e-12)
+
+
+@dataclass(kw_only=True)
+class ReweightConfig(InterventionConfig):
+    """Weight each example's loss by its answer's prior within its question type.
+
+    Training only; ``logits`` stay the base model's logits.
+
+    Args:
+        kind: ``"inverse_prior"`` (``1 / p_train(a | t)``: the backdoor adjustment over the
+            question type), ``"lmh_ce"`` (``1 - p_train(a | t)``, cross-entropy) or
+            ``"lmh_bce"`` (per-answer BCE weighted by ``1 - b``), each divided by the weight sum.
+        min_prior: smallest prior probability in ``"inverse_prior"`` (largest weight
+            ``1 / min_prior``).
+        num_question_types, num_answers, prior: the prior table, as in
+            :class:`~causalvl.LMHConfig` (install it with
+            :func:`~causalvl.interventions.ensembles.set_bias_prior`).
+
+    The batch passed to ``objective`` needs ``labels`` and ``question_type`` ``(B,)`` long.
+
+    Example:
+        >>> ReweightConfig(kind="lmh_ce", prior=[[0.9, 0.1]]).num_types()
+        1
+    """
+
+    type = "reweight"
+    kind: Literal["inverse_prior", "lmh_ce", "lmh_bce"] = "inverse_prior"
+    min_prior: float = 1e-3
+    num_question_types: int | None = None
+    num_answers: int | None = None
+    prior: tuple[tuple[float, ...], ...] | None = None
+
+    def validate(self) -> None:
+        if not (isinstance(self.min_prior, (int, float)) and 0 < self.min_prior <= 1):
+            self._fail("min_prior", "must be a number in (0, 1], e.g. 1e-3")
+        _check_prior_fields(self)
+
+    def num_types(self) -> int | None:
+        """Rows of the prior table, if known from the config."""
+        if self.prior is not None:
+            return len(self.prior)
+        return self.num_question_types
+
+
+@implements(ReweightConfig)
+class Reweight(_PriorTableMixin):
+    """Implementation of :class:`ReweightConfig`: buffers ``prior`` and ``prior_is_set``; the
+    loss part ``"reweighted"`` replaces the task loss."""
+
+    replaces_task_loss = True
+
+    def __init__(self, config: ReweightConfig, model: nn.Module, adapter: ModelAdapter) -> None:
+        super().__init__(config, model, adapter)
+        dtype, device = module_dtype_device(model)
+        self.num_answers = config.num_answers or infer_num_answers(model, adapter)
+        self._init_prior(self.num_answers, dtype, device)
+
+    def loss(self, output: InterventionOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        f = output.factual_logits
+        if f.dim() != 2 or f.shape[1] != self.num_answers:
+            raise InputError(
+                f"ReweightConfig needs answer logits (B, {self.num_answers}); got "
+                f"{tuple(f.shape)} (contrastive models are not supported)."
+            )
+        labels = _labels_of(batch, "ReweightConfig").to(f.device)
+        bias = self._batch_prior(batch, f.shape[0])
+        cfg = self.config
+        return {"reweighted": reweight_loss(f, labels, bias, cfg.kind, min_prior=cfg.min_prior)}
+
+
+__all__ = ["Reweight", "ReweightConfig", "reweight_loss"]
