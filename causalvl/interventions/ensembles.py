@@ -328,10 +328,13 @@ def lmh_softmax_loss(
     else:
         _as_scores(labels, f.shape[-1], f.shape[0], where="lmh_softmax_loss")
         nll = F.cross_entropy(mixed, labels.long().to(f.device))
-    if support is not None:
-        scaled = scaled.masked_fill(~support, float("-inf"))
-    bias_lp = F.log_softmax(scaled, dim=-1)
-    entropy = -torch.special.xlogy(bias_lp.exp(), bias_lp.exp()).sum(-1).mean()
+    if support is None:
+        bias_lp = F.log_softmax(scaled, dim=-1)
+        entropy = -(bias_lp.exp() * bias_lp).sum(-1).mean()
+    else:  # the entropy of the prior over its support (finite values keep the gradient finite)
+        bias_lp = F.log_softmax(scaled.masked_fill(~support, -1e9), dim=-1)
+        bias_lp = torch.where(support, bias_lp, torch.zeros_like(bias_lp))
+        entropy = -(bias_lp.exp() * bias_lp).masked_fill(~support, 0.0).sum(-1).mean()
     return nll, entropy
 
 

@@ -1,0 +1,548 @@
+"""The efficacy protocol: does a debiasing method make a VQA model look at the image?
+
+One protocol, used by ``causalvl demo`` and ``benchmarks/bench_efficacy.py``, fixed before any
+method was tuned:
+
+* **Data.** :class:`~causalvl.datasets.PriorShiftVQA` with a strong training prior
+  (``prior_strength``) and the image left visible (no pixel noise). Splits: ``train`` (biased),
+  ``val`` (held-out training examples: the in-distribution validation data), ``id``
+  (``test_id``: held-out images, the training prior), **``ood``** (``test_uniform``: held-out
+  images, every answer of a type equally likely; the primary split, on which no blind rule
+  beats chance) and ``ood_random`` (``test_random``: a random prior per type that overlaps the
+  training one, VQA-CP style; yes/no types and the others are reported separately).
+* **Reference rows.** The blind *training-prior* rule (the most frequent training answer of
+  the type), the blind *anti-prior* rule (the least frequent valid answer of the type), an
+  *image-only probe* (linear classifiers of the image's class and tint, then the template's
+  answer), *plain* (the model on the biased data) and the *oracle* (the same model on the
+  answer-balanced split).
+* **Per method.** ID accuracy, primary and secondary OOD accuracy, gap closed on the primary
+  split ``(method - plain) / (oracle - plain)``, worst-group accuracy over question type x
+  bias-aligned / bias-conflicting groups of at least ``min_group_size`` examples, the share of
+  answers valid for the question type, the share of predictions that are training-favoured
+  answers, and per-type accuracy.
+* **Flags.** A method whose primary OOD accuracy a blind rule matches is flagged; so is an
+  oracle that trails the image probe by more than 5 points (its budget does not let it learn
+  the image).
+
+Hyperparameters are the published defaults or fixed up front; any choice is made on the
+``val`` split (worst-group accuracy), never on an OOD split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+log = logging.getLogger("causalvl.efficacy")
+
+#: ``(split name in the tables, PriorShiftVQA split)``
+EVAL_SPLITS: tuple[tuple[str, str], ...] = (
+    ("id", "test_id"),
+    ("ood", "test_uniform"),
+    ("ood_random", "test_random"),
+)
+BLIND_RULES = ("training-prior rule", "anti-prior rule")
+PROBE = "image-only probe"
+
+
+@dataclasses.dataclass(frozen=True)
+class EfficacySettings:
+    """The budget and data of one efficacy run (fixed before methods are compared).
+
+    ``full()`` is the benchmark's budget (40 epochs over 3,000 questions); ``demo()`` a smaller
+    one that still lets the oracle learn the image; ``smoke()`` only checks the plumbing.
+    """
+
+    num_train: int = 3000
+    num_val: int = 500
+    num_test: int = 1500
+    epochs: int = 40
+    prior_strength: float = 0.9
+    noise_std: float = 0.0
+    hidden: int = 64
+    lr: float = 3e-3
+    batch_size: int = 64
+    min_group_size: int = 20
+    is_smoke: bool = False
+
+    @classmethod
+    def full(cls) -> EfficacySettings:
+        return cls()
+
+    @classmethod
+    def demo(cls) -> EfficacySettings:
+        return cls(num_train=2000, num_val=300, num_test=1000, epochs=30)
+
+    @classmethod
+    def smoke(cls) -> EfficacySettings:
+        return cls(num_train=240, num_val=60, num_test=120, epochs=1, hidden=16, is_smoke=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One debiasing method of the comparison.
+
+    Attributes:
+        configs: the intervention configs (``causalvl.intervene``).
+        train_split: ``"train"`` (biased) or ``"balanced"`` (the oracle).
+        train_options: extra :class:`~causalvl.TrainConfig` fields (``sampler="balanced"``,
+            ``intervention_lr``, ...).
+        note: one line on what it is and how it is set.
+    """
+
+    configs: tuple[Any, ...]
+    train_split: str = "train"
+    train_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    note: str = ""
+
+
+def default_methods(settings: EfficacySettings) -> dict[str, Method]:
+    """Every shipped language-prior method, with the settings the protocol fixes."""
+    import causalvl
+
+    heads = (16,) if settings.is_smoke else (256, 256)
+    return {
+        "plain": Method((causalvl.IdentityConfig(),), note="cross-entropy on the biased data"),
+        "oracle": Method(
+            (causalvl.IdentityConfig(),),
+            train_split="balanced",
+            note="the same model on answer-balanced data (no prior to learn)",
+        ),
+        "BiasProduct": Method(
+            (causalvl.BiasProductConfig(form="softmax"),),
+            note="product of experts with the training prior (logit-adjusted loss)",
+        ),
+        "LMH": Method(
+            (causalvl.LMHConfig(form="softmax"),),
+            note="learned-mixin +H, softmax form, prior restricted to the type's answers",
+        ),
+        "Reweight": Method(
+            (causalvl.ReweightConfig(kind="inverse_prior"),),
+            note="loss weighted by 1 / p_train(answer | type)",
+        ),
+        "balanced sampler": Method(
+            (causalvl.IdentityConfig(),),
+            train_options={"sampler": "balanced"},
+            note="answers drawn uniformly within each question type",
+        ),
+        "GGE": Method(
+            (causalvl.GGEConfig(hidden=(settings.hidden,), variant="iterative"),),
+            note="greedy gradient ensemble, GGE-iter (question branch + prior)",
+        ),
+        "RUBi": Method(
+            (causalvl.RUBiConfig(hidden=heads),),
+            train_options={"intervention_lr": 1e-2},
+            note="question-only mask; branch heads at a faster rate",
+        ),
+        "CF-VQA": Method(
+            (causalvl.CounterfactualConfig(graph="simple", fusion="sum", hidden=heads),),
+            train_options={"intervention_lr": 3e-2},
+            note="TIE of the simple graph, sum fusion; branch heads at a faster rate",
+        ),
+        "prior subtraction": Method(
+            (causalvl.PriorSubtractionConfig(alpha=1.0, mode="shuffle"),),
+            note="logits minus the logits on a shuffled image (alpha 1)",
+        ),
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class EfficacyData:
+    """The splits of one seed and the training prior."""
+
+    train: Any
+    balanced: Any
+    val: Any
+    tests: dict[str, Any]
+    prior: torch.Tensor
+    support: torch.Tensor
+
+
+def build_data(settings: EfficacySettings, seed: int, source: Any = None) -> EfficacyData:
+    """The splits of the protocol for one seed (images and priors drawn from ``seed``)."""
+    from .datasets import PriorShiftVQA
+
+    common = {
+        "seed": seed,
+        "prior_strength": settings.prior_strength,
+        "noise_std": settings.noise_std,
+    }
+    full = PriorShiftVQA(
+        source, split="train", num_examples=settings.num_train + settings.num_val, **common
+    )
+    tok = full.tokenizer
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
+    train = _Rows(full, order[settings.num_val :])
+    val = _Rows(full, order[: settings.num_val])
+    balanced = PriorShiftVQA(
+        source, split="balanced", tokenizer=tok, num_examples=settings.num_train, **common
+    )
+    tests = {
+        name: PriorShiftVQA(
+            source, split=split, tokenizer=tok, num_examples=settings.num_test, **common
+        )
+        for name, split in EVAL_SPLITS
+    }
+    return EfficacyData(
+        train=train,
+        balanced=balanced,
+        val=val,
+        tests=tests,
+        prior=train.split_prior(),
+        support=full.type_answer_mask(),
+    )
+
+
+class _Rows(torch.utils.data.Dataset):
+    """A row subset of a dataset with ``tensors()`` (what the Trainer and samplers read)."""
+
+    def __init__(self, base: Any, index: torch.Tensor) -> None:
+        self.base = base
+        self.index = index.long()
+        self.tokenizer = base.tokenizer
+        self.num_answers = base.num_answers
+        self.question_types = base.question_types
+        self.group_names = base.group_names
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.base[int(self.index[i])]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {k: v[self.index] for k, v in self.base.tensors().items()}
+
+    def split_prior(self) -> torch.Tensor:
+        t = self.tensors()
+        counts = torch.zeros(len(self.question_types), self.num_answers, dtype=torch.float64)
+        counts.index_put_(
+            (t["question_type"], t["labels"]),
+            torch.ones(len(self), dtype=torch.float64),
+            accumulate=True,
+        )
+        return (counts / counts.sum(1, keepdim=True).clamp_min(1)).float()
+
+
+# ----------------------------------------------------------------------------------------
+# scoring
+# ----------------------------------------------------------------------------------------
+def score(
+    pred: torch.Tensor, data: Any, efficacy: EfficacyData, min_group_size: int
+) -> dict[str, Any]:
+    """Accuracy, worst group, validity and prior-following of predictions ``(N,)`` on ``data``."""
+    t = data.tensors()
+    labels, qtype, aligned = t["labels"], t["question_type"], t["bias_aligned"]
+    correct = (pred == labels).double()
+    valid = efficacy.support[qtype, pred]
+    favoured_of_type = efficacy.prior.argmax(1)
+    favoured = pred == favoured_of_type[qtype]
+    groups = 2 * qtype + aligned.long()
+    group_acc = {}
+    small = {}
+    for g in torch.unique(groups).tolist():
+        m = groups == g
+        name = f"{data.question_types[g // 2]}/{'aligned' if g % 2 else 'conflicting'}"
+        if int(m.sum()) >= min_group_size:
+            group_acc[name] = float(correct[m].mean())
+        else:
+            small[name] = int(m.sum())
+    per_type = {
+        q: float(correct[qtype == i].mean())
+        for i, q in enumerate(data.question_types)
+        if bool((qtype == i).any())
+    }
+    yesno = torch.tensor([q in ("is_this", "does_show") for q in data.question_types])[qtype]
+    return {
+        "accuracy": float(correct.mean()),
+        "accuracy_yesno": float(correct[yesno].mean()) if bool(yesno.any()) else None,
+        "accuracy_other": float(correct[~yesno].mean()) if bool((~yesno).any()) else None,
+        "worst_group_accuracy": min(group_acc.values()) if group_acc else None,
+        "groups": group_acc,
+        "groups_below_min_size": small,
+        "valid_answer_share": float(valid.double().mean()),
+        "training_favoured_share": float(favoured.double().mean()),
+        "per_type": per_type,
+    }
+
+
+def predict(vl: Any, data: Any, batch_size: int = 512) -> torch.Tensor:
+    """Argmax predictions of a wrapped model on every example of ``data``."""
+    vl.eval()
+    t = data.tensors()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(data), batch_size):
+            batch = {k: v[i : i + batch_size] for k, v in t.items()}
+            out.append(vl(**batch).logits.argmax(-1))
+    return torch.cat(out)
+
+
+def blind_predictions(efficacy: EfficacyData, data: Any, rule: str) -> torch.Tensor:
+    """Predictions of a rule that reads only the question type.
+
+    ``"training-prior rule"``: the type's most frequent training answer; ``"anti-prior rule"``:
+    its least frequent valid answer ("never give the training-favoured answer")."""
+    qtype = data.tensors()["question_type"]
+    prior = efficacy.prior
+    if rule == "training-prior rule":
+        table = prior.argmax(1)
+    else:
+        table = prior.masked_fill(~efficacy.support, math.inf).argmin(1)
+    return table[qtype]
+
+
+def fit_probe(efficacy: EfficacyData, seed: int) -> Callable[[Any], torch.Tensor]:
+    """An image-only probe: linear classifiers of the image's class and tint colour, trained on
+    the balanced split's pixels, answer each question through its template.
+
+    Returns ``predict(data) -> (N,)`` answer ids."""
+    from sklearn.linear_model import LogisticRegression
+
+    from .datasets._common import COLOURS
+
+    src = efficacy.balanced.tensors()
+    x = src["pixel_values"].flatten(1).numpy()
+    clf_class = LogisticRegression(max_iter=500, C=0.5, random_state=seed).fit(
+        x, src["image_label"].numpy()
+    )
+    clf_colour = LogisticRegression(max_iter=500, C=0.5, random_state=seed).fit(
+        x, src["colour"].numpy()
+    )
+    ref = efficacy.balanced
+    names, colour_names = ref.source.class_names, list(COLOURS)
+
+    def predict_answers(data: Any) -> torch.Tensor:
+        t = data.tensors()
+        xt = t["pixel_values"].flatten(1).numpy()
+        cls, col = clf_class.predict(xt), clf_colour.predict(xt)
+        preds = []
+        for i in range(len(data)):
+            kind = _kind(ref.question_types[int(t["question_type"][i])])
+            if kind == "class":
+                a = names[cls[i]]
+            elif kind == "colour":
+                a = colour_names[col[i]]
+            elif kind == "yesno":
+                named = data[i]["question"].rstrip("?").split()[-1]
+                a = "yes" if named == names[cls[i]] else "no"
+            else:
+                a = ref._sup_names[ref._class_sup[cls[i]]]
+            preds.append(ref.answer_to_id[a])
+        return torch.tensor(preds)
+
+    return predict_answers
+
+
+def _kind(qtype: str) -> str:
+    from .datasets.prior_shift import QUESTION_TYPES
+
+    return QUESTION_TYPES[qtype]
+
+
+# ----------------------------------------------------------------------------------------
+# running
+# ----------------------------------------------------------------------------------------
+def build_model(settings: EfficacySettings, efficacy: EfficacyData, seed: int) -> Any:
+    """The same freshly initialised TinyVQA for every method of a seed."""
+    import causalvl
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return causalvl.TinyVQA(
+            vocab_size=len(efficacy.train.tokenizer),
+            num_answers=efficacy.train.num_answers,
+            image_size=efficacy.balanced.config.image_size,
+            hidden=settings.hidden,
+        )
+
+
+def train_method(
+    method: Method,
+    settings: EfficacySettings,
+    efficacy: EfficacyData,
+    seed: int,
+    *,
+    progress: bool = False,
+    label: str | None = None,
+    model: Any = None,
+) -> Any:
+    """Wrap a fresh model with ``method``'s configs and train it; returns the wrapped model."""
+    import causalvl
+    from causalvl.interventions.ensembles import _PriorTableMixin, set_bias_prior
+
+    net = build_model(settings, efficacy, seed) if model is None else model
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vl = causalvl.intervene(net, list(method.configs))
+    if any(isinstance(m, _PriorTableMixin) for m in vl.interventions.values()):
+        with contextlib.suppress(causalvl.errors.ConfigError):  # GGE without a prior
+            set_bias_prior(vl, efficacy.prior)
+    data = efficacy.balanced if method.train_split == "balanced" else efficacy.train
+    options = {
+        "epochs": settings.epochs,
+        "batch_size": settings.batch_size,
+        "lr": settings.lr,
+        "seed": seed,
+        "progress": progress,
+        "device": "cpu",
+        **method.train_options,
+    }
+    causalvl.Trainer(vl, data, config=causalvl.TrainConfig(**options), label=label).fit()
+    return vl
+
+
+def evaluate(
+    preds_for: Callable[[Any], torch.Tensor], efficacy: EfficacyData, min_group_size: int
+) -> dict[str, Any]:
+    """Score one predictor on the validation and every test split."""
+    out = {"val": score(preds_for(efficacy.val), efficacy.val, efficacy, min_group_size)}
+    for name, data in efficacy.tests.items():
+        out[name] = score(preds_for(data), data, efficacy, min_group_size)
+    return out
+
+
+def run_seed(
+    settings: EfficacySettings,
+    seed: int,
+    methods: Mapping[str, Method] | None = None,
+    *,
+    source: Any = None,
+    progress: bool = False,
+    on_model: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Every reference row and method for one seed: ``{row name: {split: scores}}``."""
+    methods = default_methods(settings) if methods is None else methods
+    efficacy = build_data(settings, seed, source)
+    rows: dict[str, Any] = {}
+    for rule in BLIND_RULES:
+        rows[rule] = evaluate(
+            lambda d, r=rule: blind_predictions(efficacy, d, r), efficacy, settings.min_group_size
+        )
+    rows[PROBE] = evaluate(fit_probe(efficacy, seed), efficacy, settings.min_group_size)
+    for i, (name, method) in enumerate(methods.items()):
+        if on_model is not None:
+            on_model(name, i, len(methods))
+        start = time.perf_counter()
+        label = f"model {i + 1}/{len(methods)}: {name}"
+        vl = train_method(method, settings, efficacy, seed, progress=progress, label=label)
+        rows[name] = evaluate(lambda d, m=vl: predict(m, d), efficacy, settings.min_group_size)
+        rows[name]["train_seconds"] = time.perf_counter() - start
+        log.info("seed %d, %s: ood %.3f", seed, name, rows[name]["ood"]["accuracy"])
+    return rows
+
+
+def gap_closed(method: float, plain: float, oracle: float) -> float | None:
+    """``(method - plain) / (oracle - plain)``; ``None`` when the oracle is not above plain."""
+    gap = oracle - plain
+    return None if gap <= 1e-9 else (method - plain) / gap
+
+
+def summarise(per_seed: Sequence[Mapping[str, Any]], *, target: float = 0.5) -> dict[str, Any]:
+    """Mean +- std over seeds of every row, gap closed per seed, and the protocol's flags."""
+    names = list(per_seed[0])
+    out: dict[str, Any] = {}
+    blind_best = [max(s[r]["ood"]["accuracy"] for r in BLIND_RULES) for s in per_seed]
+    for name in names:
+        row: dict[str, Any] = {}
+        for split in ("val", "id", "ood", "ood_random"):
+            for metric in (
+                "accuracy",
+                "worst_group_accuracy",
+                "valid_answer_share",
+                "training_favoured_share",
+                "accuracy_yesno",
+                "accuracy_other",
+            ):
+                vals = [s[name][split][metric] for s in per_seed]
+                if any(v is None for v in vals):
+                    continue
+                row[f"{split}/{metric}"] = _stats(vals)
+        if "plain" in per_seed[0] and "oracle" in per_seed[0]:
+            closed = [
+                gap_closed(
+                    s[name]["ood"]["accuracy"],
+                    s["plain"]["ood"]["accuracy"],
+                    s["oracle"]["ood"]["accuracy"],
+                )
+                for s in per_seed
+            ]
+            if all(c is not None for c in closed) and name not in ("plain", "oracle"):
+                row["gap_closed"] = _stats(closed)  # type: ignore[arg-type]
+        accs = [s[name]["ood"]["accuracy"] for s in per_seed]
+        row["blind_rule_matches"] = name not in BLIND_RULES and statistics.mean(accs) <= (
+            statistics.mean(blind_best) + 1e-9
+        )
+        out[name] = row
+    return out
+
+
+def _stats(values: Sequence[float]) -> dict[str, Any]:
+    vals = [float(v) for v in values]
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return {
+        "mean": statistics.mean(vals),
+        "std": std,
+        "sem": std / math.sqrt(len(vals)) if len(vals) > 1 else 0.0,
+        "values": vals,
+    }
+
+
+def table(summary: Mapping[str, Any], *, title: str = "") -> str:
+    """A Markdown table of a summary (mean +- std over seeds)."""
+
+    def cell(row: Mapping[str, Any], key: str, pct: bool = False) -> str:
+        v = row.get(key)
+        if v is None:
+            return "n/a"
+        if pct:
+            return f"{v['mean']:.0%} ± {v['std']:.0%}"
+        return f"{v['mean']:.3f} ± {v['std']:.3f}"
+
+    lines = []
+    if title:
+        lines += [f"**{title}**", ""]
+    lines.append(
+        "| row | ID acc | OOD acc (uniform) | gap closed | worst group (OOD) | OOD acc (random prior) "
+        "| valid answers | training-favoured answers |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for name, row in summary.items():
+        flag = " ⚑ blind rule matches" if row.get("blind_rule_matches") else ""
+        lines.append(
+            f"| {name}{flag} | {cell(row, 'id/accuracy')} | {cell(row, 'ood/accuracy')} | "
+            f"{cell(row, 'gap_closed', True)} | {cell(row, 'ood/worst_group_accuracy')} | "
+            f"{cell(row, 'ood_random/accuracy')} | {cell(row, 'ood/valid_answer_share')} | "
+            f"{cell(row, 'ood/training_favoured_share')} |"
+        )
+    return "\n".join(lines)
+
+
+__all__ = [
+    "BLIND_RULES",
+    "EVAL_SPLITS",
+    "PROBE",
+    "EfficacyData",
+    "EfficacySettings",
+    "Method",
+    "build_data",
+    "default_methods",
+    "evaluate",
+    "gap_closed",
+    "run_seed",
+    "score",
+    "summarise",
+    "table",
+    "train_method",
+]
