@@ -155,7 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
 
             result = run_demo(
-                args.out, seed=args.seed, fast=args.fast, progress=not args.no_progress
+                args.out,
+                seed=args.seed,
+                fast=args.fast,
+                progress=not args.no_progress,
+                announce=(lambda line: print(line, flush=True)) if args.no_progress else None,
             )
             print(result.table())
             print(f"\nbias report: {result.report_files['html']}  ({result.seconds:.0f} s)")

@@ -57,14 +57,15 @@ def test_library_errors_are_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_fast_writes_the_report(tmp_path):
-    from causalvl.demo import CONTEXT_METHODS, PRIOR_METHODS, run_demo
+    from causalvl.demo import CONTEXT_METHODS, PRIOR_METHODS, REFERENCE_ROWS, run_demo
 
     result = run_demo(tmp_path / "demo", fast=True, progress=False)
     assert (tmp_path / "demo" / "index.html").is_file()
     assert (tmp_path / "demo" / "context" / "index.html").is_file()
     report = json.loads((tmp_path / "demo" / "report.json").read_text())
     assert set(PRIOR_METHODS) <= set(json.dumps(report).split('"'))
-    assert [r.method for r in result.rows] == [*PRIOR_METHODS, *CONTEXT_METHODS]
+    assert [r.method for r in result.rows] == [*REFERENCE_ROWS, *PRIOR_METHODS, *CONTEXT_METHODS]
+    assert result.table().startswith("SMOKE RUN")
     for row in result.rows:
         assert 0 <= row.id_accuracy <= 1 and 0 <= row.ood_accuracy <= 1
     HTMLParser().feed((tmp_path / "demo" / "index.html").read_text())
