@@ -254,7 +254,9 @@ class GroupDROConfig(InterventionConfig):
                     "C / sqrt(n_g) needs the training-set group counts; pass group_counts "
                     "(e.g. torch.bincount(train_groups, minlength=num_groups).tolist())",
                 )
-            empty = [g for g, (v, n) in enumerate(zip(values, self.group_counts)) if v > 0 and n == 0]
+            empty = [
+                g for g, (v, n) in enumerate(zip(values, self.group_counts)) if v > 0 and n == 0
+            ]
             if empty:
                 self._fail(
                     "group_counts",
@@ -268,9 +270,7 @@ class GroupDROConfig(InterventionConfig):
         values = adj if isinstance(adj, tuple) else (float(adj),) * int(self.num_groups or 0)
         if self.group_counts is None:
             return tuple(0.0 for _ in values)
-        return tuple(
-            v / math.sqrt(n) if v > 0 else 0.0 for v, n in zip(values, self.group_counts)
-        )
+        return tuple(v / math.sqrt(n) if v > 0 else 0.0 for v, n in zip(values, self.group_counts))
 
 
 # ----------------------------------------------------------------------------------------
