@@ -41,7 +41,7 @@ from torch import nn
 
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..outputs import InterventionOutput
 from .base import Intervention, implements
 
