@@ -282,6 +282,7 @@ def _fit(
     fit_intercept: bool,
     out: int,
     max_iter: int,
+    random_state: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
@@ -291,7 +292,11 @@ def _fit(
     else:
         solver = "lbfgs"
     kwargs: dict[str, Any] = dict(
-        C=C, solver=solver, fit_intercept=fit_intercept, max_iter=max_iter
+        C=C,
+        solver=solver,
+        fit_intercept=fit_intercept,
+        max_iter=max_iter,
+        random_state=random_state,
     )
     if _SKLEARN_L1_RATIO:  # scikit-learn >= 1.8 deprecates penalty= in favour of l1_ratio=
         kwargs["l1_ratio"] = 1.0 if penalty == "l1" else 0.0
@@ -519,10 +524,11 @@ def refit_last_layer(
             tune_eval.append(perm[:half])
             tune_fit.append(perm[half:])
         fit_ix = _balanced(rng, tune_fit)
+        tune_state = int(rng.integers(2**31 - 1))
         eval_ix = np.concatenate(tune_eval)
         best = None
         for c in grid:
-            w, b = _fit(z[fit_ix], y[fit_ix], C=float(c), **fit_kw)
+            w, b = _fit(z[fit_ix], y[fit_ix], C=float(c), random_state=tune_state, **fit_kw)
             _, worst = _worst_cell(_predict(w, b, z[eval_ix]), y[eval_ix], inverse[eval_ix])
             scores[float(c)] = worst
             if best is None or worst > scores[best]:
@@ -533,7 +539,8 @@ def refit_last_layer(
     w_sum = b_sum = None
     for _ in range(num_subsamples):
         ix = _balanced(rng, members)
-        w, b = _fit(z[ix], y[ix], C=float(C), **fit_kw)  # type: ignore[arg-type]
+        state = int(rng.integers(2**31 - 1))
+        w, b = _fit(z[ix], y[ix], C=float(C), random_state=state, **fit_kw)  # type: ignore[arg-type]
         w_sum = w if w_sum is None else w_sum + w
         b_sum = b if b_sum is None else b_sum + b
     w_avg = w_sum / num_subsamples  # type: ignore[operator]

@@ -329,7 +329,7 @@ def train_jtt(
         :class:`JTTResult`.
     """
     n = _check_dataset(train_data, "train_jtt")
-    if not callable(build_model):
+    if isinstance(build_model, nn.Module) or not callable(build_model):
         raise ConfigError(
             f"train_jtt: build_model must be a function returning a new model, got "
             f"{type(build_model).__name__}."
