@@ -678,3 +678,40 @@ def test_dfr_writes_the_unstandardised_classifier():
     ref = clf.decision_function(z)
     assert abs(ours - ref).max() < 0.05 * abs(ref).max()
     assert net[1].weight.dtype == torch.float64
+
+
+def _dro_rank(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        vl = causalvl.intervene(tiny_vqa(num_answers=2), GroupDROConfig(num_groups=3, eta=0.5))
+        vl.train()
+        z = torch.tensor([0.0, 1.0, 2.0, -1.0, 0.5, 3.0])
+        groups = torch.tensor([0, 0, 1, 1, 2, 0])
+        part = slice(0, 3) if rank == 0 else slice(3, 6)
+        batch = {"labels": torch.ones(3, dtype=torch.long), "group": groups[part]}
+        vl.objective(_fixed_output(z[part]), batch)
+        torch.save(vl.interventions["0_group_dro"].q, f"{out_dir}/q{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_group_dro_weights_agree_across_processes(tmp_path):
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("needs torch.distributed gloo")
+    mp.spawn(_dro_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    q0, q1 = torch.load(tmp_path / "q0.pt"), torch.load(tmp_path / "q1.pt")
+    assert torch.equal(q0, q1)
+    # the update saw the group means of the whole (6-example) batch, as one process would
+    vl = causalvl.intervene(tiny_vqa(num_answers=2), GroupDROConfig(num_groups=3, eta=0.5))
+    vl.train()
+    z = torch.tensor([0.0, 1.0, 2.0, -1.0, 0.5, 3.0])
+    batch = {"labels": torch.ones(6, dtype=torch.long), "group": torch.tensor([0, 0, 1, 1, 2, 0])}
+    vl.objective(_fixed_output(z), batch)
+    assert torch.allclose(q0, vl.interventions["0_group_dro"].q, atol=1e-6)
