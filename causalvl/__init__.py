@@ -68,6 +68,7 @@ _LAZY: dict[str, str] = {
     "ReweightConfig": ".interventions.reweight",
     "question_type_prior": ".interventions.ensembles",
     "set_bias_prior": ".interventions.ensembles",
+    "GroupDROConfig": ".interventions.group_dro",
     # reference models
     "TinyVQA": ".models",
     "TinyContrastive": ".models",
@@ -82,6 +83,12 @@ _LAZY: dict[str, str] = {
     "CurriculumContrastiveObjective": ".training.curriculum",
     "ComparativeObjective": ".training.curriculum",
     "HardNegativeGenerator": ".training.hard_negatives",
+    "jtt_error_set": ".training.jtt",
+    "upsample": ".training.jtt",
+    "train_jtt": ".training.jtt",
+    "JTTResult": ".training.jtt",
+    "refit_last_layer": ".training.dfr",
+    "RefitResult": ".training.dfr",
     # diagnostics and reports
     "diagnose": ".diagnostics",
     "Diagnostics": ".diagnostics",

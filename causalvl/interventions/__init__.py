@@ -17,6 +17,7 @@ BUILTIN_MODULES = (
     "causalvl.interventions.ensembles",
     "causalvl.interventions.reweight",
     "causalvl.interventions.backdoor",
+    "causalvl.interventions.group_dro",
     "causalvl.decoding.intervention",
 )
 

@@ -1,4 +1,5 @@
-"""Training: the Trainer, checkpoints, torchrun support, curricula and hard negatives."""
+"""Training: the Trainer, checkpoints, torchrun support, curricula, hard negatives and the
+robust-training recipes JTT (upsampling a model's errors) and DFR (last-layer refit)."""
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .config import BAN_MILESTONES, TrainConfig
@@ -9,7 +10,9 @@ from .curriculum import (
     DifficultySchedule,
     winoground_evaluate,
 )
+from .dfr import RefitResult, refit_last_layer
 from .hard_negatives import HardNegativeGenerator, perturb_caption, swap_image_halves
+from .jtt import JTTResult, UpsampledDataset, jtt_error_set, train_jtt, upsample
 from .samplers import balanced_weights
 from .schedules import ban_factor, lr_factor
 from .trainer import Callback, Trainer, TrainResult
@@ -23,15 +26,22 @@ __all__ = [
     "CurriculumContrastiveObjective",
     "DifficultySchedule",
     "HardNegativeGenerator",
+    "JTTResult",
+    "RefitResult",
     "TrainConfig",
     "TrainResult",
     "Trainer",
+    "UpsampledDataset",
     "balanced_weights",
     "ban_factor",
+    "jtt_error_set",
     "load_checkpoint",
     "lr_factor",
     "perturb_caption",
+    "refit_last_layer",
     "save_checkpoint",
     "swap_image_halves",
+    "train_jtt",
+    "upsample",
     "winoground_evaluate",
 ]
