@@ -33,7 +33,8 @@ def _merge(path: Path, key: str, seed: int, rows: dict, meta: dict) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {}
         entry = data.setdefault(key, {"meta": meta, "seeds": {}})
-        entry["seeds"][str(seed)] = rows
+        entry["meta"] = meta
+        entry["seeds"].setdefault(str(seed), {}).update(rows)  # a method subset updates its rows
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         tmp.replace(path)

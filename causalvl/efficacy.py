@@ -71,6 +71,7 @@ class EfficacySettings:
     lr: float = 3e-3
     batch_size: int = 64
     min_group_size: int = 20
+    num_refit: int = 450
     is_smoke: bool = False
 
     @classmethod
@@ -83,7 +84,15 @@ class EfficacySettings:
 
     @classmethod
     def smoke(cls) -> EfficacySettings:
-        return cls(num_train=240, num_val=60, num_test=120, epochs=1, hidden=16, is_smoke=True)
+        return cls(
+            num_train=240,
+            num_val=60,
+            num_test=120,
+            num_refit=120,
+            epochs=1,
+            hidden=16,
+            is_smoke=True,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,17 +105,24 @@ class Method:
         train_options: extra :class:`~causalvl.TrainConfig` fields (``sampler="balanced"``,
             ``intervention_lr``, ...).
         note: one line on what it is and how it is set.
+        recipe: ``"train"`` (one training run), ``"jtt"`` (:func:`~causalvl.train_jtt`:
+            ``recipe_options`` ``id_epochs``, ``upweight``) or ``"dfr"`` (train, then
+            :func:`~causalvl.refit_last_layer` on the protocol's answer-balanced refit set).
     """
 
     configs: tuple[Any, ...]
     train_split: str = "train"
     train_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     note: str = ""
+    recipe: str = "train"
+    recipe_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def default_methods(settings: EfficacySettings) -> dict[str, Method]:
     """Every shipped language-prior method, with the settings the protocol fixes."""
     import causalvl
+
+    from .datasets.prior_shift import QUESTION_TYPES
 
     heads = (16,) if settings.is_smoke else (256, 256)
     return {
@@ -151,6 +167,23 @@ def default_methods(settings: EfficacySettings) -> dict[str, Method]:
             (causalvl.PriorSubtractionConfig(alpha=1.0, mode="shuffle"),),
             note="logits minus the logits on a shuffled image (alpha 1)",
         ),
+        "Group DRO": Method(
+            # group = 2 * question type + bias-aligned (PriorShiftVQA's `group` key)
+            (causalvl.GroupDROConfig(num_groups=2 * len(QUESTION_TYPES), eta=0.01),),
+            note="online group weights (eta 0.01) over question type x aligned/conflicting",
+        ),
+        "JTT": Method(
+            (causalvl.IdentityConfig(),),
+            recipe="jtt",
+            recipe_options={"id_epochs": max(1, settings.epochs // 4), "upweight": 20},
+            note="errors of a model trained a quarter of the budget, repeated 21 times",
+        ),
+        "DFR": Method(
+            (causalvl.IdentityConfig(),),
+            recipe="dfr",
+            note=f"plain, then the answer layer refit on {settings.num_refit} extra "
+            "answer-balanced questions",
+        ),
     }
 
 
@@ -164,6 +197,7 @@ class EfficacyData:
     train: Any
     balanced: Any
     val: Any
+    refit: Any
     tests: dict[str, Any]
     prior: torch.Tensor
     support: torch.Tensor
@@ -188,6 +222,10 @@ def build_data(settings: EfficacySettings, seed: int, source: Any = None) -> Eff
     balanced = PriorShiftVQA(
         source, split="balanced", tokenizer=tok, num_examples=settings.num_train, **common
     )
+    # DFR's extra answer-balanced questions: a second balanced draw over the training images
+    refit = PriorShiftVQA(
+        source, split="balanced", tokenizer=tok, num_examples=settings.num_refit, **common
+    )
     tests = {
         name: PriorShiftVQA(
             source, split=split, tokenizer=tok, num_examples=settings.num_test, **common
@@ -198,6 +236,7 @@ def build_data(settings: EfficacySettings, seed: int, source: Any = None) -> Eff
         train=train,
         balanced=balanced,
         val=val,
+        refit=refit,
         tests=tests,
         prior=train.split_prior(),
         support=full.type_answer_mask(),
@@ -382,13 +421,6 @@ def train_method(
     import causalvl
     from causalvl.interventions.ensembles import _PriorTableMixin, set_bias_prior
 
-    net = build_model(settings, efficacy, seed) if model is None else model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vl = causalvl.intervene(net, list(method.configs))
-    if any(isinstance(m, _PriorTableMixin) for m in vl.interventions.values()):
-        with contextlib.suppress(causalvl.errors.ConfigError):  # GGE without a prior
-            set_bias_prior(vl, efficacy.prior)
     data = efficacy.balanced if method.train_split == "balanced" else efficacy.train
     options = {
         "epochs": settings.epochs,
@@ -399,7 +431,32 @@ def train_method(
         "device": "cpu",
         **method.train_options,
     }
-    causalvl.Trainer(vl, data, config=causalvl.TrainConfig(**options), label=label).fit()
+    config = causalvl.TrainConfig(**options)
+    configs = list(method.configs)
+
+    def wrapped() -> Any:
+        net = build_model(settings, efficacy, seed) if model is None else model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vl = causalvl.intervene(net, configs)
+        if any(isinstance(m, _PriorTableMixin) for m in vl.interventions.values()):
+            with contextlib.suppress(causalvl.errors.ConfigError):  # GGE without a prior
+                set_bias_prior(vl, efficacy.prior)
+        return vl
+
+    if method.recipe == "jtt":
+        opts = dict(method.recipe_options)
+        return causalvl.train_jtt(
+            wrapped,
+            data,
+            id_epochs=opts["id_epochs"],
+            upweight=opts["upweight"],
+            config=config,
+        ).model
+    vl = wrapped()
+    causalvl.Trainer(vl, data, config=config, label=label).fit()
+    if method.recipe == "dfr":
+        causalvl.refit_last_layer(vl, efficacy.refit, seed=seed)
     return vl
 
 
