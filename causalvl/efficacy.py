@@ -164,8 +164,12 @@ def default_methods(settings: EfficacySettings) -> dict[str, Method]:
             note="TIE of the simple graph, sum fusion; branch heads at a faster rate",
         ),
         "prior subtraction": Method(
-            (causalvl.PriorSubtractionConfig(alpha=1.0, mode="shuffle"),),
-            note="logits minus the logits on a shuffled image (alpha 1)",
+            (
+                causalvl.PriorSubtractionConfig(
+                    alpha=1.0, form="subtract", space="log_softmax", mode="shuffle", num_samples=4
+                ),
+            ),
+            note="log-probabilities minus their mean over 4 shuffled images (alpha 1)",
         ),
         "Group DRO": Method(
             # group = 2 * question type + bias-aligned (PriorShiftVQA's `group` key)

@@ -362,15 +362,33 @@ class PriorSubtractionConfig(InterventionConfig):
     inputs (``adapter.counterfactual_inputs(inputs, remove="vision", mode=mode)``) and, with
     ``f`` the factual and ``g`` the counterfactual scores in the chosen ``space``,
 
-    ``logits = (1 + α)·f − α·g = f + α·(f − g)``.
+    ``form="amplify"`` (default): ``logits = (1 + α)·f − α·g = f + α·(f − g)``;
+    ``form="subtract"``: ``logits = f − α·g``.
 
     ``effects``: ``"te" = f − g`` (the total effect of the image with the question held fixed)
     and ``"nde" = g`` (the prediction of the question with the image blocked: the language
     prior the subtraction removes). ``counterfactual_logits`` holds the raw counterfactual
-    logits.
+    logits (averaged over ``num_samples`` draws).
+
+    **When it can help.** Write the factual log-probabilities as ``f ≈ s(v, a) + log p(a | q)``
+    (image evidence plus the learned prior) and the image-blind ones as ``g ≈ log p(a | q) + c``.
+    ``"amplify"`` gives ``(1 + α) s + log p(a | q)``: the prior keeps its weight 1 and only the
+    image evidence is scaled up, so the prediction changes only where the image evidence was
+    already close to the prior's. ``"subtract"`` with ``α = 1`` in ``space="log_softmax"``
+    removes the prior's weight entirely (``f − g ≈ s``: a logit adjustment by the model's own
+    image-blind prior), which is what a uniform test prior needs. Both need a model that has
+    learned the image: a model that ignores it has ``s ≈ 0`` and nothing to amplify. ``g`` must
+    estimate the prior: a random other image (``"shuffle"``), averaged over ``num_samples``
+    draws, does so for models that never saw an all-zero image; a zero image may be far from
+    any training input.
 
     Args:
         alpha: strength ``α >= 0`` of the subtraction (0 = the factual model).
+        form: ``"amplify"`` (``(1 + α) f − α g``, the contrastive form of counterfactual
+            decoding) or ``"subtract"`` (``f − α g``, a logit adjustment by the image-blind
+            prediction).
+        num_samples: counterfactual draws averaged (in ``space``) for the random modes
+            ``"shuffle"`` and ``"noise"`` (1 for the deterministic modes).
         mode: how the image is removed: ``"zeros"``, ``"mean"`` (the adapter's fitted mean, see
             ``vl.adapter.fit_vision_mean``), ``"shuffle"``, ``"noise"`` or ``"mask"``.
         space: ``"logits"`` (raw scores) or ``"log_softmax"`` (log-probabilities over answers;
@@ -399,6 +417,8 @@ class PriorSubtractionConfig(InterventionConfig):
 
     type = "prior_subtraction"
     alpha: float = 1.0
+    form: Literal["amplify", "subtract"] = "amplify"
+    num_samples: int = 1
     mode: Literal["zeros", "mean", "shuffle", "noise", "mask"] = "zeros"
     space: Literal["logits", "log_softmax"] = "logits"
     train_on: Literal["factual", "debiased"] = "factual"
@@ -408,6 +428,13 @@ class PriorSubtractionConfig(InterventionConfig):
     def validate(self) -> None:
         self._check_positive("alpha", allow_zero=True)
         self._check_int("cache_size", minimum=1)
+        self._check_int("num_samples", minimum=1)
+        if self.num_samples > 1 and self.mode in _DETERMINISTIC_MODES:
+            self._fail(
+                "num_samples",
+                f"averages random counterfactuals, but mode={self.mode!r} gives the same one "
+                "every draw; use mode 'shuffle' or 'noise', or num_samples=1",
+            )
         if not isinstance(self.cache, bool):
             self._fail("cache", "must be True or False")
         if self.cache and self.mode not in _DETERMINISTIC_MODES:
@@ -525,17 +552,38 @@ class PriorSubtraction(Intervention):
             return
         if cfg.cache and not state.training:
             g_raw = self._cached_counterfactual(state)
+            g = self._space(g_raw.to(state.logits.dtype))
         else:
             g_raw = state.counterfactual("vision", cfg.mode)
+            g = self._space(g_raw.to(state.logits.dtype))
+            if cfg.num_samples > 1:
+                draws = [g_raw] + [
+                    state.run(
+                        state.adapter.counterfactual_inputs(
+                            state.inputs, remove="vision", mode=cfg.mode, generator=state.generator
+                        )
+                    )
+                    for _ in range(cfg.num_samples - 1)
+                ]
+                g_raw = torch.stack(draws).mean(0)
+                g = torch.stack([self._space(d.to(state.logits.dtype)) for d in draws]).mean(0)
         f = self._space(state.logits)
-        g = self._space(g_raw.to(state.logits.dtype))
         state.counterfactual_logits = g_raw
         state.effects.update(te=f - g, nde=g)
-        state.logits = (1.0 + cfg.alpha) * f - cfg.alpha * g
+        if cfg.form == "subtract":
+            debiased = f - cfg.alpha * g
+        else:
+            debiased = (1.0 + cfg.alpha) * f - cfg.alpha * g
+        # masked scores stay masked: (1 + a)(-inf) - a(-inf) would be NaN
+        masked = torch.isneginf(f) | torch.isneginf(g)
+        state.logits = torch.where(masked, f, debiased) if bool(masked.any()) else debiased
 
     def extra_repr(self) -> str:
         cfg = self.config
-        return f"alpha={cfg.alpha}, mode={cfg.mode!r}, space={cfg.space!r}, cache={cfg.cache}"
+        return (
+            f"alpha={cfg.alpha}, form={cfg.form!r}, mode={cfg.mode!r}, space={cfg.space!r}, "
+            f"num_samples={cfg.num_samples}, cache={cfg.cache}"
+        )
 
 
 __all__ = [
