@@ -223,6 +223,16 @@ class IntervenedModel(nn.Module):
                         return found
         return ((),)
 
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        """Tell the interventions which epoch (0-based) of ``num_epochs`` is being trained, for
+        losses weighted by an epoch schedule (``GGEConfig(weight_schedule="sin")``).
+        ``causalvl.training.Trainer`` calls it before every epoch; a hand-written loop calls
+        it itself. Interventions without a schedule ignore it."""
+        for impl in self._impls():
+            fn = getattr(impl, "set_epoch", None)
+            if callable(fn):
+                fn(epoch, num_epochs)
+
     # -- state ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def disable_interventions(self) -> Iterator[IntervenedModel]:
