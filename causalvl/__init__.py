@@ -57,6 +57,8 @@ _LAZY: dict[str, str] = {
     "NWGMAttention": ".interventions.backdoor",
     "VCRCNNHead": ".interventions.backdoor",
     "vc_rcnn_loss": ".interventions.backdoor",
+    # causal attention (front-door)
+    "CATTConfig": ".interventions.catt",
     "ConfounderDictionary": ".interventions.confounders",
     "FeatureCollection": ".interventions.confounders",
     "CounterfactualConfig": ".interventions.counterfactual",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,5 +475,18 @@ def inspect_targets(
             path, module = bound.resolve(role, base)
             out.append(TargetInfo(role, path, type(module).__name__))
         except NoMatchingModuleError as exc:
-            out.append(TargetInfo(role, None, None, str(exc)))
+            many = _all_matches(base, bound.roles.get(role, role))
+            if len(many) > 1:  # a role naming several blocks (CATT's attention_layers)
+                kinds = sorted({type(m).__name__ for _, m in many})
+                out.append(TargetInfo(role, bound.roles[role], f"{len(many)} x {'/'.join(kinds)}"))
+            else:
+                out.append(TargetInfo(role, None, None, str(exc)))
     return out
+
+
+def _all_matches(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
+    try:
+        regex = re.compile(pattern)
+    except re.error:
+        return []
+    return [(n, m) for n, m in model.named_modules() if n and regex.fullmatch(n)]

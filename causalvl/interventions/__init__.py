@@ -16,6 +16,7 @@ BUILTIN_MODULES = (
     "causalvl.interventions.rubi",
     "causalvl.interventions.ensembles",
     "causalvl.interventions.backdoor",
+    "causalvl.interventions.catt",
     "causalvl.decoding.intervention",
 )
 
