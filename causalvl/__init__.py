@@ -110,6 +110,7 @@ _LAZY: dict[str, str] = {
     "CounterfactualDecodingOutput": ".decoding.intervention",
     "CounterfactualLogitsProcessor": ".decoding.processor",
     "vcd_scores": ".decoding.scores",
+    "pai_scores": ".decoding.scores",
     "POPEEvaluator": ".decoding.pope",
     "POPEResult": ".decoding.pope",
     "build_pope_questions": ".decoding.pope",

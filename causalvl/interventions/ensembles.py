@@ -705,8 +705,8 @@ class GGEConfig(InterventionConfig):
     type = "gge"
     bias: Literal["distribution", "question", "both"] = "both"
     variant: Literal["iterative", "together"] = "iterative"
-    loss: GGELoss = "bce"
-    pseudo_label: PseudoLabel | None = None
+    loss: Literal["bce", "softmax_ce", "decompose"] = "bce"
+    pseudo_label: Literal["published", "corrected", "softmax"] | None = None
     detach_pseudo_label: bool | None = None
     decompose_weight: float = 1.0
     weight_schedule: Literal["constant", "sin"] = "constant"
