@@ -361,3 +361,13 @@ def test_wrapping_does_not_change_the_users_model():
     after = bert.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert count_hooks(bert) == 0
+
+
+def test_building_catt_leaves_the_global_rng_alone():
+    bert = _bert()
+    state = torch.random.get_rng_state()
+    for init in ("copy", "random"):
+        causalvl.intervene(
+            bert, causalvl.CATTConfig(cs_init=init, fusion_init="random"), adapter=_bert_adapter()
+        )
+    assert torch.equal(torch.random.get_rng_state(), state)

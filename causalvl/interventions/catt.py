@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -344,7 +344,9 @@ class CrossSampleAttention(nn.Module):
         return self.LayerNorm(self.dropout(self.dense(ctx)) + x)
 
 
-def _shared_cs(parts: _BlockParts, training: bool):
+def _shared_cs(
+    parts: _BlockParts, training: bool
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
     """The ``'ft_same'`` CS block: the wrapped block's own weights, called functionally."""
 
     def run(x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -419,9 +421,10 @@ class CausalAttention(Intervention):
         self.cs_blocks = nn.ModuleList()
         if not config.share_weights:
             for p in self.parts:
-                cs = CrossSampleAttention(
-                    hidden, p.num_heads, p.attention_dropout, p.hidden_dropout, p.norm.eps
-                )
+                with torch.random.fork_rng(devices=[]):  # default-init draws are discarded
+                    cs = CrossSampleAttention(
+                        hidden, p.num_heads, p.attention_dropout, p.hidden_dropout, p.norm.eps
+                    )
                 if config.cs_init == "copy":
                     with torch.no_grad():
                         for mine, theirs in (
@@ -439,7 +442,8 @@ class CausalAttention(Intervention):
                 self.cs_blocks.append(cs)
         self.fuse = nn.ModuleList()
         for _ in self.parts:
-            lin = nn.Linear(2 * hidden, hidden)
+            with torch.random.fork_rng(devices=[]):
+                lin = nn.Linear(2 * hidden, hidden)
             if config.fusion_init == "identity":
                 with torch.no_grad():
                     lin.weight.zero_()
@@ -474,7 +478,9 @@ class CausalAttention(Intervention):
         with torch.no_grad():
             self.memory.copy_(dictionary.prototypes.to(self.memory))
 
-    def _cs(self, i: int, training: bool):
+    def _cs(
+        self, i: int, training: bool
+    ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]:
         if self.config.share_weights:
             return _shared_cs(self.parts[i], training)
         return self.cs_blocks[i]
