@@ -57,6 +57,8 @@ _LAZY: dict[str, str] = {
     "NWGMAttention": ".interventions.backdoor",
     "VCRCNNHead": ".interventions.backdoor",
     "vc_rcnn_loss": ".interventions.backdoor",
+    # causal attention (front-door)
+    "CATTConfig": ".interventions.catt",
     "ConfounderDictionary": ".interventions.confounders",
     "FeatureCollection": ".interventions.confounders",
     "CounterfactualConfig": ".interventions.counterfactual",
@@ -116,6 +118,7 @@ _LAZY: dict[str, str] = {
     "CounterfactualDecodingOutput": ".decoding.intervention",
     "CounterfactualLogitsProcessor": ".decoding.processor",
     "vcd_scores": ".decoding.scores",
+    "pai_scores": ".decoding.scores",
     "POPEEvaluator": ".decoding.pope",
     "POPEResult": ".decoding.pope",
     "build_pope_questions": ".decoding.pope",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,16 @@ class IntervenedModel(nn.Module):
                     if len(found) > 1:
                         return found
         return ((),)
+
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        """Tell the interventions which epoch (0-based) of ``num_epochs`` is being trained, for
+        losses weighted by an epoch schedule (``GGEConfig(weight_schedule="sin")``).
+        ``causalvl.training.Trainer`` calls it before every epoch; a hand-written loop calls
+        it itself. Interventions without a schedule ignore it."""
+        for impl in self._impls():
+            fn = getattr(impl, "set_epoch", None)
+            if callable(fn):
+                fn(epoch, num_epochs)
 
     # -- state ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -464,5 +475,18 @@ def inspect_targets(
             path, module = bound.resolve(role, base)
             out.append(TargetInfo(role, path, type(module).__name__))
         except NoMatchingModuleError as exc:
-            out.append(TargetInfo(role, None, None, str(exc)))
+            many = _all_matches(base, bound.roles.get(role, role))
+            if len(many) > 1:  # a role naming several blocks (CATT's attention_layers)
+                kinds = sorted({type(m).__name__ for _, m in many})
+                out.append(TargetInfo(role, bound.roles[role], f"{len(many)} x {'/'.join(kinds)}"))
+            else:
+                out.append(TargetInfo(role, None, None, str(exc)))
     return out
+
+
+def _all_matches(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
+    try:
+        regex = re.compile(pattern)
+    except re.error:
+        return []
+    return [(n, m) for n, m in model.named_modules() if n and regex.fullmatch(n)]

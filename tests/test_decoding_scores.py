@@ -126,3 +126,37 @@ def test_tokens_removed_before_the_contrast_stay_removed() -> None:
         s = vcd_scores(fact, l_cf, 1.0, beta)
         assert not bool(s.isnan().any())
         assert bool(torch.isneginf(s[:, :4]).all())
+
+
+# ---------------------------------------------------------------------------------------
+# PAI's parameterisation (CFG.py::CFGLogits): gamma * ls - (gamma - 1) * lu, unmasked at 1
+# ---------------------------------------------------------------------------------------
+def test_alpha_zero_beta_zero_is_the_unmasked_log_softmax() -> None:
+    fact, l_cf = _logits(20), _logits(21)
+    s = vcd_scores(fact, l_cf, 0.0, 0.0, "log_softmax")
+    assert torch.equal(s, fact.log_softmax(-1))
+    # with beta > 0 the same alpha masks: not PAI's gamma = 1 output
+    assert torch.isinf(vcd_scores(fact, l_cf, 0.0, 0.1, "log_softmax")).any()
+
+
+def test_pai_scores_by_hand() -> None:
+    from causalvl.decoding.scores import pai_scores
+
+    fact = torch.tensor([[2.0, 1.0, -3.0]])
+    lu = torch.tensor([[2.0, 0.0, 0.0]])
+    ls, lus = fact.log_softmax(-1), lu.log_softmax(-1)
+    # gamma = 1: PAI returns ls with no mask, even with beta = 0.1 (token 2 has p < 0.1 max p)
+    assert torch.equal(pai_scores(fact, lu, gamma=1.0, beta=0.1), ls)
+    # gamma = 1.1: 1.1 ls - 0.1 lu on the plausible tokens, -inf on token 2
+    s = pai_scores(fact, lu, gamma=1.1)
+    expected = 1.1 * ls - 0.1 * lus
+    torch.testing.assert_close(s[0, :2], expected[0, :2])
+    assert s[0, 2].item() == float("-inf")
+    assert torch.equal(s, causalvl.vcd_scores(fact, lu, 0.1, 0.1, "log_softmax"))
+    # a token removed by an earlier processor stays removed at gamma = 1
+    removed = fact.clone()
+    removed[0, 1] = float("-inf")
+    assert pai_scores(removed, lu, gamma=1.0)[0, 1].item() == float("-inf")
+    for bad in (0.9, -1.0, True, "1.1"):
+        with pytest.raises(ConfigError, match="gamma"):
+            pai_scores(fact, lu, gamma=bad)  # type: ignore[arg-type]

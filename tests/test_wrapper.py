@@ -394,7 +394,15 @@ def test_role_that_matches_nothing_lists_close_names(hf_models):
         "fused": "lxmert.pooler",
         "language_features": "lxmert.embeddings",
         "vision_features": "lxmert.encoder.visn_fc",
+        # one language and one relation layer in the tiny model: a single match each
+        "attention_layers": "lxmert.encoder.layer.0.attention",
+        "vision_attention_layers": "lxmert.encoder.r_layers.0.attention",
     }
+    # a role naming several blocks lists its pattern and how many blocks it names
+    rows = {t.role: t for t in causalvl.inspect_targets(hf_models["visual_bert"])}
+    assert rows["attention_layers"].path == r"visual_bert\.encoder\.layer\.\d+\.attention"
+    assert rows["attention_layers"].module_type == "2 x VisualBertAttention"
+    assert rows["attention_layers"].error is None
 
 
 def test_bad_inputs_get_clear_errors(hf_models):

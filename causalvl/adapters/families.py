@@ -89,7 +89,9 @@ class LxmertAdapter(ModelAdapter):
     ``visual_pos`` ``(B, N, 4)``; logits are ``question_answering_score``.
 
     Roles: ``vision_features`` = projected region features ``(B, N, hidden)``,
-    ``language_features`` = word embeddings ``(B, L, hidden)``, ``fused`` = the pooler.
+    ``language_features`` = word embeddings ``(B, L, hidden)``, ``fused`` = the pooler;
+    ``attention_layers`` / ``vision_attention_layers`` = the self-attention blocks of the
+    language / relation (object) layers, a regex over several modules (for CATT).
     """
 
     family = "lxmert"
@@ -102,6 +104,8 @@ class LxmertAdapter(ModelAdapter):
         "vision_features": "lxmert.encoder.visn_fc",
         "language_features": "lxmert.embeddings",
         "fused": "lxmert.pooler",
+        "attention_layers": r"lxmert\.encoder\.layer\.\d+\.attention",
+        "vision_attention_layers": r"lxmert\.encoder\.r_layers\.\d+\.attention",
     }
 
     def logits(self, output: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
@@ -114,7 +118,8 @@ class VisualBertAdapter(ModelAdapter):
     ``(B, N, F)`` appended to the text stream.
 
     Roles: ``vision_features`` = projected visual embeddings ``(B, N, hidden)``,
-    ``language_features`` = word embeddings ``(B, L, hidden)``, ``fused`` = the pooler.
+    ``language_features`` = word embeddings ``(B, L, hidden)``, ``fused`` = the pooler;
+    ``attention_layers`` = the encoder's self-attention blocks (a regex, for CATT).
     """
 
     family = "visual_bert"
@@ -127,6 +132,7 @@ class VisualBertAdapter(ModelAdapter):
         "vision_features": "visual_bert.embeddings.visual_projection",
         "language_features": "visual_bert.embeddings.word_embeddings",
         "fused": "visual_bert.pooler",
+        "attention_layers": r"visual_bert\.encoder\.layer\.\d+\.attention",
     }
 
 

@@ -1,6 +1,7 @@
 """Counterfactual (visual contrastive) decoding for generative VLMs, and a POPE evaluator.
 
-* :func:`vcd_scores` — the contrast formula (the single place it lives).
+* :func:`vcd_scores` — the contrast formula (the single place it lives); :func:`pai_scores`
+  — the same in PAI's ``gamma`` parameterisation.
 * :class:`CounterfactualDecodingConfig` — the intervention; ``vl.generate(...)`` decodes with it.
 * :class:`CounterfactualLogitsProcessor` — the same for a plain ``model.generate``.
 * :mod:`causalvl.decoding.pope` — object-hallucination (POPE) questions, answer parsing, metrics.
@@ -13,6 +14,7 @@ from typing import Any
 
 _LAZY = {
     "vcd_scores": ".scores",
+    "pai_scores": ".scores",
     "plausibility_mask": ".scores",
     "diffusion_noise": ".scores",
     "noise_schedule": ".scores",

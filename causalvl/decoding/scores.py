@@ -62,9 +62,12 @@ def vcd_scores(
     Args:
         logits: ``(batch, vocab)`` factual next-token logits ``l = logit(y | v, x)``.
         cf_logits: ``(batch, vocab)`` counterfactual logits ``l_cf = logit(y | v', x)``.
-        alpha: contrast strength ``>= 0``; ``0`` returns the factual scores (masked).
+        alpha: contrast strength ``>= 0``; ``0`` returns the factual scores (masked when
+            ``beta > 0``).
         beta: plausibility cutoff in ``[0, 1]``, decided on the factual logits only; tokens with
-            ``p(y | v, x) < beta * max p`` get ``-inf``; ``0`` disables the mask.
+            ``p(y | v, x) < beta * max p`` get ``-inf``; ``0`` disables the mask. ``alpha=0``
+            with ``beta=0`` returns the factual scores unmasked: with ``space="log_softmax"``
+            that is PAI's ``gamma = 1`` output (see :func:`pai_scores`).
         space: ``"logits"`` contrasts raw logits (the official VCD code); ``"log_softmax"``
             contrasts log-probabilities (PAI). Both give the same mask, argmax and softmax;
             the returned values differ by a per-row constant.
@@ -96,6 +99,44 @@ def vcd_scores(
     # tokens an earlier processor removed (-inf factual logit) stay removed, also when beta = 0
     keep = plausibility_mask(logits, beta) & (logits > float("-inf"))
     return scores.masked_fill(~keep, float("-inf"))
+
+
+def pai_scores(
+    logits: torch.Tensor, cf_logits: torch.Tensor, gamma: float, beta: float = 0.1
+) -> torch.Tensor:
+    """PAI's parameterisation (Liu et al., ECCV 2024; official ``CFG.py::CFGLogits``):
+    ``gamma * ls - (gamma - 1) * lu`` with ``ls``, ``lu`` the log-softmax of the factual and
+    the image-free logits, masked to ``p >= beta * max p`` of the factual branch; PAI returns
+    ``ls`` **unmasked** when ``gamma == 1``.
+
+    This is :func:`vcd_scores` with ``alpha = gamma - 1`` and ``space="log_softmax"``; at
+    ``gamma == 1`` it is ``vcd_scores(..., alpha=0, beta=0, space="log_softmax")`` whatever
+    ``beta`` is (tokens an earlier processor set to ``-inf`` stay ``-inf``).
+
+    Args:
+        logits: ``(batch, vocab)`` factual next-token logits.
+        cf_logits: ``(batch, vocab)`` logits without the image.
+        gamma: guidance scale ``>= 1`` (PAI's README uses 1.1).
+        beta: plausibility cutoff in ``[0, 1]`` (hard-coded 0.1 in PAI).
+
+    Returns:
+        ``(batch, vocab)`` scores.
+
+    Example:
+        >>> l = torch.tensor([[2.0, 1.0, -3.0]]); lu = torch.tensor([[2.0, 0.0, 0.0]])
+        >>> pai_scores(l, lu, gamma=1.0).isinf().any().item()   # unmasked at gamma = 1
+        False
+        >>> pai_scores(l, lu, gamma=2.0)[0, 2].item()
+        -inf
+    """
+    if not isinstance(gamma, (int, float)) or isinstance(gamma, bool) or not gamma >= 1:
+        raise ConfigError(
+            f"pai_scores: gamma = {gamma!r} is invalid; pass a number >= 1 (1 returns the "
+            "factual log-probabilities; PAI uses 1.1)."
+        )
+    if gamma == 1:
+        return vcd_scores(logits, cf_logits, alpha=0.0, beta=0.0, space="log_softmax")
+    return vcd_scores(logits, cf_logits, alpha=gamma - 1, beta=beta, space="log_softmax")
 
 
 def _check_beta(beta: float) -> None:

@@ -18,6 +18,7 @@ BUILTIN_MODULES = (
     "causalvl.interventions.reweight",
     "causalvl.interventions.backdoor",
     "causalvl.interventions.group_dro",
+    "causalvl.interventions.catt",
     "causalvl.decoding.intervention",
 )
 

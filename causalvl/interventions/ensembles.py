@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -65,8 +66,11 @@ __all__ = [
     "LMHConfig",
     "LearnedMixin",
     "bias_product_loss",
+    "gge_decompose_loss",
     "gge_pseudo_label",
+    "gge_schedule_weight",
     "greedy_gradient_loss",
+    "greedy_gradient_softmax_ce_loss",
     "lmh_bce_loss",
     "lmh_softmax_loss",
     "prior_log_probs",
@@ -338,7 +342,11 @@ def lmh_softmax_loss(
     return nll, entropy
 
 
-PseudoLabel = Literal["published", "corrected"]
+PseudoLabel = Literal["published", "corrected", "softmax"]
+GGELoss = Literal["bce", "softmax_ce", "decompose"]
+
+#: epochs added to both ``e`` and ``E`` in the official GGE weight schedule
+GGE_SCHEDULE_OFFSET = 30
 
 
 def gge_pseudo_label(
@@ -348,14 +356,17 @@ def gge_pseudo_label(
 
     * ``"published"``: ``2 y sigma(-2 y r)`` (the official code);
     * ``"corrected"``: ``clamp(y - sigma(r), 0, 1)``, the exact negative gradient of
-      sigmoid + BCE with respect to the logit ``r``.
+      sigmoid + BCE with respect to the logit ``r``;
+    * ``"softmax"``: ``clamp(y - r, 0, 1)`` with ``r`` already a probability (the bias
+      model's softmax, plus the prior): the pseudo label of the official
+      ``GreedyGradient_softmaxCE``. ``r`` is used as given (no sigmoid).
 
     Gradients flow into ``reference`` (the published code does not detach it).
 
     Args:
         labels: ``(B, A)`` soft scores (or one-hot) ``y``.
         reference: ``(B, A)`` the bias prediction ``r``.
-        form: ``"published"`` or ``"corrected"``.
+        form: ``"published"``, ``"corrected"`` or ``"softmax"``.
 
     Returns:
         ``(B, A)`` pseudo labels in ``[0, 1]``.
@@ -369,7 +380,11 @@ def gge_pseudo_label(
         return 2 * y * torch.sigmoid(-2 * y * reference)
     if form == "corrected":
         return torch.clamp(y - torch.sigmoid(reference), 0.0, 1.0)
-    raise ConfigError(f"gge_pseudo_label: form = {form!r}; choose 'published' or 'corrected'.")
+    if form == "softmax":
+        return torch.clamp(y - reference, 0.0, 1.0)
+    raise ConfigError(
+        f"gge_pseudo_label: form = {form!r}; choose 'published', 'corrected' or 'softmax'."
+    )
 
 
 def greedy_gradient_loss(
@@ -393,6 +408,97 @@ def greedy_gradient_loss(
     f = logits.float()
     target = gge_pseudo_label(labels.to(f.device), reference.float(), form)
     return F.binary_cross_entropy_with_logits(f, target.to(f)) * f.shape[-1]
+
+
+def greedy_gradient_softmax_ce_loss(
+    logits: torch.Tensor, labels: torch.Tensor, reference: torch.Tensor
+) -> torch.Tensor:
+    """GGE's softmax cross-entropy form (official ``GreedyGradient_softmaxCE``):
+    ``mean_i -sum_a clamp(y - r, 0, 1)_ia * log_softmax(f_i)_a``.
+
+    The pseudo label ``clamp(y - r, 0, 1)`` is detached, as in the official code, so no
+    gradient reaches the bias model through this loss.
+
+    Args:
+        logits: ``(B, A)`` logits ``f`` being trained.
+        labels: ``(B,)`` class ids or ``(B, A)`` scores ``y``.
+        reference: ``(B, A)`` bias probabilities ``r`` (e.g. ``softmax(q_out) + b``).
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> f = torch.log(torch.tensor([[0.5, 0.25, 0.25]]))
+        >>> y, r = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.5, 0.0, 0.0]])
+        >>> round(float(greedy_gradient_softmax_ce_loss(f, y, r)), 4)   # 0.5 * log 2
+        0.3466
+    """
+    f = logits.float()
+    y = _as_scores(labels, f.shape[-1], f.shape[0], where="greedy_gradient_softmax_ce_loss")
+    if reference.shape != f.shape:
+        raise InputError(
+            f"greedy_gradient_softmax_ce_loss: reference {tuple(reference.shape)} must match the "
+            f"logits {tuple(f.shape)} (batch, num_answers)."
+        )
+    target = gge_pseudo_label(y.to(f), reference.float().to(f.device), "softmax").detach()
+    return -(target * F.log_softmax(f, dim=-1)).sum(-1).mean()
+
+
+def gge_decompose_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    reference: torch.Tensor,
+    weight: float | torch.Tensor,
+) -> torch.Tensor:
+    """GGE's "Decompose" loss (official ``base_model_sfce.py``): the softmax cross-entropy on
+    the labels minus ``w`` times the cross-entropy on the part of the labels the bias explains.
+
+    ``L = A * [mean(-y log softmax f) - w * mean(-r log softmax f)]`` with
+    ``r = clamp(reference, 0, 1) * y`` and the means over all ``B x A`` entries, i.e.
+    ``(1/B) sum_i sum_a -(y - w r)_ia log softmax(f_i)_a``. Gradients flow into ``reference``
+    unless the caller detaches it (:class:`GGEConfig` detaches by default).
+
+    Args:
+        logits: ``(B, A)`` logits ``f``.
+        labels: ``(B,)`` class ids or ``(B, A)`` scores ``y``.
+        reference: ``(B, A)`` bias probabilities (official: ``softmax(q_out) + b``).
+        weight: ``w`` (official: :func:`gge_schedule_weight` of the epoch).
+
+    Returns:
+        The scalar loss.
+
+    Example:
+        >>> f = torch.log(torch.tensor([[0.5, 0.5]]))
+        >>> y, r = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.5, 0.5]])
+        >>> round(float(gge_decompose_loss(f, y, r, 1.0)), 4)   # (1 - 0.5) * log 2
+        0.3466
+    """
+    f = logits.float()
+    y = _as_scores(labels, f.shape[-1], f.shape[0], where="gge_decompose_loss").to(f)
+    if reference.shape != f.shape:
+        raise InputError(
+            f"gge_decompose_loss: reference {tuple(reference.shape)} must match the logits "
+            f"{tuple(f.shape)} (batch, num_answers)."
+        )
+    r = torch.clamp(reference.float().to(f.device), 0.0, 1.0) * y
+    log_p = F.log_softmax(f, dim=-1)
+    num = f.shape[-1]
+    return num * ((-y * log_p).mean() - weight * (-r * log_p).mean())
+
+
+def gge_schedule_weight(epoch: int, num_epochs: int) -> float:
+    """The official GGE weight schedule ``sin(pi/2 * (e + 30) / (E + 30))`` for 0-based epoch
+    ``e`` of ``E``: it rises from ``sin(pi/2 * 30 / (E + 30))`` (0.756 at ``E = 25``) towards 1.
+
+    Example:
+        >>> round(gge_schedule_weight(0, 25), 4), round(gge_schedule_weight(24, 25), 4)
+        (0.7557, 0.9996)
+    """
+    for name, value, low in (("epoch", epoch, 0), ("num_epochs", num_epochs, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ConfigError(f"gge_schedule_weight: {name} = {value!r}; pass an integer >= {low}.")
+    off = GGE_SCHEDULE_OFFSET
+    return math.sin(math.pi / 2 * (epoch + off) / (num_epochs + off))
 
 
 # ----------------------------------------------------------------------------------------
@@ -577,10 +683,32 @@ class GGEConfig(InterventionConfig):
         variant: for ``"both"``: ``"iterative"`` (GGE-iter: the question branch and the model
             take separate optimizer steps, see :meth:`GreedyGradientEnsemble.stages`) or
             ``"together"`` (GGE-tog: one summed loss).
-        pseudo_label: ``"published"`` ``2 y sigma(-2 y r)`` or ``"corrected"``
-            ``clamp(y - sigma(r), 0, 1)`` (:func:`gge_pseudo_label`).
-        detach_pseudo_label: stop gradients flowing into the pseudo label (the published
-            code lets them reach the question branch).
+        loss: how the base model is trained on what the biases leave:
+
+            * ``"bce"``: ``A * BCE(f, pseudo_label(y, r))`` (official ``GreedyGradient``);
+            * ``"softmax_ce"``: ``mean_i -sum_a clamp(y - r, 0, 1)_ia log softmax(f_i)_a``
+              (official ``GreedyGradient_softmaxCE``, :func:`greedy_gradient_softmax_ce_loss`);
+              the bias branch's own loss takes the same form;
+            * ``"decompose"``: ``A * [mean(-y log softmax f) - w * mean(-r' log softmax f)]``
+              with ``r' = clamp(r, 0, 1) * y`` (official ``base_model_sfce.py``,
+              :func:`gge_decompose_loss`); the question branch trains as in ``"softmax_ce"``.
+
+            With the softmax losses the bias reference ``r`` is ``softmax(.)`` of the branch
+            (plus ``b``) instead of ``sigma(.)``.
+        pseudo_label: ``"published"`` ``2 y sigma(-2 y r)``, ``"corrected"``
+            ``clamp(y - sigma(r), 0, 1)`` or ``"softmax"`` ``clamp(y - r, 0, 1)`` with ``r``
+            built from the branch's softmax (:func:`gge_pseudo_label`). ``None``:
+            ``"published"`` for ``loss="bce"``, ``"softmax"`` otherwise (the softmax losses
+            accept only ``"softmax"``).
+        detach_pseudo_label: stop gradients flowing into the pseudo label. ``None``: ``False``
+            for ``loss="bce"`` (the published code lets them reach the question branch),
+            ``True`` for ``"softmax_ce"`` (detached in the official code) and ``"decompose"``.
+        decompose_weight: ``w`` of ``loss="decompose"`` (times the schedule).
+        weight_schedule: ``"constant"`` or ``"sin"``: ``w`` is multiplied by
+            :func:`gge_schedule_weight` ``sin(pi/2 * (e + 30) / (E + 30))`` of the current
+            epoch ``e`` of ``E`` (the official Decompose weight), which the wrapper learns
+            through ``vl.set_epoch(e, E)`` (``causalvl.training.Trainer`` calls it before
+            every epoch). ``loss="decompose"`` only.
         question_role: role (or module path) of the question feature; the branch reads it
             through a stop-gradient, so the encoder gets no gradient from the branch.
         question_feature_dim: its width (inferred when ``None``).
@@ -600,8 +728,11 @@ class GGEConfig(InterventionConfig):
     type = "gge"
     bias: Literal["distribution", "question", "both"] = "both"
     variant: Literal["iterative", "together"] = "iterative"
-    pseudo_label: Literal["published", "corrected"] = "published"
-    detach_pseudo_label: bool = False
+    loss: Literal["bce", "softmax_ce", "decompose"] = "bce"
+    pseudo_label: Literal["published", "corrected", "softmax"] | None = None
+    detach_pseudo_label: bool | None = None
+    decompose_weight: float = 1.0
+    weight_schedule: Literal["constant", "sin"] = "constant"
     question_role: str = "language_features"
     question_feature_dim: int | None = None
     hidden: tuple[int, ...] = (1024, 1024)
@@ -612,8 +743,25 @@ class GGEConfig(InterventionConfig):
 
     def validate(self) -> None:
         self._check_int("init_seed", minimum=0)
-        if not isinstance(self.detach_pseudo_label, bool):
-            self._fail("detach_pseudo_label", "must be True or False")
+        if self.detach_pseudo_label is not None and not isinstance(self.detach_pseudo_label, bool):
+            self._fail("detach_pseudo_label", "must be True, False or None (the loss's default)")
+        if self.pseudo_label is not None and self.pseudo_label not in typing.get_args(PseudoLabel):
+            self._fail("pseudo_label", f"choose one of {typing.get_args(PseudoLabel)} or None")
+        if self.loss != "bce" and self.pseudo_label not in (None, "softmax"):
+            self._fail(
+                "pseudo_label",
+                f"loss={self.loss!r} builds its pseudo label from probabilities; use "
+                "pseudo_label='softmax' (or None), or loss='bce' for the sigmoid forms",
+            )
+        w = self.decompose_weight
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
+            self._fail("decompose_weight", "must be a finite number")
+        self._check_positive("decompose_weight", allow_zero=True)
+        if self.weight_schedule != "constant" and self.loss != "decompose":
+            self._fail(
+                "weight_schedule",
+                "only weighs the Decompose loss; set loss='decompose' or keep 'constant'",
+            )
         _check_roles(self, "question_role")
         _check_dim(self, "question_feature_dim")
         if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence):
@@ -628,6 +776,18 @@ class GGEConfig(InterventionConfig):
         if self.prior is not None:
             return len(self.prior)
         return self.num_question_types
+
+    def effective_pseudo_label(self) -> PseudoLabel:
+        """``pseudo_label``, or the default of ``loss`` when ``None``."""
+        if self.pseudo_label is not None:
+            return self.pseudo_label
+        return "published" if self.loss == "bce" else "softmax"
+
+    def effective_detach(self) -> bool:
+        """``detach_pseudo_label``, or the default of ``loss`` when ``None``."""
+        if self.detach_pseudo_label is not None:
+            return self.detach_pseudo_label
+        return self.loss != "bce"
 
     @property
     def uses_prior(self) -> bool:
@@ -892,6 +1052,11 @@ class GreedyGradientEnsemble(_PriorTableMixin):
     distribution    (none)                            ``A BCE(f, pl(y, b))``
     ==============  ================================  ===========================================
 
+    With ``loss="softmax_ce"`` every ``A BCE(x, pl(y, r))`` above becomes
+    :func:`greedy_gradient_softmax_ce_loss` ``(x, y, r)``, ``sigma`` becomes ``softmax`` and
+    ``A BCE(q_out, y)`` becomes ``CE(q_out, y)``; ``loss="decompose"`` trains the question
+    branch the same way and the base model with :func:`gge_decompose_loss` ``(f, y, r, w)``.
+
     **Two-step training (GGE-iter).** :meth:`stages` returns ``(("gge_question",),
     ("gge_base",))``: the published recipe takes one optimizer step on ``gge_question``, then,
     without zeroing the gradients, a forward pass and a second step on ``gge_base`` (every
@@ -923,10 +1088,32 @@ class GreedyGradientEnsemble(_PriorTableMixin):
         else:
             self.c_1 = self.c_2 = None
         self._init_prior(self.num_answers, dtype, device)
+        #: ``(epoch, num_epochs)`` of the current epoch (``set_epoch``); training-time state,
+        #: not saved
+        self.epoch: tuple[int, int] | None = None
 
     @property
     def capture_roles(self) -> tuple[str, ...]:
         return (self.config.question_role,) if self.config.uses_question_branch else ()
+
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        """Tell the loss which epoch (0-based) of ``num_epochs`` is being trained; the
+        ``weight_schedule="sin"`` weight reads it. The Trainer calls this before every epoch."""
+        gge_schedule_weight(epoch, num_epochs)  # validates both numbers
+        self.epoch = (int(epoch), int(num_epochs))
+
+    def decompose_weight(self) -> float:
+        """``w`` of the Decompose loss at the current epoch."""
+        cfg = self.config
+        if cfg.weight_schedule == "constant":
+            return float(cfg.decompose_weight)
+        if self.epoch is None:
+            raise InterventionStateError(
+                "GGEConfig(weight_schedule='sin') needs the current epoch: call "
+                "vl.set_epoch(epoch, num_epochs) before each epoch (causalvl.training.Trainer "
+                "does), or use weight_schedule='constant'."
+            )
+        return float(cfg.decompose_weight) * gge_schedule_weight(*self.epoch)
 
     def stages(self) -> tuple[tuple[str, ...], ...]:
         """Loss parts grouped by optimizer step, in order.
@@ -950,7 +1137,37 @@ class GreedyGradientEnsemble(_PriorTableMixin):
         state.branch_logits["question"] = self.c_2(z_q)
 
     def _reference(self, r: torch.Tensor) -> torch.Tensor:
-        return r.detach() if self.config.detach_pseudo_label else r
+        return r.detach() if self.config.effective_detach() else r
+
+    def _base_loss(self, f: torch.Tensor, y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        """The base model's loss against the bias reference ``ref``, per ``config.loss``."""
+        cfg = self.config
+        if cfg.loss == "softmax_ce":
+            return greedy_gradient_softmax_ce_loss(f, y, ref)
+        if cfg.loss == "decompose":
+            return gge_decompose_loss(f, y, ref, self.decompose_weight())
+        return greedy_gradient_loss(f, y, ref, cfg.effective_pseudo_label())
+
+    def _question_loss(
+        self, q_out: torch.Tensor, y: torch.Tensor, b: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The question branch's loss: against ``y`` (``bias="question"``) or against what the
+        prior ``b`` leaves (``"both"``)."""
+        cfg = self.config
+        num = self.num_answers
+        if cfg.loss == "bce":
+            if b is None:
+                return F.binary_cross_entropy_with_logits(q_out, y.to(q_out)) * num
+            return greedy_gradient_loss(q_out, y, b, cfg.effective_pseudo_label())
+        if b is None:
+            return -(y.to(q_out) * F.log_softmax(q_out, dim=-1)).sum(-1).mean()
+        return greedy_gradient_softmax_ce_loss(q_out, y, b)
+
+    def _bias_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Branch logits as probabilities: sigmoid (``loss="bce"``) or softmax."""
+        if self.config.effective_pseudo_label() == "softmax":
+            return torch.softmax(logits, dim=-1)
+        return torch.sigmoid(logits)
 
     def loss(self, output: InterventionOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -961,10 +1178,9 @@ class GreedyGradientEnsemble(_PriorTableMixin):
             )
         labels = _labels_of(batch, "GGEConfig").to(f.device)
         y = _as_scores(labels, self.num_answers, f.shape[0], where="GGEConfig").float()
-        form = cfg.pseudo_label
         if cfg.bias == "distribution":
             b = self._batch_prior(batch, f.shape[0]).float()
-            return {"gge_base": greedy_gradient_loss(f, y, b, form)}
+            return {"gge_base": self._base_loss(f, y, b)}
         if "question" not in output.branch_logits or "gge_question_hidden" not in output.features:
             raise InterventionStateError(
                 "the output has no GGE question branch; pass the output of the same wrapped "
@@ -972,15 +1188,19 @@ class GreedyGradientEnsemble(_PriorTableMixin):
             )
         q_out = output.branch_logits["question"].float()
         z_q = output.features["gge_question_hidden"].float()
-        num = self.num_answers
         if cfg.bias == "question":
-            l_q = F.binary_cross_entropy_with_logits(q_out, y.to(q_out)) * num
+            # "published" / "corrected" read the branch logits; "softmax" its probabilities
+            ref = q_out
+            if cfg.effective_pseudo_label() == "softmax":
+                ref = torch.softmax(q_out, dim=-1)
             return {
-                "gge_question": l_q,
-                "gge_base": greedy_gradient_loss(f, y, self._reference(q_out), form),
+                "gge_question": self._question_loss(q_out, y, None),
+                "gge_base": self._base_loss(f, y, self._reference(ref)),
             }
         b = self._batch_prior(batch, f.shape[0]).float()
-        l_q = greedy_gradient_loss(q_out, y, b, form)
         source = z_q if cfg.variant == "iterative" else q_out
-        ref = self._reference(torch.sigmoid(source) + b)
-        return {"gge_question": l_q, "gge_base": greedy_gradient_loss(f, y, ref, form)}
+        ref = self._reference(self._bias_probs(source) + b)
+        return {
+            "gge_question": self._question_loss(q_out, y, b),
+            "gge_base": self._base_loss(f, y, ref),
+        }

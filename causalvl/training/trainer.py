@@ -775,6 +775,8 @@ class Trainer:
             if self.should_stop or stopped_early:
                 break
             self.epoch = epoch
+            if self.objective is _intervened_objective:  # epoch-scheduled losses (GGE-Decompose)
+                self.model.set_epoch(epoch, cfg.epochs)  # type: ignore[operator]
             for cb in self.callbacks:
                 cb.on_epoch_begin(self, epoch)
             self.model.train()
