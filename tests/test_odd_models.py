@@ -62,3 +62,70 @@ def test_qwen_shuffle_refuses_images_of_different_grids():
     odd["image_grid_thw"] = torch.tensor([[1, 4, 4], [1, 2, 8]])
     with pytest.raises(InputError, match="same image grid"):
         adapter.counterfactual_inputs(odd, mode="shuffle")
+
+
+# -- feature widths of LMH / GGE heads ----------------------------------------------------
+class BiGRUNet(torch.nn.Module):
+    """A question encoder whose output is twice its ``hidden_size`` wide (bidirectional)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.img = torch.nn.Linear(4, 16)
+        self.emb = torch.nn.Embedding(10, 8)
+        self.gru = torch.nn.GRU(8, 8, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, image, tokens):
+        seq, _ = self.gru(self.emb(tokens))
+        return self.head(self.img(image) * seq.mean(1))
+
+
+def _gru_adapter(**extra):
+    return causalvl.GenericAdapter(
+        vision_keys=["image"],
+        language_keys=["tokens"],
+        roles={"vision_features": "img", "language_features": "gru", "fused": "gru"},
+        **extra,
+    )
+
+
+def _gru_batch(batch=4):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "image": torch.randn(batch, 4, generator=g),
+        "tokens": torch.randint(0, 10, (batch, 5), generator=g),
+        "labels": torch.tensor([0, 1, 2, 0][:batch]),
+        "question_type": torch.zeros(batch, dtype=torch.long),
+    }
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (causalvl.LMHConfig(hidden_role="fused"), "hidden_dim"),
+        (causalvl.GGEConfig(bias="both", hidden=(8,)), "question_feature_dim"),
+    ],
+)
+def test_ensemble_heads_check_the_feature_width(config, field):
+    vl = causalvl.intervene(BiGRUNet(), config, adapter=_gru_adapter())
+    with pytest.raises(InputError, match=rf"width 16.*{field}=16"):
+        vl(_gru_batch())
+    fixed = type(config).from_dict({**config.to_dict(), field: 16})
+    vl = causalvl.intervene(BiGRUNet(), fixed, adapter=_gru_adapter())
+    assert vl(_gru_batch()).logits.shape == (4, 3)
+
+
+# -- discriminative objectives on generative models ---------------------------------------
+@pytest.mark.parametrize(
+    "config",
+    [
+        causalvl.CounterfactualConfig(num_answers=256, hidden=(8,)),
+        causalvl.RUBiConfig(hidden=(8,)),
+        causalvl.LMHConfig(),
+        causalvl.GGEConfig(hidden=(8,)),
+    ],
+)
+def test_discriminative_objectives_refuse_generative_models(config):
+    model, _ = tiny_generative_model("llava", batch_size=2)
+    with pytest.raises(causalvl.ConfigError, match="CounterfactualDecodingConfig"):
+        causalvl.intervene(model, config)

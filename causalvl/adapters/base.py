@@ -54,6 +54,9 @@ class ModelAdapter:
     vision_mask_key: str | None = None
     #: float input keys whose dtype must match the model's floating dtype
     float_keys: tuple[str, ...] = ()
+    #: the model generates text (next-token logits ``(batch, length, vocab)``), so it has no
+    #: fixed answer set for discriminative objectives (CF-VQA, RUBi, LMH, GGE)
+    generative: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None

@@ -66,6 +66,7 @@ class GenerativeAdapter(ModelAdapter):
     language_keys = ("input_ids", "attention_mask")
     required_keys = ("input_ids", "pixel_values")
     float_keys = ("pixel_values",)
+    generative: ClassVar[bool] = True
     pixel_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
     per_token_keys: ClassVar[tuple[str, ...]] = ("attention_mask",)
     marker_attrs: ClassVar[tuple[str, ...]] = ()
