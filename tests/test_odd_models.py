@@ -129,3 +129,41 @@ def test_discriminative_objectives_refuse_generative_models(config):
     model, _ = tiny_generative_model("llava", batch_size=2)
     with pytest.raises(causalvl.ConfigError, match="CounterfactualDecodingConfig"):
         causalvl.intervene(model, config)
+
+
+# -- batch sizes and ranks ----------------------------------------------------------------
+def _tiny_vqa_batch(images=2, texts=2, ids_shape=None):
+    g = torch.Generator().manual_seed(0)
+    return {
+        "pixel_values": torch.rand(images, 3, 8, 8, generator=g),
+        "input_ids": torch.randint(1, 20, ids_shape or (texts, 5), generator=g),
+    }
+
+
+@pytest.mark.parametrize(
+    "config", [causalvl.IdentityConfig(), causalvl.PriorSubtractionConfig(alpha=1.0)]
+)
+def test_mismatched_batches_and_ranks_are_refused(config):
+    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    vl = causalvl.intervene(net, config).eval()
+    assert vl(**_tiny_vqa_batch()).logits.shape == (2, 4)
+    with pytest.raises(InputError, match="disagree on the batch size"):
+        vl(**_tiny_vqa_batch(images=1, texts=4))
+    with pytest.raises(InputError, match=r"'input_ids' has shape \(2, 2, 5\).*2-D"):
+        vl(**_tiny_vqa_batch(ids_shape=(2, 2, 5)))
+    bad = _tiny_vqa_batch()
+    bad["attention_mask"] = torch.ones(2, 4, dtype=torch.long)
+    with pytest.raises(InputError, match="per-token"):
+        vl(**bad)
+
+
+def test_batch_checks_follow_the_model_kind(hf_models):
+    from conftest import inputs_for
+
+    clip = causalvl.intervene(hf_models["clip"], causalvl.IdentityConfig()).eval()
+    batch = inputs_for("clip", 3)
+    batch["pixel_values"] = batch["pixel_values"][:2]  # 2 images x 3 candidate texts is fine
+    assert clip(**batch).logits.shape == (2, 3)
+    model, inputs = tiny_generative_model("qwen2_vl", batch_size=2)  # patches are not rows
+    vl = causalvl.intervene(model, causalvl.IdentityConfig())
+    assert vl(**inputs).logits.shape[0] == 2

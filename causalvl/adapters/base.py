@@ -57,6 +57,14 @@ class ModelAdapter:
     #: the model generates text (next-token logits ``(batch, length, vocab)``), so it has no
     #: fixed answer set for discriminative objectives (CF-VQA, RUBi, LMH, GGE)
     generative: ClassVar[bool] = False
+    #: rank each input must have when present (checked by :meth:`validate_inputs`)
+    input_ranks: ClassVar[Mapping[str, int]] = {
+        "input_ids": 2,
+        "attention_mask": 2,
+        "token_type_ids": 2,
+    }
+    #: vision / language keys whose first dimension is not the batch (e.g. Qwen2-VL's patches)
+    unbatched_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None
@@ -163,6 +171,58 @@ class ModelAdapter:
                     f"input {key!r} has dtype {value.dtype}; it must be a floating tensor "
                     "(convert with .float() or use the model's image processor)."
                 )
+            rank = self.input_ranks.get(key)
+            if rank is not None and value.dim() != rank:
+                raise InputError(
+                    f"input {key!r} has shape {tuple(value.shape)} ({value.dim()}-D); the "
+                    f"{name} adapter expects a {rank}-D tensor. Build inputs with the model's "
+                    "processor (one row per example), or reshape, e.g. input_ids of shape "
+                    "(batch, length)."
+                )
+        self._check_batch_sizes(inputs)
+
+    def _batch_groups(self) -> list[tuple[str, ...]]:
+        """Groups of input keys that must share their first (batch) dimension."""
+        vision = tuple(k for k in self.vision_keys if k not in self.unbatched_keys)
+        language = tuple(k for k in self.language_keys if k not in self.unbatched_keys)
+        if self.kind == "contrastive":  # images and candidate texts are separate batches
+            return [vision, language]
+        return [vision + language]
+
+    def _check_batch_sizes(self, inputs: Mapping[str, Any]) -> None:
+        for group in self._batch_groups():
+            sizes = {
+                k: int(v.shape[0])
+                for k in group
+                if isinstance(v := inputs.get(k), torch.Tensor) and v.dim() > 0
+            }
+            if len(set(sizes.values())) > 1:
+                raise InputError(
+                    f"inputs disagree on the batch size: {sizes} (first dimension of each). "
+                    "Every vision and language input needs one row per example; repeat the "
+                    "image (e.g. pixel_values.expand(batch, ...)) or the text so they match."
+                )
+        ids = next(
+            (
+                k
+                for k in self.language_keys
+                if k.endswith("input_ids") and isinstance(inputs.get(k), torch.Tensor)
+            ),
+            None,
+        )
+        if ids is not None:
+            shape = tuple(inputs[ids].shape)
+            for k in ("attention_mask", "token_type_ids"):
+                v = inputs.get(k)
+                if (
+                    k in self.language_keys
+                    and isinstance(v, torch.Tensor)
+                    and tuple(v.shape) != shape
+                ):
+                    raise InputError(
+                        f"input {k!r} has shape {tuple(v.shape)} but {ids!r} has {shape}; a "
+                        "per-token input needs one entry per token."
+                    )
 
     def batch_size(self, inputs: Mapping[str, Any]) -> int:
         for key in (*self.vision_keys, *self.language_keys, *inputs):

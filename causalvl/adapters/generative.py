@@ -126,6 +126,10 @@ class GenerativeAdapter(ModelAdapter):
                 return value
         return None
 
+    def _batch_groups(self) -> list[tuple[str, ...]]:
+        # several images may belong to one prompt: only the per-token inputs share the batch
+        return [tuple(k for k in self.language_keys if k not in self.unbatched_keys)]
+
     def batch_size(self, inputs: Mapping[str, Any]) -> int:
         """Rows of ``input_ids`` (pixel inputs need not have one row per example)."""
         ids = inputs.get("input_ids")
@@ -339,6 +343,7 @@ class LlavaAdapter(GenerativeAdapter):
     family = "llava"
     vision_keys = ("pixel_values", "image_sizes")
     pixel_keys = ("pixel_values", "image_sizes")
+    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 4}
 
 
 @register_adapter("qwen2_vl", "qwen2_5_vl")
@@ -354,6 +359,13 @@ class Qwen2VLAdapter(GenerativeAdapter):
     language_keys = ("input_ids", "attention_mask", "mm_token_type_ids")
     pixel_keys = ("pixel_values", "image_grid_thw")
     per_token_keys = ("attention_mask", "mm_token_type_ids")
+    input_ranks = {
+        **ModelAdapter.input_ranks,
+        "mm_token_type_ids": 2,
+        "pixel_values": 2,
+        "image_grid_thw": 2,
+    }
+    unbatched_keys = ("pixel_values", "image_grid_thw")
     marker_attrs = ("vision_start_token_id", "vision_end_token_id")
     state_attrs = ("model.rope_deltas",)
     roles = {
@@ -434,6 +446,7 @@ class Idefics3Adapter(GenerativeAdapter):
     blank_value = 1e-6
     vision_keys = ("pixel_values", "pixel_attention_mask")
     pixel_keys = ("pixel_values", "pixel_attention_mask")
+    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 5, "pixel_attention_mask": 4}
     roles = {
         "vision_features": "model.connector",
         "language_features": "model.text_model.embed_tokens",
@@ -477,6 +490,7 @@ class PaliGemmaAdapter(GenerativeAdapter):
     vision_keys = ("pixel_values",)
     language_keys = ("input_ids", "attention_mask", "token_type_ids")
     per_token_keys = ("attention_mask", "token_type_ids")
+    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 4}
 
 
 def generative_families() -> list[str]:
