@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from .errors import (
     InterventionStateError,
     NoMatchingModuleError,
 )
-from .hooks import HookManager, get_primary
+from .hooks import HookManager, did_not_run_message, get_primary
 from .interventions.base import ForwardState, Intervention, implementation_for
 from .outputs import InterventionOutput, ObjectiveOutput
 
@@ -40,8 +42,95 @@ class _CallableModule(nn.Module):
         super().__init__()
         self.fn = fn
 
-    def forward(self, **inputs: Any) -> Any:
-        return self.fn(**inputs)
+    def forward(self, *args: Any, **inputs: Any) -> Any:
+        return self.fn(*args, **inputs)
+
+
+@dataclass(frozen=True)
+class _CallPlan:
+    """How a forward takes its inputs: names of positional-only parameters (in order), names
+    it accepts by keyword, and whether it has ``*args`` / ``**kwargs``."""
+
+    positional_only: tuple[str, ...]
+    keywords: frozenset[str]
+    var_positional: bool
+    var_keyword: bool
+
+    @property
+    def plain(self) -> bool:
+        """Every input can go by keyword (the common case: ``model(**inputs)``)."""
+        return not self.positional_only and (self.var_keyword or not self.var_positional)
+
+
+_PLANS: weakref.WeakKeyDictionary[Any, _CallPlan] = weakref.WeakKeyDictionary()
+
+
+def _call_plan(model: nn.Module) -> _CallPlan | None:
+    """The :class:`_CallPlan` of ``model``'s forward (``None`` when it has no signature)."""
+    target = model.fn if isinstance(model, _CallableModule) else getattr(model, "forward", model)
+    ident = getattr(target, "__func__", target)
+    try:
+        cached = _PLANS.get(ident)
+    except TypeError:  # not weak-referenceable
+        cached = None
+    if cached is not None:
+        return cached
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = inspect.Parameter
+    plan = _CallPlan(
+        positional_only=tuple(p.name for p in params if p.kind is kinds.POSITIONAL_ONLY),
+        keywords=frozenset(
+            p.name for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+        ),
+        var_positional=any(p.kind is kinds.VAR_POSITIONAL for p in params),
+        var_keyword=any(p.kind is kinds.VAR_KEYWORD for p in params),
+    )
+    with contextlib.suppress(TypeError):
+        _PLANS[ident] = plan
+    return plan
+
+
+def _wrap_hint(model: nn.Module, keys: Iterable[str]) -> str:
+    call = ", ".join(f"kw[{k!r}]" for k in keys)
+    name = "fn" if isinstance(model, _CallableModule) else "model"
+    return (
+        f"Wrap it so that it takes keywords, e.g. causalvl.intervene(lambda **kw: {name}({call}), "
+        "config, adapter=causalvl.GenericAdapter(...)), or give its forward named parameters."
+    )
+
+
+def _call_model(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
+    """Call ``model`` with ``inputs`` the way its forward takes them: by keyword, and
+    positional-only parameters by position (matched by name)."""
+    plan = _call_plan(model)
+    if plan is None or plan.plain:
+        return model(**inputs)
+    rest = dict(inputs)
+    args = []
+    for i, name in enumerate(plan.positional_only):
+        if name not in rest:
+            later = [n for n in plan.positional_only[i + 1 :] if n in rest]
+            if later:
+                raise InputError(
+                    f"{type(model).__name__}'s forward takes {list(plan.positional_only)} by "
+                    f"position only; input {name!r} is missing, so {later} cannot be placed. "
+                    "Pass every positional-only input."
+                )
+            break
+        args.append(rest.pop(name))
+    unplaced = [k for k in rest if k not in plan.keywords]
+    if unplaced and not plan.var_keyword:
+        raise InputError(
+            f"{type(model).__name__}'s forward cannot take inputs {unplaced} by name (its "
+            f"parameters: positional-only {list(plan.positional_only)}, by keyword "
+            f"{sorted(plan.keywords)}{', *args' if plan.var_positional else ''}); causalvl "
+            "passes inputs by name and cannot tell which position each one belongs to. "
+            + _wrap_hint(model, inputs)
+        )
+    return model(*args, **rest)
 
 
 class IntervenedModel(nn.Module):
@@ -68,6 +157,7 @@ class IntervenedModel(nn.Module):
         for i, cfg in enumerate(self.configs):
             impl = implementation_for(cfg)(cfg, base_model, adapter)
             self.interventions[f"{i}_{cfg.type}"] = impl
+        self._check_call_plan()
         self._disabled = False
         self._generator = torch.Generator().manual_seed(seed)
         self._roles = self._resolve_capture_roles()
@@ -82,6 +172,22 @@ class IntervenedModel(nn.Module):
                 if role not in out:
                     out[role] = self.adapter.resolve(role, self.base_model)[0]
         return out
+
+    def _check_call_plan(self) -> None:
+        """Refuse, up front, a ``*args`` forward that cannot take the declared inputs."""
+        plan = _call_plan(self.base_model)
+        if plan is None or plan.var_keyword or not plan.var_positional:
+            return
+        declared = dict.fromkeys(
+            (*self.adapter.vision_keys, *self.adapter.language_keys, *self.adapter.required_keys)
+        )
+        unplaced = [k for k in declared if k not in plan.keywords | set(plan.positional_only)]
+        if unplaced:
+            raise ConfigError(
+                f"{type(self.unwrap()).__name__}'s forward takes *args and none of the inputs "
+                f"{unplaced} by name; causalvl passes inputs by name and cannot tell which "
+                "position each one belongs to. " + _wrap_hint(self.base_model, declared)
+            )
 
     def _impls(self) -> list[Intervention]:
         return list(self.interventions.values())  # type: ignore[arg-type]
@@ -105,7 +211,7 @@ class IntervenedModel(nn.Module):
         return inputs
 
     def _run_base(self, inputs: Mapping[str, Any]) -> tuple[Any, torch.Tensor]:
-        raw = self.base_model(**inputs)
+        raw = _call_model(self.base_model, inputs)
         return raw, self.adapter.logits(raw, inputs)
 
     # -- forward --------------------------------------------------------------------------
@@ -138,6 +244,11 @@ class IntervenedModel(nn.Module):
                 raw, logits = self._run_base(inputs)
             finally:
                 capture.remove()
+            for role, path in self._roles.items():
+                if role not in raw_features:
+                    raise InterventionStateError(
+                        did_not_run_message(self.base_model, path, f"role {role!r}")
+                    )
 
             def run(other: Mapping[str, Any]) -> torch.Tensor:
                 box["inputs"] = other
@@ -441,28 +552,74 @@ class TargetInfo:
     path: str | None
     module_type: str | None
     error: str | None = None
+    #: whether the module's forward ran on the ``inputs`` given to :func:`inspect_targets`
+    #: (``None`` when no inputs were given)
+    ran: bool | None = None
 
 
 def inspect_targets(
-    model: nn.Module | IntervenedModel, *, adapter: ModelAdapter | str = "auto"
+    model: nn.Module | IntervenedModel,
+    *,
+    adapter: ModelAdapter | str = "auto",
+    inputs: Mapping[str, Any] | None = None,
 ) -> list[TargetInfo]:
     """List the adapter's roles and the module each resolves to.
 
+    A module can exist and still never run: some models call a submodule's parts one by one
+    (BridgeTower calls ``text_model.embeddings`` and the layers, never ``text_model``). Pass
+    ``inputs`` (one batch) to run the model once, without gradients, and fill ``ran`` (and
+    ``error``) for each role.
+
     Example:
-        >>> import causalvl
+        >>> import torch, causalvl
         >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
         >>> [t.role for t in causalvl.inspect_targets(net)]
         ['fused', 'language_features', 'vision_features']
+        >>> batch = {"pixel_values": torch.rand(1, 3, 8, 8), "input_ids": torch.tensor([[1, 2]])}
+        >>> [t.ran for t in causalvl.inspect_targets(net, inputs=batch)]
+        [True, True, True]
     """
     if isinstance(model, IntervenedModel):
         bound, base = model.adapter, model.base_model
     else:
+        if not isinstance(model, nn.Module) and callable(model):
+            model = _CallableModule(model)
         bound, base = get_adapter(model, adapter), model
-    out = []
+    found: list[tuple[str, str | None, nn.Module | None, str | None]] = []
     for role in sorted(bound.roles):
         try:
             path, module = bound.resolve(role, base)
-            out.append(TargetInfo(role, path, type(module).__name__))
+            found.append((role, path, module, None))
         except NoMatchingModuleError as exc:
-            out.append(TargetInfo(role, None, None, str(exc)))
+            found.append((role, None, None, str(exc)))
+    ran: set[str] = set()
+    if inputs is not None:
+        if not isinstance(inputs, Mapping):
+            raise InputError(
+                f"inspect_targets(inputs=...) takes one batch (a mapping), got "
+                f"{type(inputs).__name__}."
+            )
+        model_inputs = bound.model_inputs(inputs)
+        bound.validate_inputs(model_inputs)
+
+        def _mark(path: str) -> Callable[..., None]:
+            def _causalvl_ran_hook(module: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
+                ran.add(path)
+
+            return _causalvl_ran_hook
+
+        with HookManager() as hooks, torch.no_grad():
+            for _, path, module, _ in found:
+                if module is not None:
+                    hooks.add_forward_hook(module, _mark(path))
+            _call_model(base, model_inputs)
+    out = []
+    for role, path, module, error in found:
+        if module is None:
+            out.append(TargetInfo(role, None, None, error))
+            continue
+        did_run = None if inputs is None else path in ran
+        if did_run is False:
+            error = did_not_run_message(base, path, f"role {role!r}")
+        out.append(TargetInfo(role, path, type(module).__name__, error, did_run))
     return out

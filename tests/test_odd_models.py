@@ -167,3 +167,124 @@ def test_batch_checks_follow_the_model_kind(hf_models):
     model, inputs = tiny_generative_model("qwen2_vl", batch_size=2)  # patches are not rows
     vl = causalvl.intervene(model, causalvl.IdentityConfig())
     assert vl(**inputs).logits.shape[0] == 2
+
+
+# -- forward signatures --------------------------------------------------------------------
+class PositionalOnlyNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.img = torch.nn.Linear(4, 8)
+        self.txt = torch.nn.Embedding(10, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, image, tokens, /, scale=1.0):
+        return self.head(self.img(image) * self.txt(tokens).mean(1)) * scale
+
+
+class StarArgsNet(PositionalOnlyNet):
+    def forward(self, *args):
+        image, tokens = args
+        return super().forward(image, tokens)
+
+
+def _pos_batch():
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.randn(2, 4, generator=g), "tokens": torch.randint(0, 10, (2, 5))}
+
+
+def _pos_adapter():
+    return causalvl.GenericAdapter(
+        vision_keys=["image"],
+        language_keys=["tokens"],
+        roles={"vision_features": "img", "language_features": "txt", "fused": "head"},
+    )
+
+
+def test_positional_only_forward_gets_its_inputs_by_position():
+    net = PositionalOnlyNet()
+    batch = _pos_batch()
+    vl = causalvl.intervene(net, causalvl.PriorSubtractionConfig(), adapter=_pos_adapter()).eval()
+    out = vl(**batch)
+    assert torch.equal(out.factual_logits, net(batch["image"], batch["tokens"]))
+    fn = causalvl.intervene(
+        lambda image, tokens, /: net(image, tokens),
+        causalvl.IdentityConfig(),
+        adapter=_pos_adapter(),
+    )
+    assert torch.equal(fn(**batch).logits, out.factual_logits)
+
+
+def test_star_args_forward_is_refused_with_a_wrapping_recipe():
+    with pytest.raises(causalvl.ConfigError, match=r"\*args.*lambda \*\*kw: model\(kw\['image'\]"):
+        causalvl.intervene(StarArgsNet(), causalvl.IdentityConfig(), adapter=_pos_adapter())
+    net = StarArgsNet()
+    vl = causalvl.intervene(
+        lambda **kw: net(kw["image"], kw["tokens"]),
+        causalvl.IdentityConfig(),
+        adapter=_pos_adapter(),
+    )
+    assert vl(**_pos_batch()).logits.shape == (2, 3)
+
+
+# -- targets whose forward never runs -----------------------------------------------------
+class Encoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embeddings = torch.nn.Embedding(10, 8)
+        self.layer = torch.nn.Linear(8, 8)
+
+    def forward(self, ids):  # never called: the parent runs the parts one by one
+        return self.layer(self.embeddings(ids))
+
+
+class PartsNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.img = torch.nn.Linear(4, 8)
+        self.text_model = Encoder()
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, image, tokens):
+        text = self.text_model.layer(self.text_model.embeddings(tokens)).mean(1)
+        return self.head(self.img(image) * text)
+
+
+def _parts_adapter(language="text_model"):
+    return causalvl.GenericAdapter(
+        vision_keys=["image"],
+        language_keys=["tokens"],
+        roles={"vision_features": "img", "language_features": language, "fused": "head"},
+    )
+
+
+def test_a_role_whose_module_never_runs_is_reported():
+    batch = {**_pos_batch(), "labels": torch.tensor([0, 1])}
+    vl = causalvl.intervene(
+        PartsNet(), causalvl.CounterfactualConfig(hidden=(8,)), adapter=_parts_adapter()
+    )
+    with pytest.raises(causalvl.InterventionStateError, match=r"did not run.*text_model\.layer"):
+        vl(batch)
+    info = {t.role: t for t in causalvl.inspect_targets(PartsNet(), adapter=_parts_adapter())}
+    assert info["language_features"].ran is None
+    info = {
+        t.role: t
+        for t in causalvl.inspect_targets(PartsNet(), adapter=_parts_adapter(), inputs=batch)
+    }
+    assert (
+        info["language_features"].ran is False and "did not run" in info["language_features"].error
+    )
+    assert info["vision_features"].ran is True and info["vision_features"].error is None
+    fixed = causalvl.intervene(
+        PartsNet(),
+        causalvl.CounterfactualConfig(hidden=(8,)),
+        adapter=_parts_adapter("text_model.layer"),
+    )
+    assert fixed(batch).logits.shape == (2, 3)
+
+
+def test_a_backdoor_target_that_never_runs_is_not_a_silent_no_op():
+    d = causalvl.ConfounderDictionary(torch.randn(3, 8))
+    cfg = causalvl.BackdoorConfig(target="text_model", dictionary=d, feature_dim=8)
+    vl = causalvl.intervene(PartsNet(), cfg, adapter=_parts_adapter())
+    with pytest.raises(causalvl.InterventionStateError, match="did not run"):
+        vl(**_pos_batch())

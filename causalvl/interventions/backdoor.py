@@ -43,7 +43,7 @@ from torch import nn
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, InterventionStateError
-from ..hooks import HookManager, get_primary, replace_primary
+from ..hooks import HookManager, did_not_run_message, get_primary, replace_primary
 from .base import ForwardState, Intervention, implements, module_dtype_device
 from .confounders import ConfounderDictionary, FeatureCollection
 
@@ -458,6 +458,12 @@ class BackdoorAdjustment(Intervention):
         box, self._box = self._box, None
         found = None if box is None else box.get(f"backdoor:{id(self)}")
         if found is None:
+            if box is not None:  # the edit hook was installed but its module never ran
+                raise InterventionStateError(
+                    did_not_run_message(
+                        self._adapter.model, self.target_path, "the backdoor target"
+                    )
+                )
             return
         suffix, i = "", 0
         while f"backdoor_expectation{suffix}" in state.features:
