@@ -288,3 +288,33 @@ def test_a_backdoor_target_that_never_runs_is_not_a_silent_no_op():
     vl = causalvl.intervene(PartsNet(), cfg, adapter=_parts_adapter())
     with pytest.raises(causalvl.InterventionStateError, match="did not run"):
         vl(**_pos_batch())
+
+
+# -- undeclared inputs of forward(**kwargs) models ----------------------------------------
+class KwargsNet(PositionalOnlyNet):
+    def forward(self, **batch):
+        return super().forward(batch["image"], batch["tokens"], batch.get("scale", 1.0))
+
+
+def test_undeclared_inputs_of_a_kwargs_forward_are_warned_about_once_or_passed():
+    net = KwargsNet()
+    batch = {**_pos_batch(), "scale": torch.tensor(3.0), "labels": torch.tensor([0, 1])}
+    vl = causalvl.intervene(net, causalvl.IdentityConfig(), adapter=_pos_adapter())
+    with pytest.warns(UserWarning, match=r"\['scale'\].*extra_keys") as record:
+        vl(batch)
+    assert not any("labels" in str(w.message) for w in record)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vl(batch)  # once per key
+    adapter = causalvl.GenericAdapter(
+        vision_keys=["image"], language_keys=["tokens"], extra_keys=["scale"]
+    )
+    vl = causalvl.intervene(net, causalvl.IdentityConfig(), adapter=adapter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = vl(batch)
+    assert torch.equal(out.logits, net(**{k: batch[k] for k in ("image", "tokens", "scale")}))
+    with pytest.raises(causalvl.ConfigError, match="list each key once"):
+        causalvl.GenericAdapter(vision_keys=["image"], language_keys=["t"], extra_keys=["image"])

@@ -18,6 +18,7 @@ import copy
 import difflib
 import inspect
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +26,26 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
+
+#: batch keys that are labels or metadata, never model inputs (see docs/architecture.md)
+BATCH_METADATA_KEYS = frozenset(
+    {
+        "labels",
+        "group",
+        "group_id",
+        "bias_aligned",
+        "question_type",
+        "context_class",
+        "position",
+        "image_index",
+        "image_label",
+        "colour",
+        "left_class",
+        "right_class",
+        "statement_type",
+        "target_position",
+    }
+)
 
 RemoveKind = Literal["vision", "language"]
 VISION_MODES = ("zeros", "mean", "shuffle", "noise", "mask")
@@ -54,6 +75,8 @@ class ModelAdapter:
     vision_mask_key: str | None = None
     #: float input keys whose dtype must match the model's floating dtype
     float_keys: tuple[str, ...] = ()
+    #: other inputs passed to the model unchanged (neither vision nor language)
+    extra_keys: tuple[str, ...] = ()
     #: the model generates text (next-token logits ``(batch, length, vocab)``), so it has no
     #: fixed answer set for discriminative objectives (CF-VQA, RUBi, LMH, GGE)
     generative: ClassVar[bool] = False
@@ -136,11 +159,36 @@ class ModelAdapter:
                 f"a batch must be a mapping of input names to tensors, got {type(batch).__name__}."
             )
         keys = self.input_keys
-        declared = set(self.vision_keys) | set(self.language_keys) | set(self.required_keys)
+        declared = (
+            set(self.vision_keys)
+            | set(self.language_keys)
+            | set(self.required_keys)
+            | set(self.extra_keys)
+        )
         if keys is None:
-            return {k: v for k, v in batch.items() if k in declared} if declared else dict(batch)
+            if not declared:
+                return dict(batch)
+            self._warn_undeclared([k for k in batch if k not in declared])
+            return {k: v for k, v in batch.items() if k in declared}
         accepted = (keys | declared) - {"labels", "return_loss", "return_dict"}
         return {k: v for k, v in batch.items() if k in accepted}
+
+    def _warn_undeclared(self, dropped: list[str]) -> None:
+        """Warn (once per key) that inputs of a ``forward(**kwargs)`` model were dropped."""
+        unknown = [k for k in dropped if k not in BATCH_METADATA_KEYS]
+        warned = self.__dict__.setdefault("_warned_undeclared", set())
+        new = [k for k in unknown if k not in warned]
+        if not new:
+            return
+        warned.update(new)
+        warnings.warn(
+            f"inputs {new} are not declared by the {self.family or 'generic'} adapter and are "
+            "not passed to the model (its forward takes **kwargs, so causalvl cannot tell "
+            "model inputs from metadata). To pass them, declare them: "
+            f"GenericAdapter(..., extra_keys={new}); to silence this, drop them from the batch.",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def validate_inputs(self, inputs: Mapping[str, Any]) -> None:
         """Raise :class:`InputError` for missing keys, empty batches or wrong dtypes."""
@@ -453,6 +501,9 @@ class GenericAdapter(ModelAdapter):
         special_token_ids: token ids kept when language is removed.
         required_keys: inputs the model cannot run without (default: all vision and language
             keys).
+        extra_keys: other inputs passed to the model unchanged (neither vision nor language,
+            e.g. a temperature or a task id). A model whose forward takes ``**kwargs`` gets only
+            the declared keys; an undeclared one is dropped with a warning (once per key).
 
     Example:
         >>> import torch, causalvl
@@ -483,6 +534,7 @@ class GenericAdapter(ModelAdapter):
         pad_token_id: int = 0,
         special_token_ids: Iterable[int] = (),
         required_keys: Iterable[str] | None = None,
+        extra_keys: Iterable[str] = (),
     ) -> None:
         super().__init__()
         self.vision_keys = _key_tuple("vision_keys", vision_keys)
@@ -492,6 +544,13 @@ class GenericAdapter(ModelAdapter):
         overlap = set(self.vision_keys) & set(self.language_keys)
         if overlap:
             raise ConfigError(f"keys {sorted(overlap)} are listed as both vision and language.")
+        self.extra_keys = _key_tuple("extra_keys", extra_keys)
+        both = set(self.extra_keys) & (set(self.vision_keys) | set(self.language_keys))
+        if both:
+            raise ConfigError(
+                f"keys {sorted(both)} are listed as extra_keys and as vision or language keys; "
+                "list each key once."
+            )
         if logits is not None and not callable(logits):
             raise ConfigError(f"GenericAdapter(logits=...) must be callable, got {logits!r}.")
         if kind not in ("classifier", "contrastive"):
