@@ -353,14 +353,30 @@ class IntervenedModel(nn.Module):
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """Generate with the base model; interventions that define ``generate`` (counterfactual
-        decoding) take over the decoding loop."""
-        for impl in self._impls():
-            gen = getattr(impl, "generate", None)
-            if callable(gen) and not self._disabled:
-                return gen(self.base_model, self.adapter, *args, **kwargs)
+        decoding) take over the decoding loop. The edit hooks of every intervention (e.g. a
+        backdoor adjustment) are active during generation, on every branch, as in
+        :meth:`forward`."""
+        if not self._disabled:
+            for impl in self._impls():
+                gen = getattr(impl, "generate", None)
+                if callable(gen):
+                    with self._edit_hooks(kwargs):
+                        return gen(self.base_model, self.adapter, *args, **kwargs)
         if not hasattr(self.base_model, "generate"):
             raise InterventionStateError(f"{type(self.base_model).__name__} cannot generate.")
-        return self.base_model.generate(*args, **kwargs)
+        if self._disabled:
+            return self.base_model.generate(*args, **kwargs)
+        with self._edit_hooks(kwargs):
+            return self.base_model.generate(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _edit_hooks(self, inputs: Mapping[str, Any]) -> Iterator[None]:
+        """Every intervention's edit hooks on the base model for the block; removed on exit."""
+        box: dict[str, Any] = {"inputs": dict(inputs)}
+        with HookManager() as hooks:
+            for impl in self._impls():
+                impl.install(hooks, box)
+            yield
 
     def intervention_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the interventions only (not the base model)."""

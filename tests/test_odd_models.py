@@ -318,3 +318,31 @@ def test_undeclared_inputs_of_a_kwargs_forward_are_warned_about_once_or_passed()
     assert torch.equal(out.logits, net(**{k: batch[k] for k in ("image", "tokens", "scale")}))
     with pytest.raises(causalvl.ConfigError, match="list each key once"):
         causalvl.GenericAdapter(vision_keys=["image"], language_keys=["t"], extra_keys=["image"])
+
+
+# -- edit hooks under generate ---------------------------------------------------------------
+def test_backdoor_edits_run_under_generate():
+    from causalvl.hooks import count_hooks
+
+    model, inputs = tiny_generative_model("llava", batch_size=1)
+    with torch.no_grad():
+        model(**inputs)  # transformers installs its own hooks on the first call
+    own_hooks = count_hooks(model)
+    d = causalvl.ConfounderDictionary(
+        torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    )
+    bd = causalvl.BackdoorConfig(target="vision_features", dictionary=d, feature_dim=32)
+    cd = causalvl.CounterfactualDecodingConfig()
+    opts = dict(max_new_tokens=2, do_sample=False, return_dict_in_generate=True, output_scores=True)
+
+    def first_logits(configs):
+        out = causalvl.intervene(model, configs).eval().generate(**inputs, **opts)
+        return out.factual_logits[0] if hasattr(out, "factual_logits") else out.scores[0]
+
+    assert not torch.allclose(first_logits([bd, cd]), first_logits([cd]))
+    assert not torch.allclose(first_logits([bd]), first_logits([causalvl.IdentityConfig()]))
+    vl = causalvl.intervene(model, [bd, cd]).eval()
+    with vl.disable_interventions():
+        plain = vl.generate(**inputs, **opts).scores[0]
+    assert torch.allclose(plain, first_logits([causalvl.IdentityConfig()]))
+    assert count_hooks(model) == own_hooks
