@@ -18,6 +18,12 @@ from torch import nn
 
 from ._version import __version__
 from .adapters.base import ModelAdapter, get_adapter
+from .adapters.state import (
+    adapter_for_load,
+    adapter_metadata,
+    restore_adapter_state,
+    save_adapter_state,
+)
 from .config import InterventionConfig, as_config_list, atomic_destination, atomic_write_text
 from .errors import (
     AlreadyIntervenedError,
@@ -387,7 +393,10 @@ class IntervenedModel(nn.Module):
         """Write ``intervention_config.json`` and ``intervention_weights.safetensors``.
 
         Only intervention parameters and buffers are written (never the base model); both
-        files are written atomically. Returns the directory.
+        files are written atomically. A :class:`~causalvl.GenericAdapter` is described in the
+        config (so :func:`load` rebuilds it), and a vision mean fitted with
+        ``vl.adapter.fit_vision_mean`` goes to ``adapter_state.safetensors``. Returns the
+        directory.
         """
         from safetensors.torch import save_file
 
@@ -399,9 +408,10 @@ class IntervenedModel(nn.Module):
         }
         with atomic_destination(directory / WEIGHTS_NAME) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt", "causalvl_version": __version__})
+        save_adapter_state(self.adapter, directory)
         meta = {
             "causalvl_version": __version__,
-            "adapter": self.adapter.family or "generic",
+            **adapter_metadata(self.adapter),
             "interventions": [c.to_dict() for c in self.configs],
         }
         atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
@@ -537,6 +547,7 @@ def load(
         raise CheckpointError(
             f"{cfg_path} is corrupted or not an intervention config: {exc}"
         ) from exc
+    adapter = adapter_for_load(meta, model, adapter, cfg_path)
     vl = intervene(model, configs, adapter=adapter)
     try:
         tensors = load_file(str(w_path), device="cpu")
@@ -557,6 +568,7 @@ def load(
                 f"{tuple(expected[key].shape)} (saved for a different model size?)."
             )
     vl.interventions.load_state_dict(tensors, strict=True)
+    restore_adapter_state(vl.adapter, directory)
     return vl
 
 

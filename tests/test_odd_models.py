@@ -346,3 +346,39 @@ def test_backdoor_edits_run_under_generate():
         plain = vl.generate(**inputs, **opts).scores[0]
     assert torch.allclose(plain, first_logits([causalvl.IdentityConfig()]))
     assert count_hooks(model) == own_hooks
+
+
+# -- what save_pretrained keeps of the adapter ---------------------------------------------
+def test_vision_mean_and_generic_adapter_survive_save_and_load(tmp_path):
+    net = PositionalOnlyNet()
+    batch = _pos_batch()
+    vl = causalvl.intervene(
+        net, causalvl.PriorSubtractionConfig(mode="mean"), adapter=_pos_adapter()
+    ).eval()
+    vl.adapter.fit_vision_mean([{"image": torch.full((4, 4), 2.0)}])
+    before = vl(**batch).logits
+    vl.save_pretrained(tmp_path)
+    loaded = causalvl.load(tmp_path, PositionalOnlyNet().eval())  # no adapter passed
+    loaded.base_model.load_state_dict(net.state_dict())
+    assert isinstance(loaded.adapter, causalvl.GenericAdapter)
+    assert loaded.adapter.roles == vl.adapter.roles
+    assert torch.equal(loaded.adapter.vision_mean["image"], vl.adapter.vision_mean["image"])
+    assert torch.allclose(loaded(**batch).logits, before)
+    # saved again without a mean: the stale mean file goes away
+    plain = causalvl.intervene(net, causalvl.IdentityConfig(), adapter=_pos_adapter())
+    plain.save_pretrained(tmp_path)
+    assert causalvl.load(tmp_path, net).adapter.vision_mean == {}
+
+
+def test_generic_adapter_with_a_logits_callable_says_what_to_pass(tmp_path):
+    adapter = causalvl.GenericAdapter(
+        vision_keys=["image"], language_keys=["tokens"], roles={"fused": "head"}, logits=lambda o: o
+    )
+    causalvl.intervene(
+        PositionalOnlyNet(), causalvl.IdentityConfig(), adapter=adapter
+    ).save_pretrained(tmp_path)
+    with pytest.raises(causalvl.UnsupportedModelError, match=r"vision_keys=\['image'\].*logits="):
+        causalvl.load(tmp_path, PositionalOnlyNet())
+    assert causalvl.load(tmp_path, PositionalOnlyNet(), adapter=adapter).adapter.roles == {
+        "fused": "head"
+    }

@@ -577,6 +577,40 @@ class GenericAdapter(ModelAdapter):
     def special_token_ids(self) -> frozenset[int]:
         return self._special
 
+    def to_dict(self) -> dict[str, Any]:
+        """The constructor arguments as JSON-ready values (what ``save_pretrained`` stores so
+        that ``causalvl.load`` can rebuild the adapter). A ``logits`` callable cannot be
+        stored: ``"custom_logits"`` records that one was given."""
+        return {
+            "class": type(self).__name__,
+            "vision_keys": list(self.vision_keys),
+            "language_keys": list(self.language_keys),
+            "roles": dict(self.roles),
+            "kind": self.kind,
+            "vision_mask_key": self.vision_mask_key,
+            "pad_token_id": self._pad,
+            "special_token_ids": sorted(self._special),
+            "required_keys": list(self.required_keys),
+            "extra_keys": list(self.extra_keys),
+            "custom_logits": self._logits_fn is not None,
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> GenericAdapter:
+        """Rebuild an adapter saved with :meth:`to_dict` (without a ``logits`` callable)."""
+        names = (
+            "vision_keys",
+            "language_keys",
+            "roles",
+            "kind",
+            "vision_mask_key",
+            "pad_token_id",
+            "special_token_ids",
+            "required_keys",
+            "extra_keys",
+        )
+        return cls(**{k: spec[k] for k in names if k in spec})
+
     def logits(self, output: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
         if self._logits_fn is not None:
             value = self._logits_fn(output)
