@@ -382,3 +382,78 @@ def test_generic_adapter_with_a_logits_callable_says_what_to_pass(tmp_path):
     assert causalvl.load(tmp_path, PositionalOnlyNet(), adapter=adapter).adapter.roles == {
         "fused": "head"
     }
+
+
+# -- sequence-first features ---------------------------------------------------------------
+class SeqFirstNet(torch.nn.Module):
+    """A question encoder that works sequence-first, (length, batch, dim)."""
+
+    def __init__(self, flagged: bool = True) -> None:
+        super().__init__()
+        self.img = torch.nn.Linear(4, 8)
+        self.emb = torch.nn.Embedding(10, 8)
+        self.gru = torch.nn.GRU(8, 8) if flagged else None
+        self.enc = SeqFirstLinear()
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, image, tokens):
+        x = self.emb(tokens).transpose(0, 1)  # (L, B, 8)
+        seq = self.gru(x)[0] if self.gru is not None else self.enc(x)
+        return self.head(self.img(image) * seq.mean(0))
+
+
+class SeqFirstLinear(torch.nn.Linear):
+    def __init__(self) -> None:
+        super().__init__(8, 8)
+
+
+def _seq_adapter(role_module, **extra):
+    return causalvl.GenericAdapter(
+        vision_keys=["image"],
+        language_keys=["tokens"],
+        roles={"vision_features": "img", "language_features": role_module},
+        **extra,
+    )
+
+
+def _seq_batch(batch, length):
+    g = torch.Generator().manual_seed(1)
+    return {
+        "image": torch.randn(batch, 4, generator=g),
+        "tokens": torch.randint(0, 10, (batch, length), generator=g),
+        "labels": torch.arange(batch) % 3,
+    }
+
+
+def _question_features_are_per_example(vl, batch):
+    full = vl(batch).features["language_features"]
+    for i in range(full.shape[0]):
+        one = {k: v[i : i + 1] for k, v in batch.items()}
+        assert torch.allclose(full[i], vl(one).features["language_features"][0], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        causalvl.RUBiConfig(hidden=(8,), num_answers=3),
+        causalvl.CounterfactualConfig(hidden=(8,), num_answers=3),
+        causalvl.GGEConfig(hidden=(8,), num_answers=3),
+    ],
+)
+def test_sequence_first_features_are_not_mixed_across_examples(config):
+    torch.manual_seed(0)
+    vl = causalvl.intervene(SeqFirstNet(), config, adapter=_seq_adapter("gru"))
+    _question_features_are_per_example(vl, _seq_batch(4, 4))  # length == batch
+
+
+def test_sequence_first_layout_is_found_from_shapes_or_refused_when_ambiguous():
+    torch.manual_seed(0)
+    cfg = causalvl.RUBiConfig(hidden=(8,), num_answers=3)
+    vl = causalvl.intervene(SeqFirstNet(flagged=False), cfg, adapter=_seq_adapter("enc"))
+    with pytest.raises(InputError, match="feature_layouts"):
+        vl(_seq_batch(4, 4))
+    _question_features_are_per_example(vl, _seq_batch(3, 5))  # found: dim 1 is the batch
+    _question_features_are_per_example(vl, _seq_batch(4, 4))  # then reused when ambiguous
+    declared = _seq_adapter("enc", feature_layouts={"language_features": "sequence_first"})
+    vl = causalvl.intervene(SeqFirstNet(flagged=False), cfg, adapter=declared)
+    _question_features_are_per_example(vl, _seq_batch(4, 4))

@@ -77,6 +77,8 @@ class ModelAdapter:
     float_keys: tuple[str, ...] = ()
     #: other inputs passed to the model unchanged (neither vision nor language)
     extra_keys: tuple[str, ...] = ()
+    #: role -> ``"batch_first"`` / ``"sequence_first"`` layout of its 3-D feature
+    feature_layouts: Mapping[str, str] = {}
     #: the model generates text (next-token logits ``(batch, length, vocab)``), so it has no
     #: fixed answer set for discriminative objectives (CF-VQA, RUBi, LMH, GGE)
     generative: ClassVar[bool] = False
@@ -97,6 +99,8 @@ class ModelAdapter:
     def bind(self, model: nn.Module) -> ModelAdapter:
         """A copy of this adapter bound to ``model`` (the user's adapter object is not mutated)."""
         bound = copy.copy(self)
+        for cache in ("_found_layouts", "_batch_first_flags", "_warned_undeclared"):
+            bound.__dict__.pop(cache, None)  # per-model state starts afresh
         bound.vision_mean = dict(self.vision_mean)
         bound.model = model
         bound._check_roles(model)
@@ -299,10 +303,13 @@ class ModelAdapter:
 
         ``(B, D)`` is kept; ``(B, N, D)`` is averaged over N (masked by the attention mask of the
         role's modality when the lengths agree); ``(B, D, H, W)`` is averaged over H and W.
+        A sequence-first ``(N, B, D)`` feature is transposed first (see :meth:`feature_layout`).
         """
         if feature.dim() == 2:
             return feature
         if feature.dim() == 3:
+            if self.feature_layout(role, feature, inputs) == "sequence_first":
+                feature = feature.transpose(0, 1)
             mask = self._pool_mask(role, inputs, feature.shape[1])
             if mask is not None:
                 mask = mask.to(feature.dtype).unsqueeze(-1)
@@ -311,6 +318,75 @@ class ModelAdapter:
         if feature.dim() == 4:
             return feature.mean(dim=(2, 3))
         raise InputError(f"cannot pool role {role!r} feature of shape {tuple(feature.shape)}.")
+
+    def feature_layout(
+        self, role: str, feature: torch.Tensor, inputs: Mapping[str, Any]
+    ) -> Literal["batch_first", "sequence_first"]:
+        """Whether a 3-D feature of ``role`` is ``(B, N, D)`` or ``(N, B, D)``.
+
+        In order: the adapter's ``feature_layouts[role]``; the role module's own ``batch_first``
+        flag (``nn.GRU`` / ``nn.LSTM`` / ``nn.RNN``, ``nn.MultiheadAttention``,
+        ``nn.Transformer*``); ``"batch_first"`` for the built-in families (Hugging Face models
+        are batch-first); for a generic adapter, the dimension that equals the batch size. When
+        both do (sequence length == batch size) the layout found on an earlier call is reused;
+        with none, :class:`InputError` asks for ``GenericAdapter(feature_layouts=...)``.
+        """
+        declared = self.feature_layouts.get(role)
+        if declared is not None:
+            return declared  # type: ignore[return-value]
+        flag = self._module_batch_first(role)
+        if flag is not None:
+            return "batch_first" if flag else "sequence_first"
+        if not isinstance(self, GenericAdapter):
+            return "batch_first"
+        batch = self._modality_batch(role, inputs)
+        known = self.__dict__.setdefault("_found_layouts", {})
+        if batch is None:
+            return known.get(role, "batch_first")
+        first, second = int(feature.shape[0]) == batch, int(feature.shape[1]) == batch
+        if first and not second:
+            known[role] = "batch_first"
+        elif second and not first:
+            known[role] = "sequence_first"
+        elif first and second and batch > 1 and role not in known:
+            raise InputError(
+                f"role {role!r} gives a feature of shape {tuple(feature.shape)}: its sequence "
+                f"length equals the batch size ({batch}), so causalvl cannot tell (batch, "
+                "length, dim) from (length, batch, dim), and guessing wrong would mix examples. "
+                "Declare it: GenericAdapter(..., feature_layouts={"
+                f"{role!r}: 'batch_first'}}) or 'sequence_first'."
+            )
+        return known.get(role, "batch_first")
+
+    def _module_batch_first(self, role: str) -> bool | None:
+        cache = self.__dict__.setdefault("_batch_first_flags", {})
+        if role not in cache:
+            flag = None
+            if self.model is not None:
+                try:
+                    module = self.resolve(role)[1]
+                except (NoMatchingModuleError, ConfigError):
+                    module = None
+                for candidate in (
+                    module,
+                    *(getattr(module, "layers", None) or ())[:1],
+                ):
+                    value = getattr(candidate, "batch_first", None)
+                    if isinstance(value, bool):
+                        flag = value
+                        break
+            cache[role] = flag
+        return cache[role]
+
+    def _modality_batch(self, role: str, inputs: Mapping[str, Any]) -> int | None:
+        keys: tuple[str, ...] = ()
+        if self.kind == "contrastive":  # images and texts are separate batches
+            keys = self.language_keys if role == "language_features" else self.vision_keys
+        for key in (*keys, *self.vision_keys, *self.language_keys):
+            value = inputs.get(key)
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return int(value.shape[0])
+        return None
 
     def _pool_mask(self, role: str, inputs: Mapping[str, Any], length: int) -> torch.Tensor | None:
         key = "attention_mask" if role == "language_features" else self.vision_mask_key
@@ -504,6 +580,11 @@ class GenericAdapter(ModelAdapter):
         extra_keys: other inputs passed to the model unchanged (neither vision nor language,
             e.g. a temperature or a task id). A model whose forward takes ``**kwargs`` gets only
             the declared keys; an undeclared one is dropped with a warning (once per key).
+        feature_layouts: role -> ``"batch_first"`` (``(B, N, D)``) or ``"sequence_first"``
+            (``(N, B, D)``) for roles whose module gives a 3-D feature. Needed only when it
+            cannot be found: a module with a ``batch_first`` flag (``nn.GRU``,
+            ``nn.TransformerEncoder``, ...) tells it, and otherwise the dimension equal to the
+            batch size does, unless the sequence length equals the batch size.
 
     Example:
         >>> import torch, causalvl
@@ -535,6 +616,7 @@ class GenericAdapter(ModelAdapter):
         special_token_ids: Iterable[int] = (),
         required_keys: Iterable[str] | None = None,
         extra_keys: Iterable[str] = (),
+        feature_layouts: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.vision_keys = _key_tuple("vision_keys", vision_keys)
@@ -545,6 +627,13 @@ class GenericAdapter(ModelAdapter):
         if overlap:
             raise ConfigError(f"keys {sorted(overlap)} are listed as both vision and language.")
         self.extra_keys = _key_tuple("extra_keys", extra_keys)
+        self.feature_layouts = dict(feature_layouts or {})
+        for role, layout in self.feature_layouts.items():
+            if layout not in ("batch_first", "sequence_first"):
+                raise ConfigError(
+                    f"feature_layouts[{role!r}] = {layout!r}; choose 'batch_first' or "
+                    "'sequence_first'."
+                )
         both = set(self.extra_keys) & (set(self.vision_keys) | set(self.language_keys))
         if both:
             raise ConfigError(
@@ -592,6 +681,7 @@ class GenericAdapter(ModelAdapter):
             "special_token_ids": sorted(self._special),
             "required_keys": list(self.required_keys),
             "extra_keys": list(self.extra_keys),
+            "feature_layouts": dict(self.feature_layouts),
             "custom_logits": self._logits_fn is not None,
         }
 
@@ -608,6 +698,7 @@ class GenericAdapter(ModelAdapter):
             "special_token_ids",
             "required_keys",
             "extra_keys",
+            "feature_layouts",
         )
         return cls(**{k: spec[k] for k in names if k in spec})
 
