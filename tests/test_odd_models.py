@@ -457,3 +457,47 @@ def test_sequence_first_layout_is_found_from_shapes_or_refused_when_ambiguous():
     declared = _seq_adapter("enc", feature_layouts={"language_features": "sequence_first"})
     vl = causalvl.intervene(SeqFirstNet(flagged=False), cfg, adapter=declared)
     _question_features_are_per_example(vl, _seq_batch(4, 4))
+
+
+# -- backdoor targets inside gradient-checkpointed layers ----------------------------------
+def _checkpointed_vilt(reentrant):
+    from conftest import make_vilt
+
+    torch.manual_seed(0)
+    model = make_vilt()
+    kwargs = {"use_reentrant": reentrant}
+    if hasattr(model, "activation_checkpointing_enable"):  # the newer name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    return model
+
+
+def _backdoor(target):
+    d = causalvl.ConfounderDictionary(
+        torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    )
+    return causalvl.BackdoorConfig(
+        target=target, dictionary=d, feature_dim=32, combine="residual", project=True
+    )
+
+
+@pytest.mark.parametrize("reentrant", [True, False])
+def test_backdoor_inside_a_checkpointed_layer_is_refused(reentrant):
+    from conftest import inputs_for
+
+    inner = "vilt.encoder.layer.0.output.dense"
+    with pytest.raises(causalvl.ConfigError, match="gradient checkpointing"):
+        causalvl.intervene(_checkpointed_vilt(reentrant).train(), _backdoor(inner))
+    vl = causalvl.intervene(_checkpointed_vilt(reentrant).eval(), _backdoor(inner))
+    batch = {**inputs_for("vilt", 2), "labels": torch.tensor([0, 1])}
+    vl(batch)  # evaluation recomputes nothing: fine
+    vl.train()
+    with pytest.raises(causalvl.ConfigError, match=r"runs inside 'vilt\.encoder\.layer\.0'"):
+        vl(batch)
+    # the checkpointed layer itself, or a module outside it, trains
+    for target in ("vilt.encoder.layer.0", "vilt.pooler"):
+        vl = causalvl.intervene(_checkpointed_vilt(reentrant).train(), _backdoor(target))
+        vl.objective(vl(batch), batch).loss.backward()
+        grads = [p.grad for p in vl.intervention_parameters()]
+        assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
