@@ -253,6 +253,12 @@ class ModelAdapter:
                     f"inputs disagree on the batch size: {sizes} (first dimension of each). "
                     "Every vision and language input needs one row per example; repeat the "
                     "image (e.g. pixel_values.expand(batch, ...)) or the text so they match."
+                    + (
+                        " (A model that scores every image against a set of candidate texts, "
+                        "logits (num_images, num_texts), is GenericAdapter(kind='contrastive').)"
+                        if isinstance(self, GenericAdapter) and self.kind != "contrastive"
+                        else ""
+                    )
                 )
         ids = next(
             (
