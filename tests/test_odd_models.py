@@ -501,3 +501,27 @@ def test_backdoor_inside_a_checkpointed_layer_is_refused(reentrant):
         vl.objective(vl(batch), batch).loss.backward()
         grads = [p.grad for p in vl.intervention_parameters()]
         assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_transformer_encoder_layout_comes_from_its_layers(batch_first):
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.img = torch.nn.Linear(4, 8)
+            self.emb = torch.nn.Embedding(10, 8)
+            layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=batch_first)
+            self.enc = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+            self.head = torch.nn.Linear(8, 3)
+
+        def forward(self, image, tokens):
+            x = self.emb(tokens)
+            x = self.enc(x if batch_first else x.transpose(0, 1))
+            pooled = x.mean(1) if batch_first else x.mean(0)
+            return self.head(self.img(image) * pooled)
+
+    torch.manual_seed(0)
+    vl = causalvl.intervene(
+        Net().eval(), causalvl.RUBiConfig(hidden=(8,), num_answers=3), adapter=_seq_adapter("enc")
+    ).eval()
+    _question_features_are_per_example(vl, _seq_batch(4, 4))

@@ -373,14 +373,15 @@ class ModelAdapter:
                     module = self.resolve(role)[1]
                 except (NoMatchingModuleError, ConfigError):
                     module = None
-                for candidate in (
-                    module,
-                    *(getattr(module, "layers", None) or ())[:1],
-                ):
-                    value = getattr(candidate, "batch_first", None)
-                    if isinstance(value, bool):
-                        flag = value
-                        break
+                # nn.RNN / nn.MultiheadAttention / nn.Transformer carry the flag themselves,
+                # nn.TransformerEncoderLayer on its self_attn, nn.TransformerEncoder on its layers
+                layers = getattr(module, "layers", None)
+                first = layers[0] if isinstance(layers, nn.ModuleList) and len(layers) else None
+                for candidate in (module, first):
+                    for owner in (candidate, getattr(candidate, "self_attn", None)):
+                        value = getattr(owner, "batch_first", None)
+                        if flag is None and isinstance(value, bool):
+                            flag = value
             cache[role] = flag
         return cache[role]
 
