@@ -99,6 +99,27 @@ class HookManager:
         self.remove()
 
 
+def did_not_run_message(model: nn.Module, path: str, what: str) -> str:
+    """Explain that the module at ``path`` (the target of ``what``) did not run in a forward."""
+    module = model.get_submodule(path)
+    children = [f"{path}.{name}" for name, _ in module.named_children()][:6]
+    hint = (
+        f" Its submodules: {', '.join(children)}; point the target at one of them (or at the "
+        "module whose output is the feature you mean), e.g. with "
+        "causalvl.GenericAdapter(roles={...}) or the config's role / target field."
+        if children
+        else " Point the target at a module that runs, e.g. with causalvl.GenericAdapter(roles=...)"
+        " or the config's role / target field."
+    )
+    return (
+        f"{what} resolves to module {path!r} ({type(module).__name__}), but that module's "
+        f"forward did not run during {type(model).__name__}'s forward: the model calls its "
+        "parts directly (e.g. the embeddings and layers one by one) instead of calling it, so "
+        "nothing can be captured or edited there." + hint + " causalvl.inspect_targets(model, "
+        "inputs=...) shows which roles run."
+    )
+
+
 def count_hooks(model: nn.Module) -> int:
     """Number of forward, forward-pre and backward hooks on ``model`` and its submodules."""
     total = 0

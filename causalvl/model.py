@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,12 @@ from torch import nn
 
 from ._version import __version__
 from .adapters.base import ModelAdapter, get_adapter
+from .adapters.state import (
+    adapter_for_load,
+    adapter_metadata,
+    restore_adapter_state,
+    save_adapter_state,
+)
 from .config import InterventionConfig, as_config_list, atomic_destination, atomic_write_text
 from .errors import (
     AlreadyIntervenedError,
@@ -26,7 +34,7 @@ from .errors import (
     InterventionStateError,
     NoMatchingModuleError,
 )
-from .hooks import HookManager, get_primary
+from .hooks import HookManager, did_not_run_message, get_primary
 from .interventions.base import ForwardState, Intervention, implementation_for
 from .outputs import InterventionOutput, ObjectiveOutput
 
@@ -41,8 +49,95 @@ class _CallableModule(nn.Module):
         super().__init__()
         self.fn = fn
 
-    def forward(self, **inputs: Any) -> Any:
-        return self.fn(**inputs)
+    def forward(self, *args: Any, **inputs: Any) -> Any:
+        return self.fn(*args, **inputs)
+
+
+@dataclass(frozen=True)
+class _CallPlan:
+    """How a forward takes its inputs: names of positional-only parameters (in order), names
+    it accepts by keyword, and whether it has ``*args`` / ``**kwargs``."""
+
+    positional_only: tuple[str, ...]
+    keywords: frozenset[str]
+    var_positional: bool
+    var_keyword: bool
+
+    @property
+    def plain(self) -> bool:
+        """Every input can go by keyword (the common case: ``model(**inputs)``)."""
+        return not self.positional_only and (self.var_keyword or not self.var_positional)
+
+
+_PLANS: weakref.WeakKeyDictionary[Any, _CallPlan] = weakref.WeakKeyDictionary()
+
+
+def _call_plan(model: nn.Module) -> _CallPlan | None:
+    """The :class:`_CallPlan` of ``model``'s forward (``None`` when it has no signature)."""
+    target = model.fn if isinstance(model, _CallableModule) else getattr(model, "forward", model)
+    ident = getattr(target, "__func__", target)
+    try:
+        cached = _PLANS.get(ident)
+    except TypeError:  # not weak-referenceable
+        cached = None
+    if cached is not None:
+        return cached
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    kinds = inspect.Parameter
+    plan = _CallPlan(
+        positional_only=tuple(p.name for p in params if p.kind is kinds.POSITIONAL_ONLY),
+        keywords=frozenset(
+            p.name for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+        ),
+        var_positional=any(p.kind is kinds.VAR_POSITIONAL for p in params),
+        var_keyword=any(p.kind is kinds.VAR_KEYWORD for p in params),
+    )
+    with contextlib.suppress(TypeError):
+        _PLANS[ident] = plan
+    return plan
+
+
+def _wrap_hint(model: nn.Module, keys: Iterable[str]) -> str:
+    call = ", ".join(f"kw[{k!r}]" for k in keys)
+    name = "fn" if isinstance(model, _CallableModule) else "model"
+    return (
+        f"Wrap it so that it takes keywords, e.g. causalvl.intervene(lambda **kw: {name}({call}), "
+        "config, adapter=causalvl.GenericAdapter(...)), or give its forward named parameters."
+    )
+
+
+def _call_model(model: nn.Module, inputs: Mapping[str, Any]) -> Any:
+    """Call ``model`` with ``inputs`` the way its forward takes them: by keyword, and
+    positional-only parameters by position (matched by name)."""
+    plan = _call_plan(model)
+    if plan is None or plan.plain:
+        return model(**inputs)
+    rest = dict(inputs)
+    args = []
+    for i, name in enumerate(plan.positional_only):
+        if name not in rest:
+            later = [n for n in plan.positional_only[i + 1 :] if n in rest]
+            if later:
+                raise InputError(
+                    f"{type(model).__name__}'s forward takes {list(plan.positional_only)} by "
+                    f"position only; input {name!r} is missing, so {later} cannot be placed. "
+                    "Pass every positional-only input."
+                )
+            break
+        args.append(rest.pop(name))
+    unplaced = [k for k in rest if k not in plan.keywords]
+    if unplaced and not plan.var_keyword:
+        raise InputError(
+            f"{type(model).__name__}'s forward cannot take inputs {unplaced} by name (its "
+            f"parameters: positional-only {list(plan.positional_only)}, by keyword "
+            f"{sorted(plan.keywords)}{', *args' if plan.var_positional else ''}); causalvl "
+            "passes inputs by name and cannot tell which position each one belongs to. "
+            + _wrap_hint(model, inputs)
+        )
+    return model(*args, **rest)
 
 
 class IntervenedModel(nn.Module):
@@ -69,6 +164,7 @@ class IntervenedModel(nn.Module):
         for i, cfg in enumerate(self.configs):
             impl = implementation_for(cfg)(cfg, base_model, adapter)
             self.interventions[f"{i}_{cfg.type}"] = impl
+        self._check_call_plan()
         self._disabled = False
         self._generator = torch.Generator().manual_seed(seed)
         self._roles = self._resolve_capture_roles()
@@ -83,6 +179,22 @@ class IntervenedModel(nn.Module):
                 if role not in out:
                     out[role] = self.adapter.resolve(role, self.base_model)[0]
         return out
+
+    def _check_call_plan(self) -> None:
+        """Refuse, up front, a ``*args`` forward that cannot take the declared inputs."""
+        plan = _call_plan(self.base_model)
+        if plan is None or plan.var_keyword or not plan.var_positional:
+            return
+        declared = dict.fromkeys(
+            (*self.adapter.vision_keys, *self.adapter.language_keys, *self.adapter.required_keys)
+        )
+        unplaced = [k for k in declared if k not in plan.keywords | set(plan.positional_only)]
+        if unplaced:
+            raise ConfigError(
+                f"{type(self.unwrap()).__name__}'s forward takes *args and none of the inputs "
+                f"{unplaced} by name; causalvl passes inputs by name and cannot tell which "
+                "position each one belongs to. " + _wrap_hint(self.base_model, declared)
+            )
 
     def _impls(self) -> list[Intervention]:
         return list(self.interventions.values())  # type: ignore[arg-type]
@@ -106,7 +218,7 @@ class IntervenedModel(nn.Module):
         return inputs
 
     def _run_base(self, inputs: Mapping[str, Any]) -> tuple[Any, torch.Tensor]:
-        raw = self.base_model(**inputs)
+        raw = _call_model(self.base_model, inputs)
         return raw, self.adapter.logits(raw, inputs)
 
     # -- forward --------------------------------------------------------------------------
@@ -139,6 +251,11 @@ class IntervenedModel(nn.Module):
                 raw, logits = self._run_base(inputs)
             finally:
                 capture.remove()
+            for role, path in self._roles.items():
+                if role not in raw_features:
+                    raise InterventionStateError(
+                        did_not_run_message(self.base_model, path, f"role {role!r}")
+                    )
 
             def run(other: Mapping[str, Any]) -> torch.Tensor:
                 box["inputs"] = other
@@ -253,14 +370,30 @@ class IntervenedModel(nn.Module):
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         """Generate with the base model; interventions that define ``generate`` (counterfactual
-        decoding) take over the decoding loop."""
-        for impl in self._impls():
-            gen = getattr(impl, "generate", None)
-            if callable(gen) and not self._disabled:
-                return gen(self.base_model, self.adapter, *args, **kwargs)
+        decoding) take over the decoding loop. The edit hooks of every intervention (e.g. a
+        backdoor adjustment) are active during generation, on every branch, as in
+        :meth:`forward`."""
+        if not self._disabled:
+            for impl in self._impls():
+                gen = getattr(impl, "generate", None)
+                if callable(gen):
+                    with self._edit_hooks(kwargs):
+                        return gen(self.base_model, self.adapter, *args, **kwargs)
         if not hasattr(self.base_model, "generate"):
             raise InterventionStateError(f"{type(self.base_model).__name__} cannot generate.")
-        return self.base_model.generate(*args, **kwargs)
+        if self._disabled:
+            return self.base_model.generate(*args, **kwargs)
+        with self._edit_hooks(kwargs):
+            return self.base_model.generate(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _edit_hooks(self, inputs: Mapping[str, Any]) -> Iterator[None]:
+        """Every intervention's edit hooks on the base model for the block; removed on exit."""
+        box: dict[str, Any] = {"inputs": dict(inputs)}
+        with HookManager() as hooks:
+            for impl in self._impls():
+                impl.install(hooks, box)
+            yield
 
     def intervention_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the interventions only (not the base model)."""
@@ -271,7 +404,10 @@ class IntervenedModel(nn.Module):
         """Write ``intervention_config.json`` and ``intervention_weights.safetensors``.
 
         Only intervention parameters and buffers are written (never the base model); both
-        files are written atomically. Returns the directory.
+        files are written atomically. A :class:`~causalvl.GenericAdapter` is described in the
+        config (so :func:`load` rebuilds it), and a vision mean fitted with
+        ``vl.adapter.fit_vision_mean`` goes to ``adapter_state.safetensors``. Returns the
+        directory.
         """
         from safetensors.torch import save_file
 
@@ -283,9 +419,10 @@ class IntervenedModel(nn.Module):
         }
         with atomic_destination(directory / WEIGHTS_NAME) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt", "causalvl_version": __version__})
+        save_adapter_state(self.adapter, directory)
         meta = {
             "causalvl_version": __version__,
-            "adapter": self.adapter.family or "generic",
+            **adapter_metadata(self.adapter),
             "interventions": [c.to_dict() for c in self.configs],
         }
         atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
@@ -421,6 +558,7 @@ def load(
         raise CheckpointError(
             f"{cfg_path} is corrupted or not an intervention config: {exc}"
         ) from exc
+    adapter = adapter_for_load(meta, model, adapter, cfg_path)
     vl = intervene(model, configs, adapter=adapter)
     try:
         tensors = load_file(str(w_path), device="cpu")
@@ -441,6 +579,7 @@ def load(
                 f"{tuple(expected[key].shape)} (saved for a different model size?)."
             )
     vl.interventions.load_state_dict(tensors, strict=True)
+    restore_adapter_state(vl.adapter, directory)
     return vl
 
 
@@ -452,35 +591,86 @@ class TargetInfo:
     path: str | None
     module_type: str | None
     error: str | None = None
+    #: whether the module's forward ran on the ``inputs`` given to :func:`inspect_targets`
+    #: (``None`` when no inputs were given)
+    ran: bool | None = None
 
 
 def inspect_targets(
-    model: nn.Module | IntervenedModel, *, adapter: ModelAdapter | str = "auto"
+    model: nn.Module | IntervenedModel,
+    *,
+    adapter: ModelAdapter | str = "auto",
+    inputs: Mapping[str, Any] | None = None,
 ) -> list[TargetInfo]:
     """List the adapter's roles and the module each resolves to.
 
+    A module can exist and still never run: some models call a submodule's parts one by one
+    (BridgeTower calls ``text_model.embeddings`` and the layers, never ``text_model``). Pass
+    ``inputs`` (one batch) to run the model once, without gradients, and fill ``ran`` (and
+    ``error``) for each role.
+
     Example:
-        >>> import causalvl
+        >>> import torch, causalvl
         >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
         >>> [t.role for t in causalvl.inspect_targets(net)]
         ['fused', 'language_features', 'vision_features']
+        >>> batch = {"pixel_values": torch.rand(1, 3, 8, 8), "input_ids": torch.tensor([[1, 2]])}
+        >>> [t.ran for t in causalvl.inspect_targets(net, inputs=batch)]
+        [True, True, True]
     """
     if isinstance(model, IntervenedModel):
         bound, base = model.adapter, model.base_model
     else:
+        if not isinstance(model, nn.Module) and callable(model):
+            model = _CallableModule(model)
         bound, base = get_adapter(model, adapter), model
-    out = []
+    found: list[tuple[str, str | None, nn.Module | None, str | None]] = []
+    several: dict[str, TargetInfo] = {}
     for role in sorted(bound.roles):
         try:
             path, module = bound.resolve(role, base)
-            out.append(TargetInfo(role, path, type(module).__name__))
+            found.append((role, path, module, None))
         except NoMatchingModuleError as exc:
             many = _all_matches(base, bound.roles.get(role, role))
             if len(many) > 1:  # a role naming several blocks (CATT's attention_layers)
                 kinds = sorted({type(m).__name__ for _, m in many})
-                out.append(TargetInfo(role, bound.roles[role], f"{len(many)} x {'/'.join(kinds)}"))
-            else:
-                out.append(TargetInfo(role, None, None, str(exc)))
+                several[role] = TargetInfo(
+                    role, bound.roles[role], f"{len(many)} x {'/'.join(kinds)}"
+                )
+            found.append((role, None, None, str(exc)))
+    ran: set[str] = set()
+    if inputs is not None:
+        if not isinstance(inputs, Mapping):
+            raise InputError(
+                f"inspect_targets(inputs=...) takes one batch (a mapping), got "
+                f"{type(inputs).__name__}."
+            )
+        model_inputs = bound.model_inputs(inputs)
+        bound.validate_inputs(model_inputs)
+
+        def _mark(path: str) -> Callable[..., None]:
+            def _causalvl_ran_hook(module: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
+                ran.add(path)
+
+            return _causalvl_ran_hook
+
+        with HookManager() as hooks, torch.no_grad():
+            for _, path, module, _ in found:
+                if module is not None:
+                    hooks.add_forward_hook(module, _mark(path))
+            _call_model(base, model_inputs)
+    out = []
+    for role, path, module, error in found:
+        if role in several:
+            out.append(several[role])
+            continue
+        if module is None:
+            out.append(TargetInfo(role, None, None, error))
+            continue
+        did_run = None if inputs is None else path in ran
+        if did_run is False:
+            error = did_not_run_message(base, path, f"role {role!r}")
+        out.append(TargetInfo(role, path, type(module).__name__, error, did_run))
     return out
 
 

@@ -18,6 +18,7 @@ import copy
 import difflib
 import inspect
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +26,26 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
+
+#: batch keys that are labels or metadata, never model inputs (see docs/architecture.md)
+BATCH_METADATA_KEYS = frozenset(
+    {
+        "labels",
+        "group",
+        "group_id",
+        "bias_aligned",
+        "question_type",
+        "context_class",
+        "position",
+        "image_index",
+        "image_label",
+        "colour",
+        "left_class",
+        "right_class",
+        "statement_type",
+        "target_position",
+    }
+)
 
 RemoveKind = Literal["vision", "language"]
 VISION_MODES = ("zeros", "mean", "shuffle", "noise", "mask")
@@ -54,6 +75,21 @@ class ModelAdapter:
     vision_mask_key: str | None = None
     #: float input keys whose dtype must match the model's floating dtype
     float_keys: tuple[str, ...] = ()
+    #: other inputs passed to the model unchanged (neither vision nor language)
+    extra_keys: tuple[str, ...] = ()
+    #: role -> ``"batch_first"`` / ``"sequence_first"`` layout of its 3-D feature
+    feature_layouts: Mapping[str, str] = {}
+    #: the model generates text (next-token logits ``(batch, length, vocab)``), so it has no
+    #: fixed answer set for discriminative objectives (CF-VQA, RUBi, LMH, GGE)
+    generative: ClassVar[bool] = False
+    #: rank each input must have when present (checked by :meth:`validate_inputs`)
+    input_ranks: ClassVar[Mapping[str, int]] = {
+        "input_ids": 2,
+        "attention_mask": 2,
+        "token_type_ids": 2,
+    }
+    #: vision / language keys whose first dimension is not the batch (e.g. Qwen2-VL's patches)
+    unbatched_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None
@@ -63,6 +99,8 @@ class ModelAdapter:
     def bind(self, model: nn.Module) -> ModelAdapter:
         """A copy of this adapter bound to ``model`` (the user's adapter object is not mutated)."""
         bound = copy.copy(self)
+        for cache in ("_found_layouts", "_batch_first_flags", "_warned_undeclared"):
+            bound.__dict__.pop(cache, None)  # per-model state starts afresh
         bound.vision_mean = dict(self.vision_mean)
         bound.model = model
         bound._check_roles(model)
@@ -125,11 +163,36 @@ class ModelAdapter:
                 f"a batch must be a mapping of input names to tensors, got {type(batch).__name__}."
             )
         keys = self.input_keys
-        declared = set(self.vision_keys) | set(self.language_keys) | set(self.required_keys)
+        declared = (
+            set(self.vision_keys)
+            | set(self.language_keys)
+            | set(self.required_keys)
+            | set(self.extra_keys)
+        )
         if keys is None:
-            return {k: v for k, v in batch.items() if k in declared} if declared else dict(batch)
+            if not declared:
+                return dict(batch)
+            self._warn_undeclared([k for k in batch if k not in declared])
+            return {k: v for k, v in batch.items() if k in declared}
         accepted = (keys | declared) - {"labels", "return_loss", "return_dict"}
         return {k: v for k, v in batch.items() if k in accepted}
+
+    def _warn_undeclared(self, dropped: list[str]) -> None:
+        """Warn (once per key) that inputs of a ``forward(**kwargs)`` model were dropped."""
+        unknown = [k for k in dropped if k not in BATCH_METADATA_KEYS]
+        warned = self.__dict__.setdefault("_warned_undeclared", set())
+        new = [k for k in unknown if k not in warned]
+        if not new:
+            return
+        warned.update(new)
+        warnings.warn(
+            f"inputs {new} are not declared by the {self.family or 'generic'} adapter and are "
+            "not passed to the model (its forward takes **kwargs, so causalvl cannot tell "
+            "model inputs from metadata). To pass them, declare them: "
+            f"GenericAdapter(..., extra_keys={new}); to silence this, drop them from the batch.",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def validate_inputs(self, inputs: Mapping[str, Any]) -> None:
         """Raise :class:`InputError` for missing keys, empty batches or wrong dtypes."""
@@ -160,6 +223,64 @@ class ModelAdapter:
                     f"input {key!r} has dtype {value.dtype}; it must be a floating tensor "
                     "(convert with .float() or use the model's image processor)."
                 )
+            rank = self.input_ranks.get(key)
+            if rank is not None and value.dim() != rank:
+                raise InputError(
+                    f"input {key!r} has shape {tuple(value.shape)} ({value.dim()}-D); the "
+                    f"{name} adapter expects a {rank}-D tensor. Build inputs with the model's "
+                    "processor (one row per example), or reshape, e.g. input_ids of shape "
+                    "(batch, length)."
+                )
+        self._check_batch_sizes(inputs)
+
+    def _batch_groups(self) -> list[tuple[str, ...]]:
+        """Groups of input keys that must share their first (batch) dimension."""
+        vision = tuple(k for k in self.vision_keys if k not in self.unbatched_keys)
+        language = tuple(k for k in self.language_keys if k not in self.unbatched_keys)
+        if self.kind == "contrastive":  # images and candidate texts are separate batches
+            return [vision, language]
+        return [vision + language]
+
+    def _check_batch_sizes(self, inputs: Mapping[str, Any]) -> None:
+        for group in self._batch_groups():
+            sizes = {
+                k: int(v.shape[0])
+                for k in group
+                if isinstance(v := inputs.get(k), torch.Tensor) and v.dim() > 0
+            }
+            if len(set(sizes.values())) > 1:
+                raise InputError(
+                    f"inputs disagree on the batch size: {sizes} (first dimension of each). "
+                    "Every vision and language input needs one row per example; repeat the "
+                    "image (e.g. pixel_values.expand(batch, ...)) or the text so they match."
+                    + (
+                        " (A model that scores every image against a set of candidate texts, "
+                        "logits (num_images, num_texts), is GenericAdapter(kind='contrastive').)"
+                        if isinstance(self, GenericAdapter) and self.kind != "contrastive"
+                        else ""
+                    )
+                )
+        ids = next(
+            (
+                k
+                for k in self.language_keys
+                if k.endswith("input_ids") and isinstance(inputs.get(k), torch.Tensor)
+            ),
+            None,
+        )
+        if ids is not None:
+            shape = tuple(inputs[ids].shape)
+            for k in ("attention_mask", "token_type_ids"):
+                v = inputs.get(k)
+                if (
+                    k in self.language_keys
+                    and isinstance(v, torch.Tensor)
+                    and tuple(v.shape) != shape
+                ):
+                    raise InputError(
+                        f"input {k!r} has shape {tuple(v.shape)} but {ids!r} has {shape}; a "
+                        "per-token input needs one entry per token."
+                    )
 
     def batch_size(self, inputs: Mapping[str, Any]) -> int:
         for key in (*self.vision_keys, *self.language_keys, *inputs):
@@ -188,10 +309,13 @@ class ModelAdapter:
 
         ``(B, D)`` is kept; ``(B, N, D)`` is averaged over N (masked by the attention mask of the
         role's modality when the lengths agree); ``(B, D, H, W)`` is averaged over H and W.
+        A sequence-first ``(N, B, D)`` feature is transposed first (see :meth:`feature_layout`).
         """
         if feature.dim() == 2:
             return feature
         if feature.dim() == 3:
+            if self.feature_layout(role, feature, inputs) == "sequence_first":
+                feature = feature.transpose(0, 1)
             mask = self._pool_mask(role, inputs, feature.shape[1])
             if mask is not None:
                 mask = mask.to(feature.dtype).unsqueeze(-1)
@@ -200,6 +324,76 @@ class ModelAdapter:
         if feature.dim() == 4:
             return feature.mean(dim=(2, 3))
         raise InputError(f"cannot pool role {role!r} feature of shape {tuple(feature.shape)}.")
+
+    def feature_layout(
+        self, role: str, feature: torch.Tensor, inputs: Mapping[str, Any]
+    ) -> Literal["batch_first", "sequence_first"]:
+        """Whether a 3-D feature of ``role`` is ``(B, N, D)`` or ``(N, B, D)``.
+
+        In order: the adapter's ``feature_layouts[role]``; the role module's own ``batch_first``
+        flag (``nn.GRU`` / ``nn.LSTM`` / ``nn.RNN``, ``nn.MultiheadAttention``,
+        ``nn.Transformer*``); ``"batch_first"`` for the built-in families (Hugging Face models
+        are batch-first); for a generic adapter, the dimension that equals the batch size. When
+        both do (sequence length == batch size) the layout found on an earlier call is reused;
+        with none, :class:`InputError` asks for ``GenericAdapter(feature_layouts=...)``.
+        """
+        declared = self.feature_layouts.get(role)
+        if declared is not None:
+            return declared  # type: ignore[return-value]
+        flag = self._module_batch_first(role)
+        if flag is not None:
+            return "batch_first" if flag else "sequence_first"
+        if not isinstance(self, GenericAdapter):
+            return "batch_first"
+        batch = self._modality_batch(role, inputs)
+        known = self.__dict__.setdefault("_found_layouts", {})
+        if batch is None:
+            return known.get(role, "batch_first")
+        first, second = int(feature.shape[0]) == batch, int(feature.shape[1]) == batch
+        if first and not second:
+            known[role] = "batch_first"
+        elif second and not first:
+            known[role] = "sequence_first"
+        elif first and second and batch > 1 and role not in known:
+            raise InputError(
+                f"role {role!r} gives a feature of shape {tuple(feature.shape)}: its sequence "
+                f"length equals the batch size ({batch}), so causalvl cannot tell (batch, "
+                "length, dim) from (length, batch, dim), and guessing wrong would mix examples. "
+                "Declare it: GenericAdapter(..., feature_layouts={"
+                f"{role!r}: 'batch_first'}}) or 'sequence_first'."
+            )
+        return known.get(role, "batch_first")
+
+    def _module_batch_first(self, role: str) -> bool | None:
+        cache = self.__dict__.setdefault("_batch_first_flags", {})
+        if role not in cache:
+            flag = None
+            if self.model is not None:
+                try:
+                    module = self.resolve(role)[1]
+                except (NoMatchingModuleError, ConfigError):
+                    module = None
+                # nn.RNN / nn.MultiheadAttention / nn.Transformer carry the flag themselves,
+                # nn.TransformerEncoderLayer on its self_attn, nn.TransformerEncoder on its layers
+                layers = getattr(module, "layers", None)
+                first = layers[0] if isinstance(layers, nn.ModuleList) and len(layers) else None
+                for candidate in (module, first):
+                    for owner in (candidate, getattr(candidate, "self_attn", None)):
+                        value = getattr(owner, "batch_first", None)
+                        if flag is None and isinstance(value, bool):
+                            flag = value
+            cache[role] = flag
+        return cache[role]
+
+    def _modality_batch(self, role: str, inputs: Mapping[str, Any]) -> int | None:
+        keys: tuple[str, ...] = ()
+        if self.kind == "contrastive":  # images and texts are separate batches
+            keys = self.language_keys if role == "language_features" else self.vision_keys
+        for key in (*keys, *self.vision_keys, *self.language_keys):
+            value = inputs.get(key)
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                return int(value.shape[0])
+        return None
 
     def _pool_mask(self, role: str, inputs: Mapping[str, Any], length: int) -> torch.Tensor | None:
         key = "attention_mask" if role == "language_features" else self.vision_mask_key
@@ -390,6 +584,14 @@ class GenericAdapter(ModelAdapter):
         special_token_ids: token ids kept when language is removed.
         required_keys: inputs the model cannot run without (default: all vision and language
             keys).
+        extra_keys: other inputs passed to the model unchanged (neither vision nor language,
+            e.g. a temperature or a task id). A model whose forward takes ``**kwargs`` gets only
+            the declared keys; an undeclared one is dropped with a warning (once per key).
+        feature_layouts: role -> ``"batch_first"`` (``(B, N, D)``) or ``"sequence_first"``
+            (``(N, B, D)``) for roles whose module gives a 3-D feature. Needed only when it
+            cannot be found: a module with a ``batch_first`` flag (``nn.GRU``,
+            ``nn.TransformerEncoder``, ...) tells it, and otherwise the dimension equal to the
+            batch size does, unless the sequence length equals the batch size.
 
     Example:
         >>> import torch, causalvl
@@ -420,6 +622,8 @@ class GenericAdapter(ModelAdapter):
         pad_token_id: int = 0,
         special_token_ids: Iterable[int] = (),
         required_keys: Iterable[str] | None = None,
+        extra_keys: Iterable[str] = (),
+        feature_layouts: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.vision_keys = _key_tuple("vision_keys", vision_keys)
@@ -429,6 +633,20 @@ class GenericAdapter(ModelAdapter):
         overlap = set(self.vision_keys) & set(self.language_keys)
         if overlap:
             raise ConfigError(f"keys {sorted(overlap)} are listed as both vision and language.")
+        self.extra_keys = _key_tuple("extra_keys", extra_keys)
+        self.feature_layouts = dict(feature_layouts or {})
+        for role, layout in self.feature_layouts.items():
+            if layout not in ("batch_first", "sequence_first"):
+                raise ConfigError(
+                    f"feature_layouts[{role!r}] = {layout!r}; choose 'batch_first' or "
+                    "'sequence_first'."
+                )
+        both = set(self.extra_keys) & (set(self.vision_keys) | set(self.language_keys))
+        if both:
+            raise ConfigError(
+                f"keys {sorted(both)} are listed as extra_keys and as vision or language keys; "
+                "list each key once."
+            )
         if logits is not None and not callable(logits):
             raise ConfigError(f"GenericAdapter(logits=...) must be callable, got {logits!r}.")
         if kind not in ("classifier", "contrastive"):
@@ -454,6 +672,42 @@ class GenericAdapter(ModelAdapter):
     @property
     def special_token_ids(self) -> frozenset[int]:
         return self._special
+
+    def to_dict(self) -> dict[str, Any]:
+        """The constructor arguments as JSON-ready values (what ``save_pretrained`` stores so
+        that ``causalvl.load`` can rebuild the adapter). A ``logits`` callable cannot be
+        stored: ``"custom_logits"`` records that one was given."""
+        return {
+            "class": type(self).__name__,
+            "vision_keys": list(self.vision_keys),
+            "language_keys": list(self.language_keys),
+            "roles": dict(self.roles),
+            "kind": self.kind,
+            "vision_mask_key": self.vision_mask_key,
+            "pad_token_id": self._pad,
+            "special_token_ids": sorted(self._special),
+            "required_keys": list(self.required_keys),
+            "extra_keys": list(self.extra_keys),
+            "feature_layouts": dict(self.feature_layouts),
+            "custom_logits": self._logits_fn is not None,
+        }
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> GenericAdapter:
+        """Rebuild an adapter saved with :meth:`to_dict` (without a ``logits`` callable)."""
+        names = (
+            "vision_keys",
+            "language_keys",
+            "roles",
+            "kind",
+            "vision_mask_key",
+            "pad_token_id",
+            "special_token_ids",
+            "required_keys",
+            "extra_keys",
+            "feature_layouts",
+        )
+        return cls(**{k: spec[k] for k in names if k in spec})
 
     def logits(self, output: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
         if self._logits_fn is not None:
@@ -585,7 +839,12 @@ def _forward_keys(model: nn.Module) -> frozenset[str] | None:
     return frozenset(
         n
         for n, p in params.items()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        if p.kind
+        in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            inspect.Parameter.KEYWORD_ONLY,
+        )
     )
 
 

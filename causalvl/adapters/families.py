@@ -25,6 +25,7 @@ class CLIPAdapter(ModelAdapter):
     language_keys = ("input_ids", "attention_mask")
     required_keys = ("pixel_values", "input_ids")
     float_keys = ("pixel_values",)
+    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 4}
     roles = {
         "vision_features": "visual_projection",
         "language_features": "text_projection",
@@ -62,6 +63,7 @@ class ViltAdapter(ModelAdapter):
     required_keys = ("pixel_values", "input_ids")
     float_keys = ("pixel_values",)
     vision_mask_key = "pixel_mask"
+    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 4, "pixel_mask": 3}
     roles = {
         "vision_features": "vilt.embeddings.patch_embeddings",
         "language_features": "vilt.embeddings.text_embeddings",
@@ -99,6 +101,7 @@ class LxmertAdapter(ModelAdapter):
     language_keys = ("input_ids", "attention_mask", "token_type_ids")
     required_keys = ("input_ids", "visual_feats", "visual_pos")
     float_keys = ("visual_feats", "visual_pos")
+    input_ranks = {**ModelAdapter.input_ranks, "visual_feats": 3, "visual_pos": 3}
     vision_mask_key = "visual_attention_mask"
     roles = {
         "vision_features": "lxmert.encoder.visn_fc",
@@ -127,6 +130,7 @@ class VisualBertAdapter(ModelAdapter):
     language_keys = ("input_ids", "attention_mask", "token_type_ids")
     required_keys = ("input_ids", "attention_mask", "visual_embeds")
     float_keys = ("visual_embeds",)
+    input_ranks = {**ModelAdapter.input_ranks, "visual_embeds": 3}
     vision_mask_key = "visual_attention_mask"
     roles = {
         "vision_features": "visual_bert.embeddings.visual_projection",

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ConfigError, InputError, UnsupportedModelError
-from .base import _REGISTRY, ModelAdapter, register_adapter
+from .base import _REGISTRY, ModelAdapter, derangement, register_adapter
 
 DECODING_COUNTERFACTUALS = ("noise", "blank", "no_image", "instruction")
 
@@ -66,6 +66,7 @@ class GenerativeAdapter(ModelAdapter):
     language_keys = ("input_ids", "attention_mask")
     required_keys = ("input_ids", "pixel_values")
     float_keys = ("pixel_values",)
+    generative: ClassVar[bool] = True
     pixel_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
     per_token_keys: ClassVar[tuple[str, ...]] = ("attention_mask",)
     marker_attrs: ClassVar[tuple[str, ...]] = ()
@@ -124,6 +125,17 @@ class GenerativeAdapter(ModelAdapter):
             if isinstance(value, int):
                 return value
         return None
+
+    def _batch_groups(self) -> list[tuple[str, ...]]:
+        # several images may belong to one prompt: only the per-token inputs share the batch
+        return [tuple(k for k in self.language_keys if k not in self.unbatched_keys)]
+
+    def batch_size(self, inputs: Mapping[str, Any]) -> int:
+        """Rows of ``input_ids`` (pixel inputs need not have one row per example)."""
+        ids = inputs.get("input_ids")
+        if isinstance(ids, torch.Tensor) and ids.dim() > 0:
+            return int(ids.shape[0])
+        return super().batch_size(inputs)
 
     def image_token_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         """``(B, L)`` bool: True on image placeholder tokens."""
@@ -331,6 +343,7 @@ class LlavaAdapter(GenerativeAdapter):
     family = "llava"
     vision_keys = ("pixel_values", "image_sizes")
     pixel_keys = ("pixel_values", "image_sizes")
+    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 4}
 
 
 @register_adapter("qwen2_vl", "qwen2_5_vl")
@@ -346,6 +359,13 @@ class Qwen2VLAdapter(GenerativeAdapter):
     language_keys = ("input_ids", "attention_mask", "mm_token_type_ids")
     pixel_keys = ("pixel_values", "image_grid_thw")
     per_token_keys = ("attention_mask", "mm_token_type_ids")
+    input_ranks = {
+        **ModelAdapter.input_ranks,
+        "mm_token_type_ids": 2,
+        "pixel_values": 2,
+        "image_grid_thw": 2,
+    }
+    unbatched_keys = ("pixel_values", "image_grid_thw")
     marker_attrs = ("vision_start_token_id", "vision_end_token_id")
     state_attrs = ("model.rope_deltas",)
     roles = {
@@ -353,6 +373,65 @@ class Qwen2VLAdapter(GenerativeAdapter):
         "language_features": "model.language_model.embed_tokens",
         "fused": "model.language_model.norm",
     }
+
+    def _remove_vision(
+        self, inputs: dict[str, Any], mode: str, generator: torch.Generator | None
+    ) -> dict[str, Any]:
+        if mode != "shuffle":
+            return super()._remove_vision(inputs, mode, generator)
+        # pixel_values holds the patches of every image one after another, not one row per
+        # example: shuffle whole images (image_grid_thw rows), and only between images of the
+        # same grid, which have the same number of image tokens in input_ids
+        pixels, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
+        ids = inputs.get("input_ids")
+        if not isinstance(pixels, torch.Tensor) or not isinstance(grid, torch.Tensor):
+            raise InputError(
+                "the qwen2_vl 'shuffle' counterfactual needs pixel_values and image_grid_thw; "
+                f"got keys {sorted(inputs)}."
+            )
+        if grid.dim() != 2 or grid.shape[1] != 3:
+            raise InputError(
+                f"image_grid_thw must have shape (num_images, 3), got {tuple(grid.shape)}."
+            )
+        sizes = [int(n) for n in grid.long().prod(-1)]
+        if sum(sizes) != pixels.shape[0]:
+            raise InputError(
+                f"image_grid_thw describes {sum(sizes)} patches but pixel_values holds "
+                f"{pixels.shape[0]} rows; pass the processor's pixel_values and image_grid_thw "
+                "together."
+            )
+        if isinstance(ids, torch.Tensor) and ids.dim() == 2:
+            per_row = self.image_token_mask(ids).any(1)
+            if int(per_row.sum()) != len(sizes) or len(sizes) != ids.shape[0]:
+                raise InputError(
+                    f"the qwen2_vl 'shuffle' counterfactual swaps images between examples and "
+                    f"needs exactly one image per example; got {len(sizes)} images for "
+                    f"{ids.shape[0]} examples. Use mode 'zeros', 'mean' or 'noise'."
+                )
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, row in enumerate(grid.tolist()):
+            groups.setdefault(tuple(int(v) for v in row), []).append(i)
+        lonely = [g for g, members in groups.items() if len(members) < 2]
+        if len(sizes) >= 2 and lonely:
+            raise InputError(
+                f"the qwen2_vl 'shuffle' counterfactual swaps images only between examples of "
+                f"the same image grid (they take the same number of image tokens), and grid(s) "
+                f"{lonely} occur once in this batch (grids {grid.tolist()}). Resize the images "
+                "to one size, batch images of equal size together, or use mode 'zeros', 'mean' "
+                "or 'noise'."
+            )
+        order = list(range(len(sizes)))
+        for members in groups.values():
+            perm = derangement(len(members), generator)
+            for j, src in zip(members, perm.tolist(), strict=True):
+                order[j] = members[src]
+        starts = [0]
+        for n in sizes:
+            starts.append(starts[-1] + n)
+        chunks = [pixels[starts[i] : starts[i + 1]] for i in order]
+        inputs["pixel_values"] = torch.cat(chunks) if chunks else pixels.clone()
+        inputs["image_grid_thw"] = grid[torch.tensor(order, dtype=torch.long, device=grid.device)]
+        return inputs
 
 
 @register_adapter("idefics3", "smolvlm")
@@ -367,11 +446,38 @@ class Idefics3Adapter(GenerativeAdapter):
     blank_value = 1e-6
     vision_keys = ("pixel_values", "pixel_attention_mask")
     pixel_keys = ("pixel_values", "pixel_attention_mask")
+    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 5, "pixel_attention_mask": 4}
     roles = {
         "vision_features": "model.connector",
         "language_features": "model.text_model.embed_tokens",
         "fused": "model.text_model.norm",
     }
+
+    def _remove_vision(
+        self, inputs: dict[str, Any], mode: str, generator: torch.Generator | None
+    ) -> dict[str, Any]:
+        # an all-zero crop is padding to Idefics3 / SmolVLM: the model drops it and the image
+        # tokens no longer match the image features. Crops that held an image get the blank
+        # value instead of zeros (crops that were padding in the inputs stay padding).
+        before = inputs.get("pixel_values")
+        out = super()._remove_vision(inputs, mode, generator)
+        after = out.get("pixel_values")
+        if (
+            isinstance(before, torch.Tensor)
+            and isinstance(after, torch.Tensor)
+            and after.is_floating_point()
+            and before.shape == after.shape
+            and before.dim() >= 3
+        ):
+            flat = before.dim() - 3  # the leading (batch, crops) dims of (..., 3, H, W)
+            was_image = (before != 0).flatten(flat).any(-1)
+            now_blank = (after == 0).flatten(flat).all(-1)
+            fix = was_image & now_blank
+            if bool(fix.any()):
+                after = after.clone()
+                after[fix] = self.blank_value
+                out["pixel_values"] = after
+        return out
 
 
 @register_adapter("paligemma")
@@ -384,6 +490,7 @@ class PaliGemmaAdapter(GenerativeAdapter):
     vision_keys = ("pixel_values",)
     language_keys = ("input_ids", "attention_mask", "token_type_ids")
     per_token_keys = ("attention_mask", "token_type_ids")
+    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 4}
 
 
 def generative_families() -> list[str]:

@@ -43,7 +43,7 @@ from torch import nn
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, InterventionStateError
-from ..hooks import HookManager, get_primary, replace_primary
+from ..hooks import HookManager, did_not_run_message, get_primary, replace_primary
 from .base import ForwardState, Intervention, implements, module_dtype_device
 from .confounders import ConfounderDictionary, FeatureCollection
 
@@ -259,6 +259,34 @@ class BackdoorConfig(InterventionConfig):
             self._fail("prototype_names", f"must hold {self.num_prototypes} names")
 
 
+def checkpointed_ancestor(model: nn.Module, path: str) -> str | None:
+    """The path of a gradient-checkpointed module that runs the module at ``path`` inside its
+    checkpoint (``None`` when there is none).
+
+    Hugging Face models mark them with ``gradient_checkpointing = True``: a layer that
+    checkpoints itself (``GradientCheckpointingLayer``) holds its own descendants inside the
+    checkpoint, and in older models an encoder with the flag checkpoints each of its layers
+    (so everything below it).
+    """
+    parts = path.split(".") if path else []
+    for depth in range(len(parts) - 1, -1, -1):
+        prefix = ".".join(parts[:depth])
+        module = model.get_submodule(prefix) if prefix else model
+        if getattr(module, "gradient_checkpointing", False) is not True:
+            continue
+        self_checkpointing = any(
+            k.__name__ == "GradientCheckpointingLayer" for k in type(module).__mro__
+        )
+        layered = any(
+            any(k.__name__ == "GradientCheckpointingLayer" for k in type(m).__mro__)
+            for m in module.modules()
+            if m is not module
+        )
+        if self_checkpointing or not layered:
+            return prefix or "(the model)"
+    return None
+
+
 @implements(BackdoorConfig)
 class BackdoorAdjustment(Intervention):
     """Implementation of :class:`BackdoorConfig`: an edit hook on the target module.
@@ -308,8 +336,26 @@ class BackdoorAdjustment(Intervention):
         self.register_buffer("has_dictionary", torch.tensor(False))
         self.to(device=device, dtype=dtype)
         self._box: dict[str, Any] | None = None
+        if getattr(model, "training", False):
+            self._refuse_checkpointed(model)
         if config.dictionary is not None:
             self.set_dictionary(config.dictionary)
+
+    def _refuse_checkpointed(self, model: nn.Module) -> None:
+        """Refuse a target that runs inside a gradient-checkpointed layer: the backward pass
+        recomputes that layer without the edit hook, so the adjustment gets no gradient
+        (re-entrant checkpointing) or the recomputation fails (non-re-entrant)."""
+        owner = checkpointed_ancestor(model, self.target_path)
+        if owner is None:
+            return
+        raise ConfigError(
+            f"the backdoor target {self.target_path!r} runs inside {owner!r}, which uses "
+            "gradient checkpointing: its backward pass recomputes the layer without the edit, "
+            "so the adjustment would get no gradient or the recomputation would fail. Target "
+            f"{owner!r} itself or a module outside the checkpointed layers, or turn "
+            "checkpointing off (model.gradient_checkpointing_disable()) while training the "
+            "backdoor."
+        )
 
     # -- the dictionary --------------------------------------------------------------------
     def set_dictionary(self, dictionary: ConfounderDictionary) -> None:
@@ -427,6 +473,8 @@ class BackdoorAdjustment(Intervention):
         self._box = state_box
         key, qkey = f"backdoor:{id(self)}", f"backdoor_query:{id(self)}"
         base = self._adapter.model
+        if base.training and torch.is_grad_enabled():  # checkpointing may be enabled later
+            self._refuse_checkpointed(base)
         target = base.get_submodule(self.target_path)
         if self.query_path is not None:
             query_module = base.get_submodule(self.query_path)
@@ -458,6 +506,12 @@ class BackdoorAdjustment(Intervention):
         box, self._box = self._box, None
         found = None if box is None else box.get(f"backdoor:{id(self)}")
         if found is None:
+            if box is not None:  # the edit hook was installed but its module never ran
+                raise InterventionStateError(
+                    did_not_run_message(
+                        self._adapter.model, self.target_path, "the backdoor target"
+                    )
+                )
             return
         suffix, i = "", 0
         while f"backdoor_expectation{suffix}" in state.features:

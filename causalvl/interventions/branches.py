@@ -5,6 +5,9 @@
 * :class:`BranchMLP` — the question-only / vision-only MLP of the published code.
 * :func:`infer_feature_dim` / :func:`infer_num_answers` — size heads from the model so users
   rarely have to.
+* :func:`check_feature_width` — a clear error when a captured feature is not the width a head
+  was built for (e.g. a bidirectional GRU gives twice its ``hidden_size``).
+* :func:`refuse_generative` — discriminative objectives refuse generative models.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 from torch import nn
 
 from ..adapters.base import ModelAdapter
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 
 
 class _GradMulConst(torch.autograd.Function):
@@ -113,3 +116,44 @@ def infer_num_answers(model: nn.Module, adapter: ModelAdapter) -> int:
     raise ConfigError(
         f"cannot infer the number of answers of {type(model).__name__}; set num_answers in the config."
     )
+
+
+def check_feature_width(
+    feature: torch.Tensor, expected: int, role: str, *, owner: str, field: str
+) -> torch.Tensor:
+    """Check that a pooled role feature is ``(batch, expected)``; return it unchanged.
+
+    Raises :class:`~causalvl.InputError` naming the role, the widths and the config field to set
+    (``owner(field=...)``) instead of a raw matrix-multiplication error.
+    """
+    if feature.dim() != 2:
+        raise InputError(
+            f"{owner}: role {role!r} gave a feature of shape {tuple(feature.shape)}; the head "
+            "needs one vector per example (batch, dim). Point the role at a module whose output "
+            "pools to (batch, dim)."
+        )
+    if int(feature.shape[-1]) != int(expected):
+        raise InputError(
+            f"{owner}: role {role!r} gives features of width {feature.shape[-1]}, the head was "
+            f"built for {expected} (inferred from the module, or set in the config); set "
+            f"{owner}({field}={feature.shape[-1]})."
+        )
+    return feature
+
+
+def refuse_generative(adapter: ModelAdapter, owner: str) -> None:
+    """Raise :class:`~causalvl.ConfigError` when ``adapter`` describes a generative model.
+
+    CF-VQA, RUBi, LMH and GGE score a fixed answer set ``(batch, num_answers)``; a generative
+    model gives next-token logits ``(batch, length, vocab)``, and treating the vocabulary as the
+    answer set repeats the question branch over tokens or crashes.
+    """
+    if getattr(adapter, "generative", False):
+        raise ConfigError(
+            f"{owner} trains a question branch over a fixed answer set (batch, num_answers); the "
+            f"{adapter.family or 'generic'} model is generative (next-token logits (batch, "
+            "length, vocab)), so there is no answer set to debias. Use counterfactual decoding "
+            "instead: causalvl.intervene(model, causalvl.CounterfactualDecodingConfig(...)) and "
+            "vl.generate(...), or PriorSubtractionConfig for a model-agnostic prior subtraction "
+            "on the logits."
+        )

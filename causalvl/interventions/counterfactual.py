@@ -31,7 +31,13 @@ from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, InterventionStateError
 from ..outputs import InterventionOutput
 from .base import ForwardState, Intervention, implements, module_dtype_device
-from .branches import BranchMLP, infer_feature_dim, infer_num_answers, stop_gradient_into
+from .branches import (
+    BranchMLP,
+    infer_feature_dim,
+    infer_num_answers,
+    refuse_generative,
+    stop_gradient_into,
+)
 from .fusion import answer_cross_entropy, effects, fuse
 
 logger = logging.getLogger(__name__)
@@ -251,6 +257,7 @@ class Counterfactual(Intervention):
         self, config: CounterfactualConfig, model: nn.Module, adapter: ModelAdapter
     ) -> None:
         super().__init__(config, model, adapter)
+        refuse_generative(adapter, "CounterfactualConfig")
         self.kind = adapter.kind
         if adapter.kind == "contrastive" and config.graph == "complete":
             raise ConfigError(

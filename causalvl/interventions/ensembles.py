@@ -55,7 +55,14 @@ from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, InterventionStateError
 from ..outputs import InterventionOutput
 from .base import ForwardState, Intervention, implements, module_dtype_device
-from .branches import BranchMLP, infer_feature_dim, infer_num_answers, stop_gradient_into
+from .branches import (
+    BranchMLP,
+    check_feature_width,
+    infer_feature_dim,
+    infer_num_answers,
+    refuse_generative,
+    stop_gradient_into,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -962,6 +969,7 @@ class LearnedMixin(_PriorTableMixin):
 
     def __init__(self, config: LMHConfig, model: nn.Module, adapter: ModelAdapter) -> None:
         super().__init__(config, model, adapter)
+        refuse_generative(adapter, type(config).__name__)
         dtype, device = module_dtype_device(model)
         self.num_answers = config.num_answers or infer_num_answers(model, adapter)
         if config.learned_mixin:
@@ -988,6 +996,13 @@ class LearnedMixin(_PriorTableMixin):
         if self.gate is None:
             return
         h = state.feature(self.config.hidden_role)
+        check_feature_width(
+            h,
+            self.gate.in_features,
+            self.config.hidden_role,
+            owner=type(self.config).__name__,
+            field="hidden_dim",
+        )
         g = F.softplus(self.gate(h.to(self.gate.weight.dtype))).squeeze(-1)
         state.features["lmh_gate"] = g
 
@@ -1072,6 +1087,7 @@ class GreedyGradientEnsemble(_PriorTableMixin):
 
     def __init__(self, config: GGEConfig, model: nn.Module, adapter: ModelAdapter) -> None:
         super().__init__(config, model, adapter)
+        refuse_generative(adapter, "GGEConfig")
         dtype, device = module_dtype_device(model)
         self.num_answers = config.num_answers or infer_num_answers(model, adapter)
         if config.uses_question_branch:
@@ -1132,6 +1148,13 @@ class GreedyGradientEnsemble(_PriorTableMixin):
         if self.c_1 is None:
             return
         e_q = state.feature(self.config.question_role)
+        check_feature_width(
+            e_q,
+            self.c_1.net[0].in_features,
+            self.config.question_role,
+            owner="GGEConfig",
+            field="question_feature_dim",
+        )
         z_q = self.c_1(stop_gradient_into(e_q).to(self.c_2.weight.dtype))
         state.features["gge_question_hidden"] = z_q
         state.branch_logits["question"] = self.c_2(z_q)

@@ -21,6 +21,7 @@ from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..outputs import InterventionOutput
 from .base import ForwardState, Intervention, implements, module_dtype_device
+from .branches import refuse_generative
 from .counterfactual import _check_hidden, _check_optional_int, _check_role, build_branch
 from .fusion import answer_cross_entropy, fuse
 
@@ -84,6 +85,7 @@ class RUBi(Intervention):
 
     def __init__(self, config: RUBiConfig, model: nn.Module, adapter: ModelAdapter) -> None:
         super().__init__(config, model, adapter)
+        refuse_generative(adapter, "RUBiConfig")
         self.kind = adapter.kind
         if adapter.kind == "contrastive" and config.num_answers is not None:
             warnings.warn(
