@@ -157,3 +157,32 @@ def refuse_generative(adapter: ModelAdapter, owner: str) -> None:
             "vl.generate(...), or PriorSubtractionConfig for a model-agnostic prior subtraction "
             "on the logits."
         )
+
+
+class BranchWarmup:
+    """Mixin for interventions with a question-only branch (CF-VQA, RUBi): during the first
+    ``config.branch_warmup_epochs`` epochs only the branch's own loss is trained, on the
+    stop-gradient question feature, so the branch has taken up the language prior before the
+    base model starts learning. Without it, which of the two absorbs the prior is a race that
+    the branch wins only with a faster learning rate, and not on every seed.
+
+    The epoch comes from ``vl.set_epoch(epoch, num_epochs)`` (the Trainer calls it)."""
+
+    _epoch: int | None = None
+
+    def set_epoch(self, epoch: int, num_epochs: int) -> None:
+        self._epoch = int(epoch)
+
+    def warming_up(self) -> bool:
+        """True while the branch is warmed up alone (training mode only)."""
+        warmup = int(getattr(self.config, "branch_warmup_epochs", 0))  # type: ignore[attr-defined]
+        if warmup == 0 or not self.training:  # type: ignore[attr-defined]
+            return False
+        if self._epoch is None:
+            from ..errors import InterventionStateError
+
+            raise InterventionStateError(
+                f"{type(self.config).__name__}(branch_warmup_epochs={warmup}) needs the epoch: "  # type: ignore[attr-defined]
+                "call vl.set_epoch(epoch, num_epochs) before each epoch (causalvl.Trainer does)."
+            )
+        return self._epoch < warmup

@@ -33,6 +33,7 @@ from ..outputs import InterventionOutput
 from .base import ForwardState, Intervention, implements, module_dtype_device
 from .branches import (
     BranchMLP,
+    BranchWarmup,
     infer_feature_dim,
     infer_num_answers,
     refuse_generative,
@@ -186,6 +187,11 @@ class CounterfactualConfig(InterventionConfig):
         hidden: hidden widths of the branch MLPs; the published heads use ``(1024, 1024)``.
         question_loss_weight / vision_loss_weight / kl_weight: ``λ_q``, ``λ_v``, ``λ_kl``.
         c_init: initial value of ``c`` (published: 0.0).
+        branch_warmup_epochs: train only the branch heads (``"question_ce"`` /
+            ``"vision_ce"``, on stop-gradient features) for this many first epochs, so the
+            question branch holds the prior before the base model learns; 0 (published) trains
+            everything from the start. See
+            :class:`~causalvl.interventions.branches.BranchWarmup`.
 
     Labels: class ids ``(B,)`` use softmax CE; VQA soft scores ``(B, A)`` use the soft-target
     CE of :func:`~causalvl.interventions.fusion.answer_cross_entropy`.
@@ -217,8 +223,10 @@ class CounterfactualConfig(InterventionConfig):
     vision_loss_weight: float = 1.0
     kl_weight: float = 1.0
     c_init: float = 0.0
+    branch_warmup_epochs: int = 0
 
     def validate(self) -> None:
+        self._check_int("branch_warmup_epochs", minimum=0)
         _check_optional_int(self, "num_answers", "question_feature_dim", "vision_feature_dim")
         _check_role(self, "question_role", "vision_role")
         _check_hidden(self)
@@ -240,7 +248,7 @@ class CounterfactualConfig(InterventionConfig):
 
 
 @implements(CounterfactualConfig)
-class Counterfactual(Intervention):
+class Counterfactual(BranchWarmup, Intervention):
     """Implementation of :class:`CounterfactualConfig`.
 
     Output (every mode): ``logits`` = TIE / TE / factual per ``inference``; ``effects`` =
@@ -345,6 +353,8 @@ class Counterfactual(Intervention):
             parts["vision_ce"] = cfg.vision_loss_weight * answer_cross_entropy(
                 br["vision_head"], batch, kind=self.kind
             )
+        if self.warming_up():
+            return {k: v for k, v in parts.items() if k in ("question_ce", "vision_ce")}
         parts["kl"] = cfg.kl_weight * self.kl_term(fused, br["question"])
         return parts
 

@@ -21,7 +21,7 @@ from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..outputs import InterventionOutput
 from .base import ForwardState, Intervention, implements, module_dtype_device
-from .branches import refuse_generative
+from .branches import BranchWarmup, refuse_generative
 from .counterfactual import _check_hidden, _check_optional_int, _check_role, build_branch
 from .fusion import answer_cross_entropy, fuse
 
@@ -45,6 +45,10 @@ class RUBiConfig(InterventionConfig):
         question_feature_dim: width of that feature (default: inferred).
         hidden: hidden widths of the question MLP (published: ``(1024, 1024)``).
         question_loss_weight: ``λ_q`` (published: 1.0).
+        branch_warmup_epochs: train only the question branch (``"question_ce"``, on the
+            stop-gradient feature) for this many first epochs, so that it holds the prior
+            before the base model learns; 0 (published) trains both from the start. See
+            :class:`~causalvl.interventions.branches.BranchWarmup`.
 
     Output: ``logits`` = ``factual_logits`` (inference uses the base model);
     ``branch_logits`` = ``{"question": Z_q, "question_head": logits_q, "fused": logits_rubi}``.
@@ -69,8 +73,10 @@ class RUBiConfig(InterventionConfig):
     question_feature_dim: int | None = None
     hidden: tuple[int, ...] = (1024, 1024)
     question_loss_weight: float = 1.0
+    branch_warmup_epochs: int = 0
 
     def validate(self) -> None:
+        self._check_int("branch_warmup_epochs", minimum=0)
         _check_optional_int(self, "num_answers", "question_feature_dim")
         _check_role(self, "question_role")
         _check_hidden(self)
@@ -78,7 +84,7 @@ class RUBiConfig(InterventionConfig):
 
 
 @implements(RUBiConfig)
-class RUBi(Intervention):
+class RUBi(BranchWarmup, Intervention):
     """Implementation of :class:`RUBiConfig`."""
 
     replaces_task_loss = True
@@ -122,10 +128,14 @@ class RUBi(Intervention):
     def loss(self, output: InterventionOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``{"rubi_ce": CE(Z_k ⊙ σ(Z_q)), "question_ce": λ_q CE(logits_q)}``."""
         br = output.branch_logits
+        question = self.config.question_loss_weight * answer_cross_entropy(
+            br["question_head"], batch, kind=self.kind
+        )
+        if self.warming_up():
+            return {"question_ce": question}
         return {
             "rubi_ce": answer_cross_entropy(br["fused"], batch, kind=self.kind),
-            "question_ce": self.config.question_loss_weight
-            * answer_cross_entropy(br["question_head"], batch, kind=self.kind),
+            "question_ce": question,
         }
 
 
