@@ -549,6 +549,98 @@ def summarise(per_seed: Sequence[Mapping[str, Any]], *, target: float = 0.5) -> 
     return out
 
 
+def judge(
+    summary: Mapping[str, Any],
+    *,
+    min_gap: float = 0.10,
+    min_closed: float = 0.5,
+    id_slack: float = 0.01,
+    probe_slack: float = 0.05,
+) -> dict[str, Any]:
+    """The protocol's targets, judged on a :func:`summarise` result.
+
+    * the plain-to-oracle gap on the primary OOD split is at least ``min_gap`` (otherwise
+      "gap closed" is noise);
+    * the oracle learns the image: it trails the image-only probe by at most ``probe_slack``;
+    * a method *meets* the target when it closes at least ``min_closed`` of the gap (mean over
+      seeds, more than two standard errors above zero) with ID accuracy at least the oracle's ID
+      accuracy minus ``id_slack``, and no blind rule matches its OOD accuracy.
+
+    Returns ``{"gap", "gap_ok", "oracle_minus_probe", "oracle_learns_image", "methods": {name:
+    {"gap_closed", "sem", "id_minus_oracle_id", "meets"}}, "best", "met"}``.
+    """
+    plain = summary["plain"]["ood/accuracy"]["mean"]
+    oracle = summary["oracle"]["ood/accuracy"]["mean"]
+    oracle_id = summary["oracle"]["id/accuracy"]["mean"]
+    probe = summary[PROBE]["ood/accuracy"]["mean"] if PROBE in summary else None
+    methods = {}
+    for name, row in summary.items():
+        if "gap_closed" not in row or name in (*BLIND_RULES, PROBE, "plain", "oracle"):
+            continue
+        closed = row["gap_closed"]
+        id_gap = row["id/accuracy"]["mean"] - oracle_id
+        meets = (
+            closed["mean"] >= min_closed
+            and closed["mean"] > 2 * closed["sem"]
+            and id_gap >= -id_slack
+            and not row.get("blind_rule_matches", False)
+        )
+        methods[name] = {
+            "gap_closed": closed["mean"],
+            "sem": closed["sem"],
+            "id_minus_oracle_id": id_gap,
+            "meets": meets,
+        }
+    best = max(methods, key=lambda n: methods[n]["gap_closed"], default=None)
+    return {
+        "gap": oracle - plain,
+        "gap_ok": oracle - plain >= min_gap,
+        "oracle_minus_probe": None if probe is None else oracle - probe,
+        "oracle_learns_image": None if probe is None else oracle >= probe - probe_slack,
+        "methods": methods,
+        "best": best,
+        "met": sorted(n for n, m in methods.items() if m["meets"]),
+    }
+
+
+def verdict(summary: Mapping[str, Any], **targets: float) -> list[str]:
+    """The :func:`judge` result as sentences (for reports and the benchmark page)."""
+    j = judge(summary, **targets)
+    lines = [
+        f"Plain-to-oracle gap on the uniform split: {j['gap']:.3f} "
+        + (
+            "(at least 0.10: gap closed is meaningful)."
+            if j["gap_ok"]
+            else "(below 0.10: gap closed is noise here)."
+        ),
+    ]
+    if j["oracle_minus_probe"] is not None:
+        lines.append(
+            f"The oracle is {j['oracle_minus_probe']:+.3f} from the image-only probe "
+            + (
+                "(it learns the image)."
+                if j["oracle_learns_image"]
+                else "(it trails the probe by "
+                "more than 5 points: the budget does not let it learn the image)."
+            )
+        )
+    if j["met"]:
+        lines.append(
+            "Target met (closes at least 50% of the gap, mean more than two standard errors "
+            "above zero, ID accuracy at least the oracle's minus 1 point) by: "
+            + ", ".join(j["met"])
+            + "."
+        )
+    elif j["best"] is not None:
+        b = j["methods"][j["best"]]
+        lines.append(
+            f"Target missed: the best method, {j['best']}, closes {b['gap_closed']:.0%} "
+            f"(± {b['sem']:.0%} s.e.) of the gap with ID accuracy {b['id_minus_oracle_id']:+.3f} "
+            "from the oracle's."
+        )
+    return lines
+
+
 def _stats(values: Sequence[float]) -> dict[str, Any]:
     vals = [float(v) for v in values]
     std = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -601,9 +693,11 @@ __all__ = [
     "default_methods",
     "evaluate",
     "gap_closed",
+    "judge",
     "run_seed",
     "score",
     "summarise",
     "table",
     "train_method",
+    "verdict",
 ]
