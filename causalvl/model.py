@@ -251,6 +251,58 @@ class IntervenedModel(nn.Module):
             raise InterventionStateError(f"{type(self.base_model).__name__} cannot generate.")
         return self.base_model.generate(*args, **kwargs)
 
+    def _generators(self) -> dict[str, torch.Generator]:
+        gens = {"wrapper": self._generator}
+        for name, impl in self.interventions.items():
+            for attr, value in sorted(vars(impl).items()):
+                if isinstance(value, torch.Generator):
+                    gens[f"{name}/{attr}"] = value
+        return gens
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """The states of the wrapper's own random generators (the one behind ``"shuffle"`` /
+        ``"noise"`` counterfactual inputs, and any generator an intervention holds), by name.
+
+        :class:`~causalvl.Trainer` saves them in every checkpoint with the global RNG states and
+        restores them on resume, so a resumed run draws the same counterfactual inputs.
+        """
+        return {k: g.get_state() for k, g in self._generators().items()}
+
+    def set_rng_state(self, states: Mapping[str, torch.Tensor]) -> None:
+        """Restore generator states returned by :meth:`rng_state`.
+
+        Generators without a saved state keep theirs.
+
+        Raises:
+            CheckpointError: a name this wrapper has no generator for, or a state of another
+                size or dtype (nothing is restored then).
+        """
+        gens = self._generators()
+        unknown = sorted(set(states) - set(gens))
+        if unknown:
+            raise CheckpointError(
+                f"RNG states {unknown} belong to no generator of this wrapper (it has "
+                f"{sorted(gens)}); the state was saved for another intervention stack."
+            )
+        for key, value in states.items():
+            live = gens[key].get_state()
+            if (
+                not isinstance(value, torch.Tensor)
+                or value.dtype != live.dtype
+                or value.shape != live.shape
+            ):
+                got = (
+                    f"{value.dtype} {tuple(value.shape)}"
+                    if isinstance(value, torch.Tensor)
+                    else type(value).__name__
+                )
+                raise CheckpointError(
+                    f"RNG state {key!r} is {got}; the generator's state is {live.dtype} "
+                    f"{tuple(live.shape)}. The saved state is corrupted."
+                )
+        for key, value in states.items():
+            gens[key].set_state(value.detach().cpu().contiguous())
+
     def intervention_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the interventions only (not the base model)."""
         return self.interventions.parameters()
