@@ -93,8 +93,8 @@ def test_second_crash_keeps_the_only_complete_copy(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
 
 
-@pytest.mark.parametrize("first", range(4))
-@pytest.mark.parametrize("second", range(4))
+@pytest.mark.parametrize("first", range(7))
+@pytest.mark.parametrize("second", range(7))
 def test_any_two_crash_points_leave_a_loadable_checkpoint(tmp_path, monkeypatch, first, second):
     """Crash at the k-th file-system step of one write, then at the j-th of the next."""
     last = tmp_path / "last"
@@ -165,6 +165,7 @@ def test_checkpoint_and_saved_weights_follow_the_umask(tmp_path):
         _save(tmp_path / "run" / "last", 1)
         net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
         causalvl.intervene(net, causalvl.IdentityConfig()).save_pretrained(tmp_path / "sp")
+        causalvl.ConfounderDictionary(torch.eye(2)).save(tmp_path / "sp")
     finally:
         os.umask(previous)
     last = tmp_path / "run" / "last"
