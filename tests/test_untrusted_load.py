@@ -242,3 +242,10 @@ def test_fuzz_load(saved_folder, data):
                 assert str(exc)
             except Exception as exc:  # pragma: no cover - what the property forbids
                 pytest.fail(f"raw {type(exc).__name__} escaped load(): {exc!s:.300}")
+
+
+def test_confounder_dictionary_load_turns_deep_nesting_into_checkpoint_error(tmp_path):
+    folder = causalvl.ConfounderDictionary(torch.eye(2)).save(tmp_path)
+    (folder / "confounders.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="corrupted or not a confounder dictionary"):
+        causalvl.ConfounderDictionary.load(folder)
