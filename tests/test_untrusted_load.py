@@ -249,3 +249,19 @@ def test_confounder_dictionary_load_turns_deep_nesting_into_checkpoint_error(tmp
     (folder / "confounders.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(CheckpointError, match="corrupted or not a confounder dictionary"):
         causalvl.ConfounderDictionary.load(folder)
+
+
+@pytest.mark.parametrize(
+    "raw, match",
+    [
+        (b'{"epochs": "\xff"}', "cannot read"),
+        (b'{"epochs": ' + b"9" * 5000 + b"}", "invalid JSON value"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
+def test_config_files_with_hostile_bytes_are_config_errors(tmp_path, raw, match):
+    (tmp_path / "train.json").write_bytes(raw)
+    with pytest.raises(causalvl.ConfigError, match=match):
+        causalvl.TrainConfig.from_json(tmp_path / "train.json")
+    with pytest.raises(causalvl.ConfigError, match="cannot read|no such file"):
+        causalvl.TrainConfig.from_json(tmp_path / ("x" * 300 + ".json"))
