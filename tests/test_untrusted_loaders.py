@@ -171,8 +171,13 @@ def _dict_case(data: st.DataObject, base: dict) -> bytes:
 @given(data=st.data())
 @pytest.mark.parametrize(
     "loader, base",
-    [(load_winoground, WINO), (load_nlvr, NLVR), (load_nlvr2, NLVR2)],
-    ids=["winoground", "nlvr", "nlvr2"],
+    [
+        (load_winoground, WINO),
+        (load_nlvr, NLVR),
+        (load_nlvr, {k: v for k, v in NLVR.items() if k != "directory"}),
+        (load_nlvr2, NLVR2),
+    ],
+    ids=["winoground", "nlvr", "nlvr_flat", "nlvr2"],
 )
 def test_fuzz_jsonl_loaders(loader, base, data):
     with tempfile.TemporaryDirectory() as d:
@@ -269,3 +274,18 @@ def test_shared_readers(tmp_path):
     (tmp_path / "h.csv").write_bytes(b"")
     with pytest.raises(DataError, match="no header row"):
         list(iter_csv(tmp_path / "h.csv", "reader"))
+
+
+def test_nlvr_identifier_is_data_not_a_glob_pattern(tmp_path):
+    (tmp_path / "images").mkdir()
+    for ident in ("a**b", "x/../../y", "[z"):
+        rec = {k: v for k, v in NLVR.items() if k != "directory"}
+        (tmp_path / "n.json").write_text(json.dumps(dict(rec, identifier=ident)) + "\n")
+        assert (
+            load_nlvr(tmp_path / "n.json", image_root=tmp_path / "images")[0]["image_paths"] == []
+        )
+    (tmp_path / "images" / "dev-a**b-0.png").write_bytes(b"")
+    rec = {k: v for k, v in NLVR.items() if k != "directory"}
+    (tmp_path / "n.json").write_text(json.dumps(dict(rec, identifier="a**b")) + "\n")
+    [row] = load_nlvr(tmp_path / "n.json", image_root=tmp_path / "images")
+    assert row["image_paths"] == [str(tmp_path / "images" / "dev-a**b-0.png")]

@@ -584,8 +584,13 @@ def load_nlvr(
         paths: list[str] = []
         if images is not None:
             folder = images / str(directory) if directory is not None else images
-            if is_dir(folder):
-                paths = sorted(str(p) for p in folder.glob(f"*-{rec['identifier']}-*.png"))
+            if is_dir(folder):  # "<split>-<identifier>-<k>.png", matched without a glob
+                infix = f"-{rec['identifier']}-"  # (an identifier is data, not a pattern)
+                paths = sorted(
+                    str(p)
+                    for p in folder.iterdir()
+                    if p.name.endswith(".png") and infix in p.name[:-4]
+                )
         ex = {
             "identifier": rec["identifier"],
             "sentence": rec["sentence"],
