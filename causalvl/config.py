@@ -49,10 +49,11 @@ def atomic_destination(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        yield tmp
+        # after the write: writers that replace the file (safetensors) create it 0600 again
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
-        yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -94,13 +95,20 @@ def read_json(
     text = str(text_or_path)
     if not text.lstrip().startswith(("{", "[")):
         path = Path(text_or_path)
-        if not path.is_file():
-            raise error(f"{owner}.from_json: no such file {str(path)!r}.")
-        text = path.read_text(encoding="utf-8")
+        try:
+            if not path.is_file():
+                raise error(f"{owner}.from_json: no such file {str(path)[:300]!r}.")
+            text = path.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:  # a name too long, not UTF-8, ...
+            raise error(f"{owner}.from_json: cannot read {str(path)[:300]!r} ({exc}).") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise error(f"{owner}.from_json: invalid JSON ({exc}).") from exc
+    except RecursionError as exc:
+        raise error(f"{owner}.from_json: the JSON is nested too deeply.") from exc
+    except ValueError as exc:  # an integer longer than Python converts
+        raise error(f"{owner}.from_json: invalid JSON value ({str(exc)[:200]}).") from exc
 
 
 class Config(JSONSerializable):

@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import re
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._version import __version__
-from .adapters.base import ModelAdapter, get_adapter
+from .adapters.base import ModelAdapter, get_adapter, literal_targets, record_regex_targets
 from .adapters.state import (
     adapter_for_load,
     adapter_metadata,
@@ -28,11 +29,13 @@ from .adapters.state import (
 from .config import InterventionConfig, as_config_list, atomic_destination, atomic_write_text
 from .errors import (
     AlreadyIntervenedError,
+    CausalVLError,
     CheckpointError,
     ConfigError,
     InputError,
     InterventionStateError,
     NoMatchingModuleError,
+    UnsupportedModelError,
 )
 from .hooks import HookManager, did_not_run_message, get_primary
 from .interventions.base import ForwardState, Intervention, implementation_for
@@ -161,13 +164,16 @@ class IntervenedModel(nn.Module):
         self.adapter = adapter
         self.configs = list(configs)
         self.interventions = nn.ModuleDict()
-        for i, cfg in enumerate(self.configs):
-            impl = implementation_for(cfg)(cfg, base_model, adapter)
-            self.interventions[f"{i}_{cfg.type}"] = impl
+        with record_regex_targets() as regex_targets:
+            for i, cfg in enumerate(self.configs):
+                impl = implementation_for(cfg)(cfg, base_model, adapter)
+                self.interventions[f"{i}_{cfg.type}"] = impl
+            self._roles = self._resolve_capture_roles()
+        # targets given as regular expressions are saved as the exact paths they resolved to
+        self._regex_targets = dict(regex_targets)
         self._check_call_plan()
         self._disabled = False
         self._generator = torch.Generator().manual_seed(seed)
-        self._roles = self._resolve_capture_roles()
         # start in the base model's mode: wrapping an eval-mode model gives an eval-mode wrapper
         self.train(bool(getattr(base_model, "training", False)))
 
@@ -395,6 +401,58 @@ class IntervenedModel(nn.Module):
                 impl.install(hooks, box)
             yield
 
+    def _generators(self) -> dict[str, torch.Generator]:
+        gens = {"wrapper": self._generator}
+        for name, impl in self.interventions.items():
+            for attr, value in sorted(vars(impl).items()):
+                if isinstance(value, torch.Generator):
+                    gens[f"{name}/{attr}"] = value
+        return gens
+
+    def rng_state(self) -> dict[str, torch.Tensor]:
+        """The states of the wrapper's own random generators (the one behind ``"shuffle"`` /
+        ``"noise"`` counterfactual inputs, and any generator an intervention holds), by name.
+
+        :class:`~causalvl.Trainer` saves them in every checkpoint with the global RNG states and
+        restores them on resume, so a resumed run draws the same counterfactual inputs.
+        """
+        return {k: g.get_state() for k, g in self._generators().items()}
+
+    def set_rng_state(self, states: Mapping[str, torch.Tensor]) -> None:
+        """Restore generator states returned by :meth:`rng_state`.
+
+        Generators without a saved state keep theirs.
+
+        Raises:
+            CheckpointError: a name this wrapper has no generator for, or a state of another
+                size or dtype (nothing is restored then).
+        """
+        gens = self._generators()
+        unknown = sorted(set(states) - set(gens))
+        if unknown:
+            raise CheckpointError(
+                f"RNG states {unknown} belong to no generator of this wrapper (it has "
+                f"{sorted(gens)}); the state was saved for another intervention stack."
+            )
+        for key, value in states.items():
+            live = gens[key].get_state()
+            if (
+                not isinstance(value, torch.Tensor)
+                or value.dtype != live.dtype
+                or value.shape != live.shape
+            ):
+                got = (
+                    f"{value.dtype} {tuple(value.shape)}"
+                    if isinstance(value, torch.Tensor)
+                    else type(value).__name__
+                )
+                raise CheckpointError(
+                    f"RNG state {key!r} is {got}; the generator's state is {live.dtype} "
+                    f"{tuple(live.shape)}. The saved state is corrupted."
+                )
+        for key, value in states.items():
+            gens[key].set_state(value.detach().cpu().contiguous())
+
     def intervention_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the interventions only (not the base model)."""
         return self.interventions.parameters()
@@ -404,8 +462,11 @@ class IntervenedModel(nn.Module):
         """Write ``intervention_config.json`` and ``intervention_weights.safetensors``.
 
         Only intervention parameters and buffers are written (never the base model); both
-        files are written atomically. A :class:`~causalvl.GenericAdapter` is described in the
-        config (so :func:`load` rebuilds it), and a vision mean fitted with
+        files are written atomically (mode ``0o666`` less the umask). Module targets given as
+        regular expressions are written as the exact module paths they resolved to (a saved
+        file is never read as a regex), and the weights carry a SHA-256 digest that
+        :func:`load` checks. A :class:`~causalvl.GenericAdapter` is described in the config
+        (so :func:`load` rebuilds it), and a vision mean fitted with
         ``vl.adapter.fit_vision_mean`` goes to ``adapter_state.safetensors``. Returns the
         directory.
         """
@@ -417,13 +478,23 @@ class IntervenedModel(nn.Module):
             k: v.detach().cpu().contiguous().clone()
             for k, v in self.interventions.state_dict().items()
         }
+        metadata = {
+            "format": "pt",
+            "causalvl_version": __version__,
+            "sha256": tensors_digest(tensors),
+        }
         with atomic_destination(directory / WEIGHTS_NAME) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt", "causalvl_version": __version__})
+            save_file(tensors, str(tmp), metadata=metadata)
         save_adapter_state(self.adapter, directory)
+        exact = getattr(self, "_regex_targets", {})
+        saved = []
+        for cfg in self.configs:
+            d = cfg.to_dict()
+            saved.append({k: exact.get(v, v) if isinstance(v, str) else v for k, v in d.items()})
         meta = {
             "causalvl_version": __version__,
             **adapter_metadata(self.adapter),
-            "interventions": [c.to_dict() for c in self.configs],
+            "interventions": saved,
         }
         atomic_write_text(directory / CONFIG_NAME, json.dumps(meta, indent=2) + "\n")
         return directory
@@ -533,13 +604,172 @@ def intervene(
     return IntervenedModel(model, configs, bound, seed=seed)
 
 
+#: the largest ``intervention_config.json`` that :func:`load` reads
+MAX_CONFIG_BYTES = 256 * 2**20
+#: size fields (``hidden``, ``*_dim``, ``num_*``) up to this value need no evidence; larger ones
+#: must be a dimension of a saved tensor of that intervention or of the model
+SMALL_SIZE = 64
+MAX_HIDDEN_LAYERS = 16
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (in name order): what
+    :meth:`IntervenedModel.save_pretrained` stores and :func:`load` checks to detect
+    bit-flipped weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _read_saved_configs(cfg_path: Path) -> tuple[dict[str, Any], list[InterventionConfig]]:
+    """Parse ``intervention_config.json`` into its object and the configs; every failure is a
+    CheckpointError naming the file."""
+    what = f"{cfg_path} is corrupted or not an intervention config"
+    try:
+        size = cfg_path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise CheckpointError(
+                f"{cfg_path} is {size} bytes; an intervention config is at most "
+                f"{MAX_CONFIG_BYTES} bytes. The file is corrupted or not an intervention config."
+            )
+        raw = cfg_path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{cfg_path} cannot be read ({exc.strerror}).") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(
+            f"{what}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})."
+        ) from exc
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{what}: invalid JSON ({exc}).") from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"{what}: the JSON is nested too deeply.") from exc
+    except ValueError as exc:  # an integer longer than Python converts
+        raise CheckpointError(f"{what}: {str(exc)[:200]}.") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("interventions"), list):
+        raise CheckpointError(f"{what}: expected an object with an 'interventions' list.")
+    if not meta["interventions"]:
+        raise CheckpointError(f"{what}: the 'interventions' list is empty.")
+    configs = []
+    for i, d in enumerate(meta["interventions"]):
+        try:
+            configs.append(InterventionConfig.from_dict(d))
+        except (ConfigError, TypeError, ValueError, KeyError, RecursionError) as exc:
+            msg = str(exc) if not isinstance(exc, RecursionError) else "nested too deeply"
+            raise CheckpointError(f"{what}: interventions[{i}]: {msg[:500]}") from exc
+    return meta, configs
+
+
+def _is_size_field(name: str) -> bool:
+    return name == "hidden" or name.endswith("_dim") or name.startswith("num_")
+
+
+def _check_sizes(
+    cfg_path: Path,
+    configs: list[InterventionConfig],
+    shapes: Mapping[str, tuple[int, ...]],
+    model: Any,
+) -> None:
+    """Refuse sizes read from a file that no saved tensor (and no model tensor) has, before
+    anything is allocated: ``"hidden": [10**12]`` would otherwise try to build a huge layer."""
+    model_dims: set[int] = set()
+    if isinstance(model, nn.Module):
+        for t in (*model.parameters(), *model.buffers()):
+            model_dims.update(int(d) for d in t.shape)
+    for i, cfg in enumerate(configs):
+        prefix = f"{i}_{cfg.type}."
+        dims = set(model_dims)
+        for key, shape in shapes.items():
+            if key.startswith(prefix):
+                dims.update(shape)
+        for name, value in cfg.to_dict().items():
+            if not _is_size_field(name) or value is None:
+                continue
+            values = value if isinstance(value, list) else [value]
+            if name == "hidden" and len(values) > MAX_HIDDEN_LAYERS:
+                raise CheckpointError(
+                    f"{cfg_path}: interventions[{i}].hidden lists {len(values)} layers; at most "
+                    f"{MAX_HIDDEN_LAYERS} are accepted from a file. The file is corrupted."
+                )
+            for v in values:
+                big = isinstance(v, int) and not isinstance(v, bool) and v > SMALL_SIZE
+                if big and v not in dims:
+                    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+                    raise CheckpointError(
+                        f"{cfg_path}: interventions[{i}].{name} = {shown} is not a dimension "
+                        f"of any saved tensor of this intervention nor of the model "
+                        f"({type(model).__name__}); refusing to allocate it. The file is "
+                        "corrupted or belongs to another model."
+                    )
+
+
+def _read_weight_shapes(w_path: Path) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(w_path), framework="pt", device="cpu") as f:
+            shapes = {k: tuple(int(d) for d in f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+            metadata = dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"{w_path} is corrupted or not a safetensors file: {exc}") from exc
+    return shapes, metadata
+
+
+def _check_weights(
+    w_path: Path, tensors: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> None:
+    """Refuse tensors of another kind of dtype or holding NaN; warn about a precision change."""
+    for key, value in tensors.items():
+        want = expected[key]
+        if value.dtype != want.dtype:
+            same_kind = (value.is_floating_point() and want.is_floating_point()) or (
+                value.is_complex() and want.is_complex()
+            )
+            if not same_kind:
+                raise CheckpointError(
+                    f"{w_path}: tensor {key!r} is {value.dtype}, the model expects "
+                    f"{want.dtype}; refusing to cast it. The file is corrupted or belongs to "
+                    "another model."
+                )
+            warnings.warn(
+                f"{w_path}: tensor {key!r} was saved as {value.dtype} and is cast to the "
+                f"model's {want.dtype}.",
+                UserWarning,
+                stacklevel=3,
+            )
+        if value.is_floating_point() or value.is_complex():
+            nan = int(torch.isnan(value).sum())
+            if nan:
+                raise CheckpointError(
+                    f"{w_path}: tensor {key!r} holds {nan} NaN value(s) of {value.numel()}; the "
+                    "file is corrupted (or was saved after training diverged). Save again from "
+                    "a healthy model."
+                )
+
+
 def load(
     directory: str | os.PathLike, model: nn.Module, *, adapter: ModelAdapter | str = "auto"
 ) -> IntervenedModel:
     """Restore interventions saved with :meth:`IntervenedModel.save_pretrained` onto ``model``.
 
+    The files are treated as untrusted: module targets in the config are matched as role
+    names, exact paths or dotted suffixes (never compiled as regular expressions); size fields
+    (``hidden``, ``*_dim``, ``num_*``) larger than 64 must be a dimension of a saved tensor of
+    that intervention or of the model before anything is built; weights are checked against
+    the SHA-256 digest saved with them, and tensors of another dtype kind or holding NaN are
+    refused.
+
     Raises:
-        CheckpointError: a file is missing or corrupted, or the weights do not match.
+        CheckpointError: a file is missing, unreadable, corrupted or tampered with, or the
+            saved interventions do not match ``model``; the message names the file and field.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -547,23 +777,37 @@ def load(
     directory = Path(directory)
     cfg_path, w_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for path in (cfg_path, w_path):
-        if not path.is_file():
+        try:
+            present = path.is_file()
+        except (OSError, ValueError):
+            present = False
+        if not present:
             raise CheckpointError(
                 f"{path} is missing; a saved intervention folder holds {CONFIG_NAME} and {WEIGHTS_NAME}."
             )
-    try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-        configs = [InterventionConfig.from_dict(d) for d in meta["interventions"]]
-    except (json.JSONDecodeError, KeyError, TypeError, ConfigError) as exc:
-        raise CheckpointError(
-            f"{cfg_path} is corrupted or not an intervention config: {exc}"
-        ) from exc
+    meta, configs = _read_saved_configs(cfg_path)
+    shapes, metadata = _read_weight_shapes(w_path)
+    _check_sizes(cfg_path, configs, shapes, model)
     adapter = adapter_for_load(meta, model, adapter, cfg_path)
-    vl = intervene(model, configs, adapter=adapter)
+    try:
+        with literal_targets():
+            vl = intervene(model, configs, adapter=adapter)
+    except (AlreadyIntervenedError, UnsupportedModelError):
+        raise
+    except (CausalVLError, TypeError, ValueError, OverflowError, RuntimeError, MemoryError) as exc:
+        raise CheckpointError(
+            f"{cfg_path}: the saved interventions cannot be built on {type(model).__name__}: {exc}"
+        ) from exc
     try:
         tensors = load_file(str(w_path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{w_path} is corrupted or not a safetensors file: {exc}") from exc
+    digest = metadata.get("sha256")
+    if digest is not None and digest != tensors_digest(tensors):
+        raise CheckpointError(
+            f"{w_path}: the weights do not match the SHA-256 digest saved with them; the file "
+            "was corrupted (a flipped bit, a truncated copy) or edited. Save it again."
+        )
     expected = vl.interventions.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -578,6 +822,7 @@ def load(
                 f"{w_path}: tensor {key!r} has shape {tuple(value.shape)}, the model expects "
                 f"{tuple(expected[key].shape)} (saved for a different model size?)."
             )
+    _check_weights(w_path, tensors, expected)
     vl.interventions.load_state_dict(tensors, strict=True)
     restore_adapter_state(vl.adapter, directory)
     return vl

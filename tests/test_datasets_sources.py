@@ -140,6 +140,41 @@ def test_cifar_reader_refuses_other_globals(tmp_path):
         safe_unpickle_cifar(folder / "data_batch_1")
 
 
+@pytest.mark.parametrize("protocol", [2, 5])
+def test_cifar_reader_accepts_python3_protocol_2_and_5(tmp_path, protocol):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    batch = {
+        b"labels": [i % 10 for i in range(20)],
+        b"data": rng.integers(0, 256, size=(20, 3072), dtype=np.uint8),
+    }
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=protocol))
+    src = cifar10(folder, "test")
+    assert np.array_equal(src.images.reshape(20, -1).numpy(), batch[b"data"])
+    assert src.labels.tolist() == batch[b"labels"]
+
+
+def test_cifar_reader_admits_codecs_encode_for_latin1_only(tmp_path):
+    path = tmp_path / "test_batch"
+    # _codecs.encode asked for another codec (zlib, base64 ... decompress attacker data)
+    path.write_bytes(b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00xX\x04\x00\x00\x00zlib\x86R.")
+    with pytest.raises(DataError, match="could not be read.*latin1"):
+        safe_unpickle_cifar(path)
+
+
+@pytest.mark.parametrize(
+    "labels", [["a"] * 2, [10**30, 1], [[1, 2], [3]], {1: 2}, [None, 1]], ids=str
+)
+def test_cifar_reader_malformed_labels_are_data_errors(tmp_path, labels):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    batch = {b"labels": labels, b"data": np.zeros((2, 3072), np.uint8)}
+    (folder / "test_batch").write_bytes(pickle.dumps(batch, protocol=4))
+    with pytest.raises(DataError, match="b'labels' must be 2 ints in 0-9"):
+        cifar10(folder, "test")
+
+
 def test_cifar_reader_clear_errors(tmp_path):
     with pytest.raises(DataError, match="no such folder.*cifar-10-batches-py"):
         cifar10(tmp_path / "nope")

@@ -14,12 +14,14 @@ Family adapters are found by ``model.config.model_type`` (see :func:`get_adapter
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import difflib
 import inspect
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -778,37 +780,102 @@ def get_adapter(model: nn.Module, adapter: ModelAdapter | str = "auto") -> Model
     )
 
 
+# Targets read from a file (``causalvl.load``) are matched literally: a regular expression from an
+# untrusted file could backtrack for hours (``(.*)*Z`` over every module name).
+_LITERAL_TARGETS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "causalvl_literal_targets", default=False
+)
+_REGEX_RESOLVED: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "causalvl_regex_resolved", default=None
+)
+_REGEX_CHARS = frozenset("\\^$*+?()[]{}|")
+
+
+@contextlib.contextmanager
+def literal_targets() -> Iterator[None]:
+    """Inside the block, module targets that are not role names are matched only as exact
+    paths or dotted suffixes, never compiled as regular expressions (used for targets read from
+    a saved file; a role's own path, from the adapter in code, may still be a regex)."""
+    token = _LITERAL_TARGETS.set(True)
+    try:
+        yield
+    finally:
+        _LITERAL_TARGETS.reset(token)
+
+
+@contextlib.contextmanager
+def record_regex_targets() -> Iterator[dict[str, str]]:
+    """Inside the block, every target resolved as a regular expression is recorded in the
+    yielded dict as ``{target: resolved exact path}`` (so it can be saved as the exact path)."""
+    found: dict[str, str] = {}
+    token = _REGEX_RESOLVED.set(found)
+    try:
+        yield found
+    finally:
+        _REGEX_RESOLVED.reset(token)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def resolve_module(
     model: nn.Module, target: str, roles: Mapping[str, str], family: str
 ) -> tuple[str, nn.Module]:
-    """Resolve ``target`` (role name, exact path, dotted suffix, or full-match regex)."""
+    """Resolve ``target`` (role name, exact path, dotted suffix, or full-match regex).
+
+    Inside :func:`literal_targets` (targets read from a file) a target that is not a role name
+    is never compiled as a regular expression."""
     if not isinstance(target, str) or not target:
         raise ConfigError(f"module target must be a non-empty string, got {target!r}.")
     names = dict(model.named_modules())
     path = roles.get(target, target)
+    if not isinstance(path, str) or not path:
+        raise NoMatchingModuleError(
+            f"role {target!r} maps to {path!r} in adapter {family!r}: this model has no such "
+            "module; pass an exact module path instead."
+        )
     if path in names:
         return path, names[path]
     suffix = [n for n in names if n.endswith("." + path)]
     if len(suffix) == 1:
         return suffix[0], names[suffix[0]]
-    try:
-        pattern = re.compile(path)
-        regex = [n for n in names if n and pattern.fullmatch(n)]
-    except re.error:
-        regex = []
+    literal = _LITERAL_TARGETS.get() and target not in roles
+    regex: list[str] = []
+    if not literal:
+        try:
+            pattern = re.compile(path)
+            regex = [n for n in names if n and pattern.fullmatch(n)]
+        except re.error:
+            regex = []
     if len(regex) == 1:
+        recorder = _REGEX_RESOLVED.get()
+        if recorder is not None and target not in roles:
+            recorder[target] = regex[0]
         return regex[0], names[regex[0]]
+    shown = _short(repr(target))
     if len(suffix) > 1 or len(regex) > 1:
         many = suffix if len(suffix) > 1 else regex
         raise NoMatchingModuleError(
-            f"target {target!r} matches {len(many)} modules of {type(model).__name__} "
+            f"target {shown} matches {len(many)} modules of {type(model).__name__} "
             f"({', '.join(many[:5])}, ...); pass an exact path."
         )
-    close = difflib.get_close_matches(path, [n for n in names if n], n=5, cutoff=0.3)
+    # difflib is quadratic in the length of the strings: only for names of a sane length
+    candidates = [n for n in names if n]
+    close = difflib.get_close_matches(path, candidates, n=5, cutoff=0.3) if len(path) <= 200 else []
+    hint = "Pass a role name, an exact path, or a regex."
+    if literal:
+        hint = (
+            "Targets read from a saved file are matched as role names, exact paths or dotted "
+            "suffixes, never as regular expressions"
+            + (" (this one looks like a regex)" if _REGEX_CHARS & set(path) else "")
+            + "; save with a causalvl version that writes the resolved path, or build the "
+            "intervention in code with causalvl.intervene."
+        )
     raise NoMatchingModuleError(
-        f"target {target!r} matched no module in {type(model).__name__}. Known roles for "
+        f"target {shown} matched no module in {type(model).__name__}. Known roles for "
         f"adapter {family!r}: {', '.join(sorted(roles)) or '(none)'}. Closest module names: "
-        f"{', '.join(close) or '(none)'}. Pass a role name, an exact path, or a regex."
+        f"{', '.join(close) or '(none)'}. {hint}"
     )
 
 

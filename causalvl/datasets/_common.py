@@ -1,10 +1,17 @@
-"""Shared pieces of the bias constructions: collate, seeded splits, real pixel edits."""
+"""Shared pieces of the datasets: collate, seeded splits, real pixel edits, and the readers of
+untrusted JSON / JSON-lines / CSV files that turn every malformed input into a
+:class:`~causalvl.errors.DataError` naming the file and the line or record."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
+import json
+import os
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -53,6 +60,149 @@ class ImagePoolConfig(Config):
             self._check_int("train_images_per_class", minimum=1)
         if not 0 < self.test_fraction < 1:
             self._fail("test_fraction", "must lie strictly between 0 and 1")
+
+
+# ---------------------------------------------------------------------------------------
+# untrusted files: every failure is a DataError that names the file and the line / record
+# ---------------------------------------------------------------------------------------
+
+
+def is_file(path: str | os.PathLike | None) -> bool:
+    """``Path(path).is_file()`` that answers ``False`` instead of raising for names the system
+    cannot look up (over 255 bytes, an embedded NUL byte, no permission)."""
+    if path is None:
+        return False
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def is_dir(path: str | os.PathLike | None) -> bool:
+    """``Path(path).is_dir()`` that answers ``False`` instead of raising (see :func:`is_file`)."""
+    if path is None:
+        return False
+    try:
+        return Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def read_bytes(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of the file at ``path``.
+
+    Raises:
+        DataError: the file is missing, is a folder, or cannot be read (its name too long, no
+            permission, ...); the message starts with ``what`` and names the file.
+    """
+    try:
+        if not Path(path).is_file():
+            raise DataError(f"{what}: no such file {str(path)!r}.")
+        return Path(path).read_bytes()
+    except (OSError, ValueError) as exc:
+        reason = _os_reason(exc) if isinstance(exc, OSError) else str(exc)
+        raise DataError(f"{what}: cannot read {str(path)[:300]!r} ({reason}).") from exc
+
+
+def decode_text(data: bytes, where: str, *, count_lines: bool = True) -> str:
+    """``data`` decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    Raises:
+        DataError: ``data`` is not UTF-8; the message names ``where``, the line (with
+            ``count_lines``, for a whole file) and the offset of the first bad byte.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = f" line {1 + data.count(10, 0, exc.start)}:" if count_lines else ""
+        raise DataError(
+            f"{where}:{line} not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); save the file as UTF-8."
+        ) from exc
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """``json.loads(text)`` with every failure turned into a :class:`DataError` naming ``where``:
+    invalid JSON, nesting too deep for the parser, integers too long to convert."""
+    if isinstance(text, bytes):
+        text = decode_text(text, where)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{where}: invalid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})."
+        ) from exc
+    except RecursionError as exc:
+        raise DataError(
+            f"{where}: the JSON is nested too deeply to parse; records are flat objects."
+        ) from exc
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise DataError(f"{where}: invalid JSON value ({str(exc)[:200]}).") from exc
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse the JSON file at ``path`` (UTF-8).
+
+    Raises:
+        DataError: the file is missing, unreadable, not UTF-8, not valid JSON, nested too
+            deeply or holds an integer too long to convert; the message names the file.
+    """
+    where = f"{what}: {str(path)[:300]}"
+    return parse_json(decode_text(read_bytes(path, what), where), where)
+
+
+def iter_jsonl(path: str | os.PathLike, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` for each non-blank line of a JSON-lines file (UTF-8).
+
+    Raises:
+        DataError: the file is missing or unreadable, or a line is not UTF-8, not valid JSON
+            or not a JSON object; the message names the file and the line.
+    """
+    data = read_bytes(path, what)
+    name = str(path)[:300]
+    for line_no, raw in enumerate(data.split(b"\n"), start=1):
+        where = f"{what}: {name}:{line_no}"
+        line = decode_text(raw, where, count_lines=False)
+        if not line.strip():
+            continue
+        rec = parse_json(line, where)
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}.")
+        yield line_no, rec
+
+
+def iter_csv(
+    path: str | os.PathLike, what: str, *, delimiter: str = ","
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line number, row)`` for each data row of a CSV file with a header row (UTF-8).
+
+    Raises:
+        DataError: the file is missing or unreadable, not UTF-8, has no header, a malformed
+            row (a NUL byte, an oversized field, a row longer than the header); the message
+            names the file and the line.
+    """
+    name = str(path)[:300]
+    text = decode_text(read_bytes(path, what), f"{what}: {name}")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{what}: {name}: the CSV file has no header row.")
+        for row in reader:
+            line_no = reader.line_num
+            if not row:
+                continue
+            if len(row) > len(header):
+                raise DataError(
+                    f"{what}: {name}:{line_no}: {len(row)} fields, the header has {len(header)}."
+                )
+            yield line_no, dict(zip(header, row + [""] * (len(header) - len(row))))
+    except csv.Error as exc:
+        raise DataError(f"{what}: {name}:{reader.line_num}: malformed CSV ({exc}).") from exc
 
 
 def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

@@ -24,7 +24,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError, OptionalDependencyError
+from ._common import is_dir, is_file, iter_jsonl, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     import numpy as np
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image file {str(path)!r} does not exist.")
+    if not is_file(path):
+        raise DataError(f"image file {str(path)[:300]!r} does not exist.")
     try:
         try:
             from PIL import Image
@@ -92,7 +92,7 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
 def _find_file(root: Path, names: Sequence[str], what: str, layout: str) -> Path:
     for name in names:
         for cand in (root / name, root / "data" / name):
-            if cand.is_file():
+            if is_file(cand):
                 return cand
     raise DataError(
         f"{what}: none of {list(names)} found in {str(root)!r} (or its 'data' folder); expected "
@@ -101,32 +101,11 @@ def _find_file(root: Path, names: Sequence[str], what: str, layout: str) -> Path
 
 
 def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise DataError(f"{what}: no such file {str(path)!r}.")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{what}: {str(path)!r} is not valid JSON ({exc}).") from exc
+    return read_json(path, what)
 
 
 def _iter_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    if not path.is_file():
-        raise DataError(f"{what}: no such file {str(path)!r}.")
-    with path.open(encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(
-                    f"{what}: {str(path)}:{line_no}: invalid JSON ({exc.msg})."
-                ) from exc
-            if not isinstance(rec, dict):
-                raise DataError(
-                    f"{what}: {str(path)}:{line_no}: expected a JSON object, got {type(rec).__name__}."
-                )
-            yield line_no, rec
+    return iter_jsonl(path, what)
 
 
 def _require(
@@ -165,7 +144,7 @@ def _image_file(
     names = [stem_or_name] if has_ext else [stem_or_name + e for e in _IMAGE_EXTS]
     candidates = [root / sub / n if sub else root / n for sub in subdirs for n in names]
     for cand in candidates:
-        if cand.is_file():
+        if is_file(cand):
             return cand
     return candidates[0]
 
@@ -178,7 +157,7 @@ def _attach(
     image_key: str | None = None,
 ) -> None:
     example[f"{key}_path"] = str(path) if path is not None else None
-    if load_images and path is not None and path.is_file():
+    if load_images and is_file(path):
         example[image_key or key] = load_image(path)
 
 
@@ -210,7 +189,7 @@ def load_winoground(
     root = Path(root)
     path = (
         root
-        if root.is_file()
+        if is_file(root)
         else _find_file(
             root, ["examples.jsonl"], "load_winoground", "'examples.jsonl' plus an 'images' folder"
         )
@@ -605,8 +584,13 @@ def load_nlvr(
         paths: list[str] = []
         if images is not None:
             folder = images / str(directory) if directory is not None else images
-            if folder.is_dir():
-                paths = sorted(str(p) for p in folder.glob(f"*-{rec['identifier']}-*.png"))
+            if is_dir(folder):  # "<split>-<identifier>-<k>.png", matched without a glob
+                infix = f"-{rec['identifier']}-"  # (an identifier is data, not a pattern)
+                paths = sorted(
+                    str(p)
+                    for p in folder.iterdir()
+                    if p.name.endswith(".png") and infix in p.name[:-4]
+                )
         ex = {
             "identifier": rec["identifier"],
             "sentence": rec["sentence"],

@@ -257,6 +257,23 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------------------
 
 
+def _latin1_encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """The ``_codecs.encode`` call protocol-0/1/2 pickles use to store bytes (``latin1`` only)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or errors != "strict":
+        raise pickle.UnpicklingError(
+            f"_codecs.encode is only accepted as encode(str, 'latin1'), got encoding {encoding!r}"
+        )
+    return text.encode("latin1")
+
+
+def _numpy_frombuffer() -> Any:
+    try:
+        from numpy._core.numeric import _frombuffer  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core.numeric import _frombuffer
+    return _frombuffer
+
+
 def _numpy_reconstruct() -> Any:
     try:
         from numpy._core.multiarray import _reconstruct  # numpy >= 2
@@ -269,8 +286,10 @@ class _CifarUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the globals a numpy array in a CIFAR batch needs.
 
     Files written by numpy 1.x name ``numpy.core.multiarray._reconstruct``; numpy 2.x names
-    ``numpy._core.multiarray._reconstruct``. Both resolve to the installed function. Any
-    other global raises :class:`DataError` before it is imported.
+    ``numpy._core.multiarray._reconstruct``. Both resolve to the installed function. Protocol
+    0-2 pickles written by Python 3 store bytes with ``_codecs.encode(str, "latin1")`` (admitted
+    for that encoding only); protocol 5 stores arrays with ``numpy._core.numeric._frombuffer``.
+    Any other global raises :class:`DataError` before it is imported.
     """
 
     def __init__(self, file: Any, *, source: str) -> None:
@@ -280,6 +299,10 @@ class _CifarUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
             return _numpy_reconstruct()
+        if name == "_frombuffer" and module in ("numpy.core.numeric", "numpy._core.numeric"):
+            return _numpy_frombuffer()
+        if module == "_codecs" and name == "encode":
+            return _latin1_encode
         if module == "numpy" and name == "ndarray":
             return np.ndarray
         if module == "numpy" and name == "dtype":
@@ -341,7 +364,13 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{str(path)!r}: b'data' must be uint8 of shape (N, 3072), got {data.dtype} "
             f"{data.shape}."
         )
-    labels = np.asarray(labels, dtype=np.int64)
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(
+            f"{str(path)!r}: b'labels' must be {data.shape[0]} ints in 0-9, got a "
+            f"{type(labels).__name__} that is not a list of integers ({str(exc)[:200]})."
+        ) from exc
     if labels.shape != (data.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
         raise DataError(
             f"{str(path)!r}: b'labels' must be {data.shape[0]} ints in 0-9, got shape "
@@ -416,7 +445,7 @@ def cifar10(
         try:
             raw = _get(obj, "label_names")
             names = [n.decode() if isinstance(n, bytes) else str(n) for n in raw]
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, UnicodeDecodeError):
             logger.warning("%s has no label_names; using the official class names", meta)
     arrays, labels = [], []
     for f in files:

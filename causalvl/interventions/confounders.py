@@ -453,7 +453,7 @@ class ConfounderDictionary:
             k, d, names = int(meta["num_prototypes"]), int(meta["feature_dim"]), meta["names"]
             if meta.get("format") != _FORMAT:
                 raise ValueError(f"format is {meta.get('format')!r}, expected {_FORMAT!r}")
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, RecursionError) as exc:
             raise CheckpointError(
                 f"{meta_path} is corrupted or not a confounder dictionary: {exc}. "
                 "Re-create it with ConfounderDictionary.save(dir)."

@@ -12,9 +12,14 @@ A checkpoint is a folder::
 
 Writes are atomic: everything goes to a fresh temporary folder next to the target, each file
 is fsync'ed, ``checkpoint.json`` is written last, and only then is the folder renamed into
-place (the previous folder is moved aside first and deleted after the rename). A crash at any
-point leaves either the previous checkpoint or the new one loadable: :func:`load_checkpoint`
-falls back to the moved-aside copy when the rename did not complete.
+place (the previous complete folder is moved aside to ``.<name>.old`` first and deleted after
+the rename). A folder is deleted by renaming it to ``.<name>.trash-*`` first, so no complete
+copy is ever half-deleted; the moved-aside copy is only replaced when the target itself is
+complete. A crash at any point -- and a second crash during the next write -- leaves the
+previous checkpoint or the new one loadable: :func:`load_checkpoint` falls back to the
+moved-aside copy when the rename did not complete. Temporary and trash folders left by killed
+writes are removed by the next successful write. Files get ``0o666`` and folders ``0o777``
+less the umask, like files written with ``open``.
 
 Nested structures (``optimizer.state_dict()``) are encoded by :func:`flatten_state`: tensors
 become ``{"__tensor__": "<key>"}`` references; dicts with non-string keys, tuples and other
@@ -37,7 +42,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,11 +144,24 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(*, directory: bool = False) -> int:
+    """The permissions ``open`` / ``mkdir`` would give: ``0o666`` (``0o777`` for a folder) less
+    the umask (``tempfile`` and safetensors create 0600 files and 0700 folders)."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
-    """Write ``tensors`` as a safetensors file and fsync it."""
+    """Write ``tensors`` as a safetensors file (``0o666`` less the umask) and fsync it."""
     from safetensors.torch import save_file
 
     save_file(dict(tensors), str(path), metadata={"format": "pt", "causalvl_version": __version__})
+    os.chmod(path, default_mode())
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
@@ -212,6 +230,7 @@ def save_checkpoint(directory: str | os.PathLike, checkpoint: Checkpoint) -> Pat
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.tmp-"))
     try:
+        os.chmod(tmp, default_mode(directory=True))
         model = {k: v.detach().cpu().contiguous().clone() for k, v in checkpoint.model.items()}
         write_tensors(tmp / MODEL_NAME, model)
         opt_tree = None
@@ -235,21 +254,77 @@ def save_checkpoint(directory: str | os.PathLike, checkpoint: Checkpoint) -> Pat
             "state": state_tree,
         }
         write_json(tmp / INDEX_NAME, index)
+        os.chmod(tmp / INDEX_NAME, default_mode())
         _fsync_dir(tmp)
-        old = parent / f".{target.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
-        if target.exists():
+        old = _old_path(target)
+        if (target / INDEX_NAME).is_file():
+            # the target is complete: it becomes the fallback copy until the new one is in place
+            if old.exists():
+                _discard(old)
             os.replace(target, old)
+        elif target.exists():
+            # an incomplete target (never written by save_checkpoint): the moved-aside copy, if
+            # any, may be the only complete checkpoint left, so it is kept until the new one lands
+            _discard(target)
         os.replace(tmp, target)
         _fsync_dir(parent)
         if old.exists():
-            shutil.rmtree(old)
+            _discard(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _remove_leftovers(target)
     logger.debug("checkpoint written to %s", target)
     return target
+
+
+def _old_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def _discard(path: Path) -> None:
+    """Delete a folder by renaming it out of the way first (a kill mid-delete then leaves a
+    trash folder, never a half-deleted checkpoint under a name that is read)."""
+    trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"{_hidden(path.name)}.trash-"))
+    try:
+        os.replace(path, trash)
+    except OSError:
+        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _hidden(name: str) -> str:
+    return name if name.startswith(".") else f".{name}"
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Remove the temporary and trash folders that killed writes of ``target`` left behind."""
+    name = target.name
+    for pattern in (f".{name}.tmp-*", f".{name}.trash-*", f".{name}.old.trash-*"):
+        for leftover in target.parent.glob(pattern):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def checkpoint_traces(
+    directory: str | os.PathLike, *, evidence: Iterable[str | os.PathLike] = ()
+) -> list[str]:
+    """What shows that a checkpoint was written to ``directory`` even though none is complete
+    there now: an incomplete folder, an incomplete moved-aside copy, or one of the ``evidence``
+    files (written only after a checkpoint was); empty when nothing does.
+
+    A resume that finds such traces must fail instead of silently training from scratch."""
+    target = Path(directory)
+    traces = []
+    for path in (target, _old_path(target)):
+        if path.exists() and not (path / INDEX_NAME).is_file():
+            traces.append(f"{str(path)!r} exists but has no {INDEX_NAME}")
+    for path in evidence:
+        if Path(path).is_file():
+            traces.append(f"{str(path)!r} exists (it is written after each checkpoint)")
+    return traces
 
 
 def checkpoint_exists(directory: str | os.PathLike) -> bool:
@@ -281,8 +356,10 @@ def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:
             )
     try:
         index = json.loads((target / INDEX_NAME).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{target / INDEX_NAME} is corrupted: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # JSON, UTF-8, huge-int errors
+        raise CheckpointError(
+            f"{target / INDEX_NAME} is corrupted: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from exc
     if not isinstance(index, dict) or index.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{target / INDEX_NAME} is not a causalvl training checkpoint of format "
@@ -290,18 +367,137 @@ def load_checkpoint(directory: str | os.PathLike) -> Checkpoint:
         )
     model = _read_tensors(target / MODEL_NAME)
     optimizer = None
-    if index.get("optimizer") is not None:
-        optimizer = unflatten_state(index["optimizer"], _read_tensors(target / OPTIMIZER_NAME))
-    extra = _read_tensors(target / EXTRA_NAME)
-    state = unflatten_state(index.get("state") or {}, {})
+    try:
+        if index.get("optimizer") is not None:
+            optimizer = unflatten_state(index["optimizer"], _read_tensors(target / OPTIMIZER_NAME))
+            if not isinstance(optimizer, dict) or not isinstance(
+                optimizer.get("param_groups"), list
+            ):
+                raise CheckpointError(
+                    "'optimizer' must be an optimizer state_dict (a dict with 'state' and "
+                    f"'param_groups'), got {type(optimizer).__name__}"
+                )
+        extra = _read_tensors(target / EXTRA_NAME)
+        state = unflatten_state(index.get("state") or {}, {})
+        if not isinstance(state, dict):
+            raise CheckpointError(f"'state' must be a JSON object, got {type(state).__name__}")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{target / INDEX_NAME} is corrupted: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        raise CheckpointError(
+            f"{target / INDEX_NAME} is corrupted: malformed structure ({type(exc).__name__}: "
+            f"{str(exc)[:200]})."
+        ) from exc
     return Checkpoint(model=model, optimizer=optimizer, extra_tensors=extra, state=state)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_train_state(
+    state: Mapping[str, Any], directory: str | os.PathLike, *, epochs: int
+) -> dict[str, Any]:
+    """Check the training state of a checkpoint before a trainer uses any of it.
+
+    Args:
+        state: :attr:`Checkpoint.state` (``epoch``, ``step``, ``history``, ``best``,
+            ``bad_epochs``, ``scaler``).
+        directory: the checkpoint folder, named in errors.
+        epochs: the number of epochs the resumed run is configured for; a checkpoint that
+            completed more cannot be continued by it.
+
+    Returns:
+        ``state`` as a plain dict.
+
+    Raises:
+        CheckpointError: a field is missing, of the wrong type or out of range; the message
+            names the folder and the field.
+    """
+    where = f"{str(directory)!r} ({INDEX_NAME}, training state)"
+
+    def bad(field_name: str, requirement: str) -> CheckpointError:
+        value = state.get(field_name, "<missing>") if isinstance(state, Mapping) else state
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        return CheckpointError(
+            f"{where}: {field_name} = {shown} is invalid: {requirement}. The checkpoint is "
+            "corrupted or was edited; resume from another copy or call fit(resume=False)."
+        )
+
+    if not isinstance(state, Mapping):
+        raise bad("state", "must be a JSON object")
+    epoch = state.get("epoch")
+    if not _is_int(epoch) or not 0 <= epoch <= epochs:
+        raise bad(
+            "epoch",
+            f"must be the number of completed epochs, an integer in [0, {epochs}] "
+            "(TrainConfig.epochs; raise it to train a checkpoint further)",
+        )
+    step = state.get("step")
+    if not _is_int(step) or step < 0:
+        raise bad("step", "must be the number of optimizer steps taken, an integer >= 0")
+    history = state.get("history", [])
+    if not isinstance(history, list) or len(history) > epoch:
+        raise bad("history", f"must be a list of at most {epoch} per-epoch metric rows")
+    for row in history:
+        if not isinstance(row, Mapping) or not all(
+            isinstance(k, str) and (v is None or _is_number(v)) for k, v in row.items()
+        ):
+            raise bad("history", "every row must map metric names to numbers")
+    best = state.get("best")
+    if best is not None:
+        ok = isinstance(best, Mapping)
+        ok = ok and (best.get("value") is None or _is_number(best.get("value")))
+        ok = ok and (best.get("epoch") is None or _is_int(best.get("epoch")))
+        ok = ok and (best.get("epoch") is None or 1 <= best["epoch"] <= epoch)
+        if not ok:
+            raise bad("best", f"must be null or {{'value': number, 'epoch': 1..{epoch}}}")
+    bad_epochs = state.get("bad_epochs", 0)
+    if not _is_int(bad_epochs) or not 0 <= bad_epochs <= epoch:
+        raise bad("bad_epochs", f"must be an integer in [0, {epoch}]")
+    scaler = state.get("scaler")
+    if scaler is not None and not isinstance(scaler, Mapping):
+        raise bad("scaler", "must be null or a GradScaler state dict")
+    return dict(state)
+
+
+def check_rng_states(
+    saved: Mapping[str, torch.Tensor],
+    current: Mapping[str, torch.Tensor],
+    directory: str | os.PathLike,
+) -> None:
+    """Check that each saved RNG state has the dtype and size of the live generator's state.
+
+    Raises:
+        CheckpointError: a state of another size or dtype (``torch.set_rng_state`` would
+            raise a bare ``RuntimeError``, or accept a state of another generator).
+    """
+    for key, live in current.items():
+        if key not in saved:
+            continue
+        value = saved[key]
+        if value.dtype != live.dtype or tuple(value.shape) != tuple(live.shape):
+            raise CheckpointError(
+                f"{str(directory)!r}: RNG state {key!r} has dtype {value.dtype} and shape "
+                f"{tuple(value.shape)}, the generator's state is {live.dtype} "
+                f"{tuple(live.shape)}; the checkpoint is corrupted or from another torch build."
+            )
 
 
 __all__ = [
     "Checkpoint",
+    "check_rng_states",
     "checkpoint_exists",
+    "checkpoint_traces",
     "flatten_state",
     "load_checkpoint",
     "save_checkpoint",
     "unflatten_state",
+    "validate_train_state",
 ]

@@ -56,7 +56,15 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..outputs import ObjectiveOutput
 from ..progress import progress_bar
 from . import distributed as _dist
-from .checkpoint import Checkpoint, checkpoint_exists, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    Checkpoint,
+    check_rng_states,
+    checkpoint_exists,
+    checkpoint_traces,
+    load_checkpoint,
+    save_checkpoint,
+    validate_train_state,
+)
 from .config import TrainConfig, check_select_metric
 from .samplers import balanced_weights
 from .schedules import lr_factor
@@ -502,9 +510,26 @@ class Trainer:
                 gathered = _dist.gather_tensor(self.dist, state)
                 for r, s in enumerate(gathered):
                     out[f"rng/torch_cuda/{i}/rank{r}"] = s
+        # the model's own generators (IntervenedModel: shuffle / noise counterfactual inputs)
+        model_rng = getattr(self.model, "rng_state", None)
+        if callable(model_rng):
+            for k, v in model_rng().items():
+                out[f"rng/model/{k}"] = v
         return out
 
+    def _check_rng(self, tensors: Mapping[str, torch.Tensor], where: Any) -> None:
+        live = {"rng/data": self._data_gen.get_state()}
+        live.update({k: torch.get_rng_state() for k in tensors if k.startswith("rng/torch_cpu/")})
+        model_rng = getattr(self.model, "rng_state", None)
+        if callable(model_rng):
+            live.update({f"rng/model/{k}": v for k, v in model_rng().items()})
+        check_rng_states(tensors, live, where)
+
     def _restore_rng(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        if callable(getattr(self.model, "set_rng_state", None)):
+            n = len("rng/model/")
+            mine = {k[n:]: v for k, v in tensors.items() if k.startswith("rng/model/")}
+            self.model.set_rng_state(mine)  # type: ignore[operator]
         rank = self.dist.rank
         key = f"rng/torch_cpu/rank{rank}"
         if key not in tensors:
@@ -719,6 +744,14 @@ class Trainer:
         if resume:
             last = self.output_dir / "last"  # type: ignore[operator]
             if not checkpoint_exists(last):
+                # metrics.jsonl is written only after last/ was: a run that wrote it had one
+                traces = checkpoint_traces(last, evidence=[last.parent / "metrics.jsonl"])
+                if traces:
+                    raise CheckpointError(
+                        f"fit(resume=True): a checkpoint was written to {str(last)!r} but none "
+                        f"is complete now ({'; '.join(traces)}). Restore it from a copy, or "
+                        "call fit(resume=False) to train from scratch."
+                    )
                 warnings.warn(
                     f"fit(resume=True): no checkpoint in {str(last)!r}; starting from scratch.",
                     UserWarning,
@@ -726,7 +759,8 @@ class Trainer:
                 )
             else:
                 ckpt = load_checkpoint(last)
-                state = ckpt.state
+                state = validate_train_state(ckpt.state, last, epochs=cfg.epochs)
+                self._check_rng(ckpt.extra_tensors, last)
                 try:
                     self.model.load_state_dict(ckpt.model, strict=True)
                     if isinstance(self.objective, nn.Module):
@@ -738,13 +772,13 @@ class Trainer:
                         self.objective.load_state_dict(obj, strict=True)
                     if ckpt.optimizer is not None:
                         optimizer.load_state_dict(ckpt.optimizer)
-                except (RuntimeError, ValueError, KeyError) as exc:
+                    if scaler is not None and state.get("scaler"):
+                        scaler.load_state_dict(state["scaler"])
+                except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
                     raise CheckpointError(
                         f"the checkpoint in {str(last)!r} does not match this model / optimizer "
                         f"({exc}); resume with the same model and TrainConfig."
                     ) from exc
-                if scaler is not None and state.get("scaler"):
-                    scaler.load_state_dict(state["scaler"])
                 start_epoch = int(state["epoch"])
                 self.global_step = int(state["step"])
                 self.history = [dict(h) for h in state.get("history", [])]
