@@ -73,3 +73,15 @@ def test_to_frame_has_every_number():
     assert set(frame.index) == {m.key for sp in d.splits.values() for m in sp.metrics()}
     one = d["ood"].to_frame()
     assert list(one.columns) == ["value", "label"] and one.loc["calibration.ece", "value"] == 0.1234
+
+
+def test_effects_keep_one_order_through_json():
+    from causalvl.diagnostics.results import EffectMagnitudes, EffectSummary
+
+    found = ["nie", "tie", "nde", "te", "extra"]  # the order an intervention happened to emit
+    e = EffectMagnitudes(
+        effects={k: EffectSummary(effect=k, mean_abs=0.1, mean_predicted=0.0, n=3) for k in found}
+    )
+    assert list(e.effects) == ["te", "nde", "tie", "nie", "extra"]
+    # JSON files sort keys alphabetically (nde, nie, te, tie); reading one back keeps the order
+    assert list(EffectMagnitudes.from_json(e.to_json()).effects) == list(e.effects)

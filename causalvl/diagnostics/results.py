@@ -604,9 +604,17 @@ class EffectSummary(Result):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EffectMagnitudes(Result):
-    """TE / NDE / TIE / NIE magnitudes, keyed by effect name."""
+    """TE / NDE / TIE / NIE magnitudes, keyed by effect name, always in that order (then any
+    other effect by name), so every report and every JSON round-trip lists them alike."""
 
     effects: Mapping[str, EffectSummary]
+
+    def _validate(self) -> None:
+        rank = {key: i for i, key in enumerate(EFFECT_NAMES)}
+        order = sorted(self.effects, key=lambda k: (rank.get(k, len(rank)), str(k)))
+        if list(self.effects) != order:
+            ordered = {k: self.effects[k] for k in order}
+            object.__setattr__(self, "effects", types.MappingProxyType(ordered))
 
     def metrics(self, prefix: str = "") -> list[Metric]:
         out: list[Metric] = []
