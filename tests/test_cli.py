@@ -223,3 +223,12 @@ def test_threads_option_on_every_command():
     for argv in (["demo"], ["train", "x.json"], ["audit"]):
         assert parser.parse_args(argv).threads == DEFAULT_THREADS == 1
     assert parser.parse_args(["train", "x.json", "--threads", "4"]).threads == 4
+
+
+def test_audit_says_what_it_is_doing_unless_asked_not_to(capsys):
+    assert main(["audit", "--limit", "80", "--folds", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "causalvl audit: reading the prior-shift questions and fitting 2" in captured.err
+    assert "causalvl audit: done in" in captured.err and "text-only model" in captured.out
+    assert main(["audit", "--limit", "80", "--folds", "2", "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
