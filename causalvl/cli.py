@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--no-progress", action="store_true", help="hide progress messages")
     _threads_argument(audit)
+    for command in (demo, train, report, audit):  # -v works after the command name too
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log progress details",
+        )
     return parser
 
 

@@ -232,3 +232,12 @@ def test_audit_says_what_it_is_doing_unless_asked_not_to(capsys):
     assert "causalvl audit: done in" in captured.err and "text-only model" in captured.out
     assert main(["audit", "--limit", "80", "--folds", "2", "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_verbose_before_or_after_the_command():
+    from causalvl.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "x.json"]).verbose is False
+    assert parser.parse_args(["-v", "train", "x.json"]).verbose is True
+    assert parser.parse_args(["train", "x.json", "-v"]).verbose is True
