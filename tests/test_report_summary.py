@@ -80,6 +80,10 @@ def test_no_question_no_language_prior_sentence():
     text = " ".join(report.headline())
     assert "language prior" not in text and "image-blind" not in text
     assert "backdoor (context) relies least on context" in text
+    html = report.to_html()
+    assert "<h2>Reliance on context</h2>" in html and "Reliance on the language prior" not in html
+    both = causalvl.BiasReport({"m": _diag(0.5, 0.3, 0.4)}).to_html()
+    assert "<h2>Reliance on the language prior and on context</h2>" in both
 
 
 def test_vision_only_model_gets_no_language_prior_and_named_groups():

@@ -992,15 +992,15 @@ class _HtmlWriter:
         ctx = self.part_metrics("context")
         if not prior and not ctx:
             return
-        self.section_start(
-            "language_prior", "Reliance on the language prior and on context", "reliance"
-        )
-        self.figure(
-            "reliance",
-            f"How often each model agrees with its image-blind answer and "
-            f"how often its answer flips when the image or the context is replaced "
-            f"({self.split} split).",
-        )
+        if prior:  # name only the measures this data has (no question: no language prior)
+            title = "Reliance on the language prior" + (" and on context" if ctx else "")
+            self.section_start("language_prior", title, "reliance")
+            caption = "How often each model agrees with its image-blind answer and how often its "
+            caption += "answer flips when the image" + (" or the context" if ctx else "")
+        else:
+            self.w('<section id="reliance"><h2>Reliance on context</h2>')
+            caption = "How often each model's answer flips when the context"
+        self.figure("reliance", f"{caption} is replaced ({self.split} split).")
         if prior:
             modes = sorted(
                 {
