@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: Torch CPU threads of every command unless --threads says otherwise. causalvl's own models
-#: are small: on them one thread is fastest, and many threads slow every job on a shared
-#: machine by 10-20x. Raise it for large (e.g. pretrained Hugging Face) models.
+#: are small: on them one thread is fastest, and on a busy machine every-core runs take several
+#: times as long. Raise it for large (e.g. pretrained Hugging Face) models.
 DEFAULT_THREADS = 1
 
 

@@ -294,6 +294,11 @@ def train_from_config(
 
     from .interventions import load_builtin
 
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume continues the earlier run in the output folder and --overwrite replaces "
+            "it; pass one of the two."
+        )
     start = time.perf_counter()
     config = load_run_config(path)
     seed = int(config.get("seed", 0))

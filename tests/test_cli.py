@@ -184,6 +184,10 @@ def test_train_refuses_an_earlier_run_folder(tmp_path, capsys):
     (out / "notes.txt").write_text("mine")
     assert main(["train", str(_config(tmp_path)), "--out", str(out)]) == 2
     assert "is not empty" in _one_line_error(capsys)
+    assert (
+        main(["train", str(_config(tmp_path)), "--out", str(out), "--resume", "--overwrite"]) == 2
+    )
+    assert "pass one of the two" in _one_line_error(capsys)
 
 
 def test_report_on_a_missing_or_wrong_path_says_what_it_accepts(tmp_path, capsys):
