@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,12 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--fast", action="store_true", help="a much smaller run (for smoke tests)")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    demo.add_argument(
-        "--threads",
-        type=_pos_int,
-        default=1,
-        help="torch CPU threads (default: %(default)s; the demo's small models run fastest on one)",
-    )
+    _threads_argument(demo)
 
     train = sub.add_parser(
         "train",
@@ -72,13 +69,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="output folder (overrides the config)"
     )
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run in the output folder (default: refuse to write over it)",
+    )
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    _threads_argument(train)
 
     report = sub.add_parser(
         "report",
         help="one bias report comparing saved runs",
         description="Reads diagnostics.json from each RUN_DIR (written by 'causalvl train') and "
-        "writes one report comparing them.",
+        "writes one report comparing them. A single folder with a saved report.json (such as "
+        "the output of 'causalvl demo') is re-rendered instead.",
     )
     report.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     report.add_argument(
@@ -87,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("causalvl-report"),
         help="output folder (default: %(default)s)",
     )
-    report.add_argument("--title", default="causalvl bias report", help="report title")
+    report.add_argument(
+        "--title",
+        default=None,
+        help="report title (default: 'causalvl bias report', or the saved report's own)",
+    )
     report.add_argument("--deterministic", action="store_true", help="leave out timestamps")
 
     audit = sub.add_parser(
@@ -117,7 +125,34 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument(
         "--limit", type=_pos_int, default=None, help="audit at most this many questions"
     )
+    audit.add_argument("--no-progress", action="store_true", help="hide progress messages")
+    _threads_argument(audit)
+    for command in (demo, train, report, audit):  # -v works after the command name too
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log progress details",
+        )
     return parser
+
+
+#: Torch CPU threads of every command unless --threads says otherwise. causalvl's own models
+#: are small: on them one thread is fastest, and on a busy machine every-core runs take several
+#: times as long. Raise it for large (e.g. pretrained Hugging Face) models.
+DEFAULT_THREADS = 1
+
+
+def _threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=_nonneg_int,
+        default=DEFAULT_THREADS,
+        help="torch CPU threads (default: %(default)s, fastest for small models and fair on a "
+        "shared machine; raise it for large pretrained models; 0: torch's own default, every "
+        "core)",
+    )
 
 
 def _pos_int(text: str) -> int:
@@ -147,12 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        if args.command == "demo":
+        if getattr(args, "threads", 0):
             import torch
 
-            from .demo import run_demo
-
             torch.set_num_threads(args.threads)
+        if args.command == "demo":
+            from .demo import run_demo
 
             result = run_demo(
                 args.out,
@@ -166,9 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "train":
             from .runs import train_from_config
 
-            train_from_config(
-                args.config, out=args.out, resume=args.resume, progress=not args.no_progress
+            run = train_from_config(
+                args.config,
+                out=args.out,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
             )
+            print(run.summary())
         elif args.command == "report":
             from .runs import report_runs
 
@@ -179,13 +219,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "audit":
             from .runs import audit_command
 
-            print(audit_command(args))
+            started = time.perf_counter()
+            if not args.no_progress:  # the audit has no finer progress to show yet
+                print(
+                    f"causalvl audit: reading the {args.data} questions and fitting "
+                    f"{args.folds} cross-validation folds ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            text = audit_command(args)
+            if not args.no_progress:
+                print(
+                    f"causalvl audit: done in {time.perf_counter() - started:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            print(text)
     except CausalVLError as exc:
-        print(f"causalvl {args.command}: error: {exc}", file=sys.stderr)
+        reason = " ".join(str(exc).split())  # one line, whatever the message holds
+        print(f"causalvl {args.command}: error: {reason}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"causalvl {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (e.g. `| head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -37,6 +38,11 @@ SECTIONS = [
 def _first_paragraph(obj: object) -> str:
     doc = inspect.getdoc(obj) or ""
     return doc.split("\n\n")[0].replace("\n", " ").strip()
+
+
+def _first_sentence(text: str) -> str:
+    """Up to the first full stop that ends a sentence (not the one in "e.g." or "i.e.")."""
+    return re.split(r"(?<!\be\.g)(?<!\bi\.e)\.\s", text, maxsplit=1)[0].rstrip(".")
 
 
 def _annotation(value: object) -> str:
@@ -78,7 +84,7 @@ def _methods(cls: type) -> list[tuple[str, str]]:
             continue
         target = value.__func__ if isinstance(value, (classmethod, staticmethod)) else value
         target = target.fget if isinstance(target, property) else target
-        out.append((attr, _first_paragraph(target).split(". ")[0].rstrip(".")))
+        out.append((attr, _first_sentence(_first_paragraph(target))))
     return out
 
 

@@ -92,7 +92,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--train-examples", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1, fastest for these small models; 0: every core)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     epochs = args.epochs or (1 if args.fast else 8)
     n_train = args.train_examples or (128 if args.fast else 1200)
     n_test = 64 if args.fast else 600

@@ -36,7 +36,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast", action="store_true")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1, fastest for these small models; 0: every core)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
     if args.cifar is None:
         parser.error("give --cifar PATH (the cifar-10-batches-py folder)")

@@ -22,12 +22,41 @@ from causalvl.datasets import PriorShiftVQA
 from causalvl.interventions.ensembles import set_bias_prior
 
 
+def summary_text(report: causalvl.BiasReport) -> str:
+    """The report's summary sentences and its per-model table, as plain text."""
+    from causalvl.reports.formatting import format_number
+
+    lines = [report.title, ""]
+    lines += [f"- {sentence}" for sentence in report.headline()]
+    header, rows = report.summary_rows()
+    if rows:
+        names = [m for m, _ in rows]
+        table = [["model", *header]] + [[m, *map(format_number, v)] for m, v in rows]
+        widths = [max(len(r[j]) for r in table) for j in range(len(header) + 1)]
+        widths[0] = max(map(len, [*names, "model"]))
+        lines.append("")
+        for i, row in enumerate(table):
+            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
+            lines.append("  ".join(cells))
+            if i == 0:
+                lines.append("-" * len(lines[-1]))
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("bias-report"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--fast", action="store_true", help="a seconds-long smoke run")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1, fastest for these small models; 0: every core)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING)
 
     size = {"num_examples": 160} if args.fast else {}
@@ -70,8 +99,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         diagnostics, title="Plain vs CF-VQA vs LMH on a shifted answer prior", seed=args.seed
     )
     files = report.save(args.out)
-    print(report.headline() if hasattr(report, "headline") else "")
-    print(f"report: {files['html']}")
+    print(summary_text(report))
+    print(f"\nbias report: {files['html']}  (also report.json and summary.md)")
     return {name: d["ood"].accuracy for name, d in diagnostics.items()}
 
 

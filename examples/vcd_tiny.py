@@ -116,8 +116,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0, help="seeds the model, data and training")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1, fastest for these small models; 0: every core)",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     world = World(seed=args.seed)
     model, _ = tiny_generative_model("llava", seed=args.seed, init_std=0.1)

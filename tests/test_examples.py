@@ -58,14 +58,29 @@ def test_training_examples_fast(name, keep_threads):
 
 
 @pytest.mark.slow
-def test_compare_bias_report(tmp_path):
+def test_compare_bias_report(tmp_path, keep_threads, capsys):
     accuracies = _load("compare_bias_report").main(["--fast", "--out", str(tmp_path)])
     assert set(accuracies) == {"plain", "CF-VQA", "LMH"}
     assert (tmp_path / "index.html").is_file() and (tmp_path / "report.json").is_file()
+    out = capsys.readouterr().out
+    assert "['" not in out  # sentences and a table, not a printed Python list
+    lines = out.splitlines()
+    assert any(line.startswith("- ") for line in lines)
+    header = next(line for line in lines if line.startswith("model "))
+    assert "OOD accuracy" in header
+    assert {line.split()[0] for line in lines[lines.index(header) + 2 :][:3]} == set(accuracies)
+
+
+def test_examples_default_to_one_thread():
+    for path in EXAMPLES.glob("*.py"):
+        if path.stem == "wrap_hf_model":  # no training: nothing to pin
+            continue
+        text = path.read_text()
+        assert '"--threads",' in text and "default=1" in text, path.name
 
 
 @pytest.mark.slow
-def test_cifar_prior_shift():
+def test_cifar_prior_shift(keep_threads):
     from causalvl.datasets import default_data_dir
 
     root = default_data_dir()

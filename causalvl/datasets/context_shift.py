@@ -202,6 +202,20 @@ class ContextShift(Dataset):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def group_names(self) -> list[str]:
+        """Name of each group id ``2 * target + aligned``: the target class and whether its
+        context is the partner class seen with it in training, e.g. ``"target 3, context 8
+        (aligned)"`` and ``"target 3, other context (conflicting)"``."""
+        names = []
+        for c, name in enumerate(self.class_names):
+            partner = self.class_names[int(self.partner[c])]
+            names += [
+                f"target {name}, other context (conflicting)",
+                f"target {name}, context {partner} (aligned)",
+            ]
+        return names
+
     def cooccurrence_rate(self) -> float:
         """Measured fraction of examples whose context is the target's partner class."""
         return float(self._aligned.float().mean())

@@ -100,11 +100,41 @@ def _find_file(root: Path, names: Sequence[str], what: str, layout: str) -> Path
     )
 
 
+#: The file each loader reads, for the message when it is given a folder instead.
+_EXPECTED_FILE = {
+    "load_winoground": "the Winoground examples file (examples.jsonl)",
+    "load_vqacp": "a VQA-CP v2 questions or annotations JSON file",
+    "load_valse": "one VALSE piece's JSON file (e.g. existence.json)",
+    "load_sugarcrepe": "one SugarCREPE JSON file (e.g. replace_att.json)",
+    "load_nlvr": "one NLVR split's JSON-lines file (e.g. dev.json)",
+    "load_nlvr2": "one NLVR2 split's JSON-lines file (e.g. dev.json)",
+}
+
+
+def _check_file(path: Path, what: str) -> None:
+    """A missing path and a folder get different messages: a folder names the file expected."""
+    if is_file(path):
+        return
+    if is_dir(path):
+        try:
+            found = sorted(p.name for p in path.iterdir() if p.suffix in (".json", ".jsonl"))
+        except OSError:
+            found = []
+        listing = f"; JSON files there: {found[:5]}" if found else ""
+        raise DataError(
+            f"{what}: {str(path)!r} is a folder, but a file is expected: "
+            f"{_EXPECTED_FILE.get(what, 'a JSON file')}{listing}."
+        )
+    raise DataError(f"{what}: no such file {str(path)!r}.")
+
+
 def _read_json(path: Path, what: str) -> Any:
+    _check_file(path, what)
     return read_json(path, what)
 
 
 def _iter_jsonl(path: Path, what: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    _check_file(path, what)
     return iter_jsonl(path, what)
 
 

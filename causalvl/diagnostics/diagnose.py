@@ -77,7 +77,8 @@ class DiagnosticsConfig(Config):
             ``"calibration"``, ``"language_prior"``, ``"context"``, ``"effects"``, ``"causal"``.
             Accuracy is always computed. Each runs only when the data / model supports it
             (``groups`` needs the batch key ``group``; ``bias`` needs ``bias_aligned``;
-            ``context`` needs ``region_pixels``; ``effects`` needs a wrapped model with effects;
+            ``language_prior`` needs a model with a language input; ``context`` needs
+            ``region_pixels``; ``effects`` needs a wrapped model with effects;
             ``causal`` (dowhy, a few seconds) needs ``bias_aligned``). Default: all but
             ``"causal"``.
         batch_size: batch size when ``data`` is a Dataset.
@@ -389,7 +390,8 @@ def _diagnose_split(
     def add(key: str, value: torch.Tensor) -> None:
         acc.setdefault(key, []).append(value.detach().cpu())
 
-    prior_ok = "language_prior" in wanted
+    # reliance on the language prior needs a language input: a vision-only model has none
+    prior_ok = "language_prior" in wanted and bool(getattr(runner.adapter, "language_keys", True))
     context_ok = "context" in wanted
     effect_abs: dict[str, list[float]] = {}
     for batch in progress_bar(

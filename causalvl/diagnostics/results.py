@@ -108,6 +108,33 @@ class Result(JSONSerializable):
     DEFINITIONS: ClassVar[dict[str, str]] = {}
     LABELS: ClassVar[dict[str, str]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A short repr for every result: dataclass() keeps a __repr__ the class body defines,
+        # so put ours there before the decorator runs (its own would print every nested field).
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = Result.__repr__  # type: ignore[method-assign]
+
+    def __repr__(self) -> str:
+        """``ClassName(field=value, ...)``: numbers to three decimals, nested results and long
+        sequences abbreviated, ``None`` fields left out; :meth:`to_frame` has every number."""
+        parts = [
+            f"{f.name}={_short(getattr(self, f.name))}"
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if getattr(self, f.name) is not None
+        ]
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+    def to_frame(self) -> Any:
+        """Every number of :meth:`metrics` as a ``pandas.DataFrame`` indexed by metric key, with
+        columns ``value`` and ``label`` (pandas is installed with dowhy)."""
+        pd = _pandas()
+        rows = self.metrics()
+        return pd.DataFrame(
+            {"value": [m.value for m in rows], "label": [m.label for m in rows]},
+            index=pd.Index([m.key for m in rows], name="metric"),
+        )
+
     def __post_init__(self) -> None:
         owner = type(self).__name__
         for name, kind in self.KINDS.items():
@@ -162,6 +189,46 @@ class Result(JSONSerializable):
             return cls(**kwargs)
         except TypeError as exc:
             raise DataError(f"{cls.__name__}.from_dict: {exc}.") from exc
+
+
+def _pandas() -> Any:
+    try:
+        import pandas
+    except ImportError as exc:  # pragma: no cover - pandas comes with dowhy
+        from ..errors import OptionalDependencyError
+
+        raise OptionalDependencyError(
+            "to_frame needs pandas; install it with `pip install pandas`."
+        ) from exc
+    return pandas
+
+
+def _short(value: Any) -> str:
+    """A compact display of one field value for ``Result.__repr__``."""
+    if isinstance(value, Result):
+        return f"{type(value).__name__}(…)"
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, float):
+        if value != value or value in (math.inf, -math.inf):
+            return str(value)
+        if value != 0 and abs(value) < 0.001:
+            return f"{value:.2e}"
+        return f"{value:.3f}"
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, Mapping):
+        keys = list(value)
+        shown = ", ".join(map(str, keys[:4])) + (", ..." if len(keys) > 4 else "")
+        return f"{{{shown}}}"
+    if isinstance(value, (tuple, list)):
+        if len(value) <= 4 and not any(isinstance(v, Result) for v in value):
+            return (
+                "(" + ", ".join(_short(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+            )
+        kind = type(value[0]).__name__ if isinstance(value[0], Result) else "value"
+        return f"<{len(value)} {kind}s>"
+    return repr(value)
 
 
 def _encode(value: Any) -> Any:
@@ -537,9 +604,17 @@ class EffectSummary(Result):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EffectMagnitudes(Result):
-    """TE / NDE / TIE / NIE magnitudes, keyed by effect name."""
+    """TE / NDE / TIE / NIE magnitudes, keyed by effect name, always in that order (then any
+    other effect by name), so every report and every JSON round-trip lists them alike."""
 
     effects: Mapping[str, EffectSummary]
+
+    def _validate(self) -> None:
+        rank = {key: i for i, key in enumerate(EFFECT_NAMES)}
+        order = sorted(self.effects, key=lambda k: (rank.get(k, len(rank)), str(k)))
+        if list(self.effects) != order:
+            ordered = {k: self.effects[k] for k in order}
+            object.__setattr__(self, "effects", types.MappingProxyType(ordered))
 
     def metrics(self, prefix: str = "") -> list[Metric]:
         out: list[Metric] = []
@@ -855,6 +930,31 @@ class SplitDiagnostics(Result):
         "n": "Number of examples evaluated.",
     }
 
+    def __repr__(self) -> str:
+        """The split's headline numbers on one line; :meth:`to_frame` has every number."""
+        return f"SplitDiagnostics({self.name!r}, {self._headline()})"
+
+    def _headline(self) -> str:
+        items = [f"distribution={self.distribution!r}", f"n={self.n}"]
+        items.append(f"accuracy={_short(self.accuracy)}")
+        picks = (
+            ("worst_group_accuracy", self.groups, "worst_group_accuracy"),
+            ("bias_gap", self.bias, "gap"),
+            ("prior_agreement", self.language_prior, "prior_agreement"),
+            ("context_flip_rate", self.context, "flip_rate"),
+            ("ece", self.calibration, "ece"),
+            ("effect_estimate", self.effect_estimate, "value"),
+        )
+        for label, part, field in picks:
+            value = None if part is None else getattr(part, field)
+            if value is not None:
+                items.append(f"{label}={_short(float(value))}")
+        if self.effects is not None:
+            items.append(f"effects=({', '.join(self.effects.effects)})")
+        if self.compositional is not None:
+            items.append("compositional=CompositionalScores(…)")
+        return ", ".join(items)
+
     def _validate(self) -> None:
         if self.distribution not in DISTRIBUTION_LABELS:
             raise DataError(
@@ -908,6 +1008,29 @@ class Diagnostics(Result):
                     f"Diagnostics.splits[{key!r}] is a {type(split).__name__}, expected "
                     "SplitDiagnostics."
                 )
+
+    def __repr__(self) -> str:
+        """One line per split with its headline numbers; :meth:`to_frame` has every number."""
+        lines = [f"Diagnostics({len(self.splits)} split{'s' if len(self.splits) != 1 else ''}"]
+        lines[0] += f", {len(self.extras)} extra tables)" if self.extras else ")"
+        width = max(len(repr(name)) for name in self.splits)
+        for name, split in self.splits.items():
+            lines.append(f"  {repr(name).ljust(width)}: {split._headline()}")
+        return "\n".join(lines)
+
+    def to_frame(self) -> Any:
+        """Every number as a ``pandas.DataFrame``: one row per metric key (e.g.
+        ``"groups.worst_group_accuracy"``), one column per split, plus ``label``."""
+        pd = _pandas()
+        values: dict[str, dict[str, Any]] = {}
+        labels: dict[str, str] = {}
+        for name, split in self.splits.items():
+            for m in split.metrics():
+                values.setdefault(name, {})[m.key] = m.value
+                labels.setdefault(m.key, m.label)
+        frame = pd.DataFrame(values, index=pd.Index(list(labels), name="metric"))
+        frame["label"] = pd.Series(labels)
+        return frame
 
     def __getitem__(self, name: str) -> SplitDiagnostics:
         try:

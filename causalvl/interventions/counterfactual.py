@@ -28,7 +28,7 @@ from torch import nn
 
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
-from ..errors import ConfigError, InputError, InterventionStateError
+from ..errors import ConfigError, InputError, InterventionStateError, NoMatchingModuleError
 from ..outputs import InterventionOutput
 from .base import ForwardState, Intervention, implements, module_dtype_device
 from .branches import (
@@ -290,18 +290,31 @@ class Counterfactual(BranchWarmup, Intervention):
             config.num_answers,
             config.hidden,
         )
-        self.vision = (
-            build_branch(
-                model,
-                adapter,
-                config.vision_role,
-                config.vision_feature_dim,
-                config.num_answers,
-                config.hidden,
-            )
-            if self.complete
-            else None
-        )
+        self.vision = None
+        if self.complete:
+            try:
+                self.vision = build_branch(
+                    model,
+                    adapter,
+                    config.vision_role,
+                    config.vision_feature_dim,
+                    config.num_answers,
+                    config.hidden,
+                )
+            except NoMatchingModuleError as exc:
+                roles = sorted(getattr(adapter, "roles", None) or {})
+                why = (
+                    f"the adapter has no {config.vision_role!r} role (its roles: "
+                    f"{', '.join(roles) or 'none'})"
+                    if config.vision_role not in roles
+                    else str(exc).rstrip(".")
+                )
+                raise NoMatchingModuleError(
+                    f"CounterfactualConfig(graph='complete') (the default) needs the image "
+                    f"feature for its V->A branch, but {why}. Either give the adapter that role, e.g. "
+                    f"GenericAdapter(roles={{{config.vision_role!r}: 'image_encoder', ...}}), or "
+                    "set graph='simple', which needs only the question feature."
+                ) from exc
         self.c = nn.Parameter(torch.tensor(float(config.c_init)))
         dtype, device = module_dtype_device(model)
         self.to(device=device, dtype=dtype)

@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -318,9 +319,15 @@ class BiasReport:
             for m, sp in on.items()
             if sp.language_prior is not None and sp.language_prior.prior_agreement is not None
         }
-        if prior:
+        if len(prior) == 1:  # one model: state its number, compare it with nothing
+            ((m, v),) = prior.items()
+            out.append(
+                f"{m}'s answer equals its image-blind answer on {format_number(v)} of the "
+                f"{split} examples (1 would mean the image never changes the answer)."
+            )
+        elif prior:
             best, value, tie = _extreme(prior, lowest=True)
-            if tie and len(prior) > 1:
+            if tie:
                 out.append(
                     f"Every model's answer equals its image-blind answer on {value} of the "
                     f"{split} examples: none relies less on the language prior than the others."
@@ -339,9 +346,15 @@ class BiasReport:
             for m, sp in on.items()
             if sp.context is not None and sp.context.flip_rate is not None
         }
-        if flips:
+        if len(flips) == 1:
+            ((m, v),) = flips.items()
+            out.append(
+                f"{m}'s answer flips on {format_number(v)} of the {split} examples when only the "
+                "context is replaced (0 would mean the context never changes the answer)."
+            )
+        elif flips:
             best, value, tie = _extreme(flips, lowest=True)
-            if tie and len(flips) > 1:
+            if tie:
                 out.append(
                     f"Every model's answer flips on {value} of the {split} examples when only "
                     "the context is replaced."
@@ -465,11 +478,16 @@ class BiasReport:
                     lambda m, sp: None if id_acc(m, sp) is None else sp.accuracy - id_acc(m, sp),
                 )
             )
+        if len(on) > 1:  # a one-model report has nothing to compare with
+            cols.append(
+                (
+                    f"vs {base}",
+                    lambda m, sp: (
+                        None if base_sp is None or m == base else sp.accuracy - base_sp.accuracy
+                    ),
+                )
+            )
         cols += [
-            (
-                f"vs {base}",
-                lambda m, sp: None if base_sp is None else sp.accuracy - base_sp.accuracy,
-            ),
             (
                 "worst-group accuracy",
                 lambda m, sp: None if sp.groups is None else sp.groups.worst_group_accuracy,
@@ -589,7 +607,7 @@ class BiasReport:
         """A short Markdown summary (headline, comparison table, refutations, extra tables)."""
         lines = [f"# {md_escape(self.title)}", ""]
         if self.notes:
-            lines += [md_escape(self.notes), ""]
+            lines += [_linked_md(self.notes), ""]
         lines += ["## Summary", ""]
         lines += [f"- {md_escape(s)}" for s in self.headline()] or ["- (no results)"]
         header, summary = self.summary_rows()
@@ -629,7 +647,7 @@ class BiasReport:
         for title, table in _all_tables(self):
             lines += ["", f"## {md_escape(title)}", ""]
             if table.description:
-                lines += [md_escape(table.description), ""]
+                lines += [_linked_md(table.description), ""]
             lines.append("| metric | " + " | ".join(md_escape(c) for c in table.columns) + " |")
             lines.append("|" + "---|" * (len(table.columns) + 1))
             for row in table.rows:
@@ -643,6 +661,24 @@ class BiasReport:
         if path is not None:
             atomic_write_text(path, text)
         return text
+
+
+#: A relative path to another page beside the report (``context/index.html``); no scheme, no
+#: leading slash or dot, so a link made from it can only point into the report's own folder.
+_RELATIVE_PAGE = re.compile(r"(?<![\w./:-])([A-Za-z0-9_][\w./-]*\.html)\b")
+
+
+def _linked_html(text: str) -> str:
+    """Escape ``text`` for HTML and turn relative ``*.html`` paths in it into links."""
+    return _RELATIVE_PAGE.sub(r'<a href="\1">\1</a>', esc(text))
+
+
+def _linked_md(text: str) -> str:
+    """Escape ``text`` for Markdown and turn relative ``*.html`` paths in it into links."""
+    parts = _RELATIVE_PAGE.split(str(text))  # odd entries are the paths
+    return "".join(
+        f"[{md_escape(part)}]({part})" if i % 2 else md_escape(part) for i, part in enumerate(parts)
+    )
 
 
 def _extreme(values: Mapping[str, float], *, lowest: bool) -> tuple[list[str], str, bool]:
@@ -882,7 +918,7 @@ class _HtmlWriter:
             self.w(f" · created {esc(created)}")
         self.w("</p>")
         if r.notes:
-            self.w(f"<p>{esc(r.notes)}</p>")
+            self.w(f"<p>{_linked_html(r.notes)}</p>")
         self.w("</header>")
 
     def headline(self) -> None:
@@ -956,15 +992,15 @@ class _HtmlWriter:
         ctx = self.part_metrics("context")
         if not prior and not ctx:
             return
-        self.section_start(
-            "language_prior", "Reliance on the language prior and on context", "reliance"
-        )
-        self.figure(
-            "reliance",
-            f"How often each model agrees with its image-blind answer and "
-            f"how often its answer flips when the image or the context is replaced "
-            f"({self.split} split).",
-        )
+        if prior:  # name only the measures this data has (no question: no language prior)
+            title = "Reliance on the language prior" + (" and on context" if ctx else "")
+            self.section_start("language_prior", title, "reliance")
+            caption = "How often each model agrees with its image-blind answer and how often its "
+            caption += "answer flips when the image" + (" or the context" if ctx else "")
+        else:
+            self.w('<section id="reliance"><h2>Reliance on context</h2>')
+            caption = "How often each model's answer flips when the context"
+        self.figure("reliance", f"{caption} is replaced ({self.split} split).")
         if prior:
             modes = sorted(
                 {
@@ -1139,7 +1175,7 @@ class _HtmlWriter:
         for title, t in _all_tables(self.r):
             self.w(f'<section class="extra"><h2>{esc(title)}</h2>')
             if t.description:
-                self.w(f'<p class="explain">{esc(t.description)}</p>')
+                self.w(f'<p class="explain">{_linked_html(t.description)}</p>')
             self.grid(
                 [(c, None) for c in t.columns],
                 [(row.name, row.values) for row in t.rows],
