@@ -422,12 +422,7 @@ class BiasReport:
                 f"{format_signed(max(values))}; {passed} of {total} refutation checks passed."
             )
         if self.audit is not None:
-            a = self.audit
-            out.append(
-                f"Benchmark audit: a text-only model answers {format_number(a.text_model_accuracy)}"
-                f" of the questions without the image, vs {format_number(a.majority_class_accuracy)}"
-                " for always giving the most common answer."
-            )
+            out.append(f"Benchmark audit: {self.audit.summary()}")
         return out
 
     def summary_rows(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
@@ -1126,14 +1121,9 @@ class _HtmlWriter:
         a = self.r.audit
         if a is None:
             return
-        self.section_start("audit", "Benchmark audit: what a blind model solves", "audit")
-        rows = [
-            [(m.label, ""), (format_number(m.value), "num"), (m.definition, "def")]
-            for m in a.metrics()
-        ]
-        rows.append([("seed", ""), (format_number(a.seed), "num"), ("Seed of the folds.", "def")])
-        self.table(["metric", "value", "definition"], rows)
-        self.w(f'<p class="explain">Text taken from {esc(a.text_source)}.</p></section>')
+        from .audit import audit_section_html
+
+        self.w(audit_section_html(a))
 
     def extras(self) -> None:
         for title, t in _all_tables(self.r):
