@@ -804,9 +804,8 @@ class BlindSolvabilityAudit(Result):
     @property
     def best_scorer(self) -> AuditScorer | None:
         """The blind scorer with the highest macro accuracy (None without scorers)."""
-        if not self.scorers:
-            return None
-        return max(self.scorers.values(), key=lambda s: s.macro_accuracy)
+        blind = [s for n, s in self.scorers.items() if not n.startswith("majority")]
+        return max(blind, key=lambda s: s.macro_accuracy) if blind else None
 
     def summary(self) -> str:
         """One sentence: the best blind scorer against chance, worded by the sign of the gain."""
@@ -814,10 +813,12 @@ class BlindSolvabilityAudit(Result):
         if best is None:
             return "No blind scorer ran."
         base = self.majority_class_accuracy
+        if self.mode != "pairwise" and "majority" in self.scorers:
+            base = self.scorers["majority"].macro_accuracy
         what = "chance" if self.mode == "pairwise" else "the most common answer"
         gain = best.macro_accuracy - base
         head = (
-            f"The best blind scorer ({best.name}) reaches {best.macro_accuracy:.3f} macro "
+            f"The best blind text-only model ({best.name}) reaches {best.macro_accuracy:.3f} macro "
             f"accuracy vs {base:.3f} for {what}"
         )
         if best.ci_low > base:

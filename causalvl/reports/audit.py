@@ -133,10 +133,14 @@ def audit_text(a: BlindSolvabilityAudit, *, max_cues: int = 12) -> str:
         f"{p.get('evaluation', 'cross-validation')}"
         + (f" ({a.folds} folds, grouped by {p.get('grouping')})" if a.folds else ""),
     ]
-    width = max((len(n) for n in a.scorers), default=6)
+    labels = {
+        "majority": "most common answer overall",
+        "majority_per_question_type": "most common answer per question type",
+    }
+    width = max((len(labels.get(n, n)) for n in a.scorers), default=6)
     for s in a.scorers.values():
         lines.append(
-            f"  {s.name:<{width}}  macro {s.macro_accuracy:.3f}   accuracy {s.accuracy:.3f} "
+            f"  {labels.get(s.name, s.name):<{width}}  macro {s.macro_accuracy:.3f}   accuracy {s.accuracy:.3f} "
             f"[{s.ci_low:.3f}, {s.ci_high:.3f}]  n={s.n}"
         )
         if len(s.categories) > 1:

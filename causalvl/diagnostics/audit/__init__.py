@@ -64,6 +64,7 @@ def audit_blind_solvability(
     folds: int = 5,
     seed: int = 0,
     question_types: Sequence[Any] | None = None,
+    groups: Sequence[Any] | None = None,
     max_features: int = 20000,
     top_cues: int = 3,
     min_cue_items: int = 10,
@@ -93,6 +94,10 @@ def audit_blind_solvability(
             are fewer groups).
         seed: seeds the pair order, the fold assignment and the classifiers.
         question_types: per-example question types, overriding the data's (single-text).
+        groups: per-example fold groups (e.g. image ids), overriding the data's (single-text):
+            examples of one group never span training and test. A caption-vs-negative
+            benchmark passed as flat ``(texts, labels)`` needs them (better: pass its loader's
+            records, which the pairwise mode groups by image).
         max_features: vocabulary cap of the TF-IDF scorer.
         top_cues: number of named cues per category and scorer.
         min_cue_items: cues are named only for categories with at least this many items and
@@ -126,6 +131,15 @@ def audit_blind_solvability(
                 f"question_types has {len(question_types)} entries for {len(got.items)} examples."
             )
         got.items.qtypes = list(question_types)
+    if groups is not None:
+        if not isinstance(got.items, Singles):
+            raise InputError(
+                "groups applies to single-text data; pairwise data is grouped by image."
+            )
+        if len(groups) != len(got.items):
+            raise InputError(f"groups has {len(groups)} entries for {len(got.items)} examples.")
+        got.items.group = [str(g) for g in groups]
+        got.grouping = "the given groups"
     pairwise = isinstance(got.items, Pairs)
     applicable = PAIRWISE_SCORERS if pairwise else SINGLE_SCORERS
     notes: list[str] = []
