@@ -94,6 +94,9 @@ class DiagnosticsConfig(Config):
             ``bias_aligned`` on correctness (batch keys; missing ones are skipped).
         causal_method: a built-in dowhy estimator name.
         causal_num_simulations: simulations per refuter.
+        min_group_size: worst-group accuracy is taken among groups of at least this many
+            examples (default 20); smaller groups are listed separately
+            (``GroupMetrics.small_groups``) because their accuracy is mostly noise.
         progress: show a progress bar.
 
     Example:
@@ -112,6 +115,7 @@ class DiagnosticsConfig(Config):
     causal_common_causes: tuple[str, ...] = ("question_type",)
     causal_method: str = "backdoor.linear_regression"
     causal_num_simulations: int = 100
+    min_group_size: int = 20
     progress: bool = True
 
     def validate(self) -> None:
@@ -124,7 +128,9 @@ class DiagnosticsConfig(Config):
                 f"DiagnosticsConfig.metrics = {self.metrics!r} has unknown entries {unknown}; "
                 f"choose from {list(METRICS)} (accuracy is always computed)."
             )
-        self._check_int("batch_size", "ece_bins", "effect_bins", "causal_num_simulations")
+        self._check_int(
+            "batch_size", "ece_bins", "effect_bins", "causal_num_simulations", "min_group_size"
+        )
         self._check_int("seed", minimum=0)
         self.causal_common_causes = tuple(self.causal_common_causes)
         from .causal import ESTIMATORS
@@ -494,7 +500,11 @@ def _diagnose_split(
     groups = None
     if "groups" in wanted and "group" in cat and cat["group"].numel() == n:
         groups = group_metrics(
-            correct, cat["group"], names=group_names, train_weights=train_group_weights
+            correct,
+            cat["group"],
+            names=group_names,
+            train_weights=train_group_weights,
+            min_group_size=config.min_group_size,
         )
     bias = None
     if "bias" in wanted and aligned is not None:

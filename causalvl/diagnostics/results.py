@@ -230,17 +230,22 @@ class GroupMetrics(Result):
     """Per-group accuracy and the aggregates group-robustness papers report.
 
     The literature uses several different "average accuracies"; each is given here with its
-    definition so that results are comparable.
+    definition so that results are comparable. The worst group is taken among the groups of at
+    least ``min_group_size`` examples: a group of two examples has accuracy 0 by bad luck
+    alone. Smaller groups stay in ``per_group`` and are also listed in ``small_groups``; when no
+    group is large enough, ``worst_group`` / ``worst_group_accuracy`` / ``gap`` are ``None``.
     """
 
     per_group: tuple[GroupScore, ...]
-    worst_group: GroupScore
+    worst_group: GroupScore | None
     average_sample_weighted: float
     average_over_groups: float
-    worst_group_accuracy: float
-    gap: float
+    worst_group_accuracy: float | None
+    gap: float | None
     average_train_weighted: float | None = None
     group_source: str = "the batch key 'group'"
+    min_group_size: int = 1
+    small_groups: tuple[GroupScore, ...] = ()
 
     KINDS: ClassVar[dict[str, MetricKind]] = {
         "average_sample_weighted": "fraction",
@@ -248,6 +253,7 @@ class GroupMetrics(Result):
         "worst_group_accuracy": "fraction",
         "gap": "difference",
         "average_train_weighted": "fraction",
+        "min_group_size": "count",
     }
     LABELS: ClassVar[dict[str, str]] = {
         "average_sample_weighted": "average accuracy (sample-weighted)",
@@ -255,28 +261,41 @@ class GroupMetrics(Result):
         "worst_group_accuracy": "worst-group accuracy",
         "gap": "average − worst-group gap",
         "average_train_weighted": "average accuracy (train-proportion weighted)",
+        "min_group_size": "minimum group size for the worst group",
     }
     DEFINITIONS: ClassVar[dict[str, str]] = {
         "average_sample_weighted": "Fraction of all evaluated examples answered correctly; every "
         "example counts once, so large groups dominate (group_DRO's 'average accuracy').",
         "average_over_groups": "Unweighted mean of the per-group accuracies; every group counts "
         "once whatever its size (SubpopBench's 'adjusted accuracy').",
-        "worst_group_accuracy": "The lowest per-group accuracy; the worst group is the group with "
-        "the lowest accuracy, not the smallest group.",
+        "worst_group_accuracy": "The lowest per-group accuracy among groups of at least "
+        "min_group_size examples; the worst group is the group with the lowest accuracy, not "
+        "the smallest group. Smaller groups are listed separately (small_groups).",
         "gap": "Sample-weighted average accuracy minus worst-group accuracy; large values mean "
         "the average hides a group the model fails.",
         "average_train_weighted": "Per-group accuracies weighted by each group's share of the "
         "training set (JTT's 'average accuracy'); only when training proportions are given.",
+        "min_group_size": "Groups with fewer examples than this are left out of the worst "
+        "group (their accuracy is mostly noise) and listed separately.",
     }
 
     def _validate(self) -> None:
         if not self.per_group:
             raise DataError("GroupMetrics needs at least one group.")
-        lowest = min(g.accuracy for g in self.per_group)
-        if abs(self.worst_group.accuracy - lowest) > 1e-9:
+        eligible = [g.accuracy for g in self.per_group if g.n >= self.min_group_size]
+        if self.worst_group is None:
+            if eligible:
+                raise DataError(
+                    f"GroupMetrics.worst_group is None, but {len(eligible)} group(s) have at "
+                    f"least min_group_size={self.min_group_size} examples."
+                )
+            return
+        lowest = min(eligible) if eligible else None
+        if lowest is None or abs(self.worst_group.accuracy - lowest) > 1e-9:
             raise DataError(
                 f"GroupMetrics.worst_group {self.worst_group.name!r} has accuracy "
-                f"{self.worst_group.accuracy}, but the lowest group accuracy is {lowest}."
+                f"{self.worst_group.accuracy}, but the lowest accuracy of the groups with at "
+                f"least {self.min_group_size} examples is {lowest}."
             )
 
 

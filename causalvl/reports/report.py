@@ -390,8 +390,24 @@ class BiasReport:
             else:
                 out.append(f"No model's accuracy falls from in distribution to {split}.")
         worst_group = {
-            m: sp.groups.worst_group_accuracy for m, sp in on.items() if sp.groups is not None
+            m: sp.groups.worst_group_accuracy
+            for m, sp in on.items()
+            if sp.groups is not None and sp.groups.worst_group_accuracy is not None
         }
+        sized = [sp.groups for sp in on.values() if sp.groups is not None]
+        if sized:
+            size = max(g.min_group_size for g in sized)
+            small = max(len(g.small_groups) for g in sized)
+            if size > 1:
+                out.append(
+                    f"Worst-group accuracy on {split} counts groups of at least {size} examples"
+                    + (
+                        f"; {small} smaller group{'s are' if small != 1 else ' is'} listed "
+                        "separately."
+                        if small
+                        else "."
+                    )
+                )
         if len(worst_group) > 1:
             best, value, tie = _extreme(worst_group, lowest=False)
             if tie:
@@ -939,7 +955,14 @@ class _HtmlWriter:
                         (x.name, ""),
                         (format_number(x.n), "num"),
                         (format_number(x.accuracy), "num"),
-                        ("worst group" if x.group == g.worst_group.group else "", ""),
+                        (
+                            "worst group"
+                            if g.worst_group is not None and x.group == g.worst_group.group
+                            else f"below the minimum size ({g.min_group_size})"
+                            if x.n < g.min_group_size
+                            else "",
+                            "",
+                        ),
                     ]
                     for x in g.per_group
                 ],
