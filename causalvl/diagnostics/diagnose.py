@@ -143,6 +143,19 @@ def _is_intervened(model: Any) -> bool:
     return all(hasattr(model, a) for a in ("base_model", "adapter", "disable_interventions"))
 
 
+def _image_blind_reason(model: Any) -> str | None:
+    """Why the wrapped model's answer has no image-blind counterpart (see
+    ``Intervention.image_blind_reason``), or None."""
+    if not _is_intervened(model) or getattr(model, "_disabled", False):
+        return None
+    impls = getattr(model, "interventions", None)
+    for impl in impls.values() if hasattr(impls, "values") else ():
+        reason = getattr(impl, "image_blind_reason", None)
+        if reason:
+            return str(reason)
+    return None
+
+
 def _is_intervention_output(out: Any) -> bool:
     return hasattr(out, "factual_logits") and hasattr(out, "effects") and hasattr(out, "logits")
 
@@ -396,6 +409,7 @@ def _diagnose_split(
         acc.setdefault(key, []).append(value.detach().cpu())
 
     prior_ok = "language_prior" in wanted
+    not_applicable = _image_blind_reason(runner.model) if prior_ok else None
     context_ok = "context" in wanted
     effect_abs: dict[str, list[float]] = {}
     for batch in tqdm(
@@ -438,12 +452,13 @@ def _diagnose_split(
                     mode=config.null_vision_mode,
                     generator=generator,
                 )
-                null_logits, _ = runner(cf)
-                null_logits = null_logits.detach().float()
-                null_preds = null_logits.argmax(-1)
-                add("null_agree", (null_preds == preds).double())
-                add("null_kl", kl_divergence(logits, null_logits))
-                add("null_correct", correctness(null_preds.cpu(), labels.cpu()))
+                if not_applicable is None:
+                    null_logits, _ = runner(cf)
+                    null_logits = null_logits.detach().float()
+                    null_preds = null_logits.argmax(-1)
+                    add("null_agree", (null_preds == preds).double())
+                    add("null_kl", kl_divergence(logits, null_logits))
+                    add("null_correct", correctness(null_preds.cpu(), labels.cpu()))
                 if config.image_swap and b >= 2:
                     sw = runner.adapter.counterfactual_inputs(
                         runner.adapter.model_inputs(batch),
@@ -513,7 +528,19 @@ def _diagnose_split(
     if "calibration" in wanted:
         calib = calibration(cat["probs_top"], correct, n_bins=config.ece_bins, aligned=aligned)
     prior = None
-    if prior_ok and "null_agree" in cat:
+    if prior_ok and not_applicable is not None:
+        swap = cat.get("swap_flip")
+        prior = LanguagePriorReliance(
+            prior_agreement=None,
+            mean_kl=None,
+            image_swap_flip_rate=None if swap is None else float(swap.mean()),
+            null_accuracy=None,
+            null_mode=config.null_vision_mode,
+            n=0,
+            n_swapped=0 if swap is None else int(swap.numel()),
+            not_applicable=not_applicable,
+        )
+    elif prior_ok and "null_agree" in cat:
         swap = cat.get("swap_flip")
         prior = LanguagePriorReliance(
             prior_agreement=float(cat["null_agree"].mean()),

@@ -351,6 +351,7 @@ class LanguagePriorReliance(Result):
     null_mode: str
     n: int
     n_swapped: int
+    not_applicable: str | None = None
 
     KINDS: ClassVar[dict[str, MetricKind]] = {
         "prior_agreement": "fraction",
@@ -383,6 +384,8 @@ class LanguagePriorReliance(Result):
         "n": "Number of examples with an image-blind prediction.",
         "n_swapped": "Number of examples with an image-swap prediction (batches of one cannot "
         "be swapped).",
+        "not_applicable": "Why the image-blind measures (agreement, KL, accuracy without the "
+        "image) do not apply to this model and are left empty (n/a), or None.",
     }
 
 
@@ -502,6 +505,7 @@ EFFECT_NAMES: dict[str, str] = {
     "nde": "natural direct effect (NDE)",
     "tie": "total indirect effect (TIE)",
     "nie": "natural indirect effect (NIE)",
+    "prior": "image-blind prediction (language prior)",
 }
 
 
@@ -1116,10 +1120,10 @@ class Diagnostics(Result):
 
 
 __all__ = [
-    "BiasAlignment",
     "AuditCategoryScore",
     "AuditCue",
     "AuditScorer",
+    "BiasAlignment",
     "BlindSolvabilityAudit",
     "CalibrationResult",
     "CompositionalScores",

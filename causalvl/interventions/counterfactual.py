@@ -292,6 +292,16 @@ class Counterfactual(Intervention):
         self.to(device=device, dtype=dtype)
 
     @property
+    def image_blind_reason(self) -> str | None:
+        if self.config.inference != "tie":
+            return None
+        return (
+            "CF-VQA answers with the TIE, the part of the prediction that goes through the "
+            "image; with the image removed the TIE has no meaningful answer to agree with (the "
+            "question-only answer is its NDE)"
+        )
+
+    @property
     def capture_roles(self) -> tuple[str, ...]:
         roles = (self.config.question_role,)
         return (*roles, self.config.vision_role) if self.complete else roles
@@ -364,10 +374,11 @@ class PriorSubtractionConfig(InterventionConfig):
 
     ``logits = (1 + α)·f − α·g = f + α·(f − g)``.
 
-    ``effects``: ``"te" = f − g`` (the total effect of the image with the question held fixed)
-    and ``"nde" = g`` (the prediction of the question with the image blocked: the language
-    prior the subtraction removes). ``counterfactual_logits`` holds the raw counterfactual
-    logits.
+    ``effects``: ``"tie" = f − g``, the effect of the image with the question held fixed, the
+    same quantity as CF-VQA's TIE (``Z(q, v) − Z(q, v*)``), and ``"prior" = g``, the image-blind
+    prediction (the language prior the subtraction removes; a prediction, not an effect).
+    ``"te"`` / ``"nde"`` are not defined here: they need a pass with the question removed too.
+    ``counterfactual_logits`` holds the raw counterfactual logits.
 
     Args:
         alpha: strength ``α >= 0`` of the subtraction (0 = the factual model).
@@ -530,7 +541,7 @@ class PriorSubtraction(Intervention):
         f = self._space(state.logits)
         g = self._space(g_raw.to(state.logits.dtype))
         state.counterfactual_logits = g_raw
-        state.effects.update(te=f - g, nde=g)
+        state.effects.update(tie=f - g, prior=g)
         state.logits = (1.0 + cfg.alpha) * f - cfg.alpha * g
 
     def extra_repr(self) -> str:

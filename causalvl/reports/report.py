@@ -313,6 +313,7 @@ class BiasReport:
         base = str(self.baseline)
         on = {m: d.splits[split] for m, d in models.items() if split in d.splits}
         ood = any(sp.distribution == "ood" for sp in on.values())
+        out += _accuracy_sentences(on, base, split, ood)
         prior = {
             m: sp.language_prior.prior_agreement
             for m, sp in on.items()
@@ -334,6 +335,16 @@ class BiasReport:
                 if base in prior and base not in best:
                     text += f", vs {format_number(prior[base])} for {base}"
                 out.append(text + ".")
+        not_applicable = {
+            m: sp.language_prior.not_applicable
+            for m, sp in on.items()
+            if sp.language_prior is not None and sp.language_prior.not_applicable
+        }
+        if not_applicable:
+            out.append(
+                f"Agreement with the image-blind answer does not apply to "
+                f"{_names(list(not_applicable))} (n/a): {next(iter(not_applicable.values()))}."
+            )
         flips = {
             m: sp.context.flip_rate
             for m, sp in on.items()
@@ -355,24 +366,6 @@ class BiasReport:
                 if base in flips and base not in best:
                     text += f", vs {format_number(flips[base])} for {base}"
                 out.append(text + ".")
-        kind = "OOD accuracy" if ood else "accuracy"
-        others = {m: sp.accuracy for m, sp in on.items() if m != base}
-        if base in on and others:
-            b = on[base].accuracy
-            best, value, _ = _extreme(others, lowest=False)
-            gain = format_signed(others[best[0]] - b)
-            if _extreme({m: sp.accuracy for m, sp in on.items()}, lowest=False)[2]:
-                out.append(f"Every model's {kind} on {split} is {value}.")
-            elif others[best[0]] > b and format_number(others[best[0]]) != format_number(b):
-                out.append(
-                    f"Best {kind} on {split}: {_names(best)} with {value} vs {base} "
-                    f"{format_number(b)} ({gain})."
-                )
-            else:
-                out.append(
-                    f"No model beats the baseline's {kind} on {split}: the best of the others, "
-                    f"{_names(best)}, has {value} vs {base} {format_number(b)} ({gain})."
-                )
         changes = {
             m: sp.accuracy - idsp.accuracy
             for m, sp in on.items()
@@ -488,7 +481,11 @@ class BiasReport:
             (
                 "agreement with image-blind answer",
                 lambda m, sp: (
-                    None if sp.language_prior is None else sp.language_prior.prior_agreement
+                    None
+                    if sp.language_prior is None
+                    else "n/a"
+                    if sp.language_prior.not_applicable
+                    else sp.language_prior.prior_agreement
                 ),
             ),
             (
@@ -654,6 +651,68 @@ class BiasReport:
         if path is not None:
             atomic_write_text(path, text)
         return text
+
+
+def _role(name: str) -> str:
+    """``"oracle"`` for an oracle (trained without the shortcut), ``"blind"`` for a blind rule
+    (a model named ``blind ...``, e.g. ``"blind: majority per question type"``), else
+    ``"method"``."""
+    low = name.lower()
+    if "oracle" in low:
+        return "oracle"
+    if low.startswith("blind"):
+        return "blind"
+    return "method"
+
+
+def _accuracy_sentences(
+    on: Mapping[str, SplitDiagnostics], base: str, split: str, ood: bool
+) -> list[str]:
+    """The lead of the summary: accuracy on the focus split of the best method against the
+    baseline, the blind rules and the oracle (when the report has them)."""
+    out: list[str] = []
+    kind = "OOD accuracy" if ood else "accuracy"
+    methods = {m: sp.accuracy for m, sp in on.items() if _role(m) == "method"}
+    oracles = {m: sp.accuracy for m, sp in on.items() if _role(m) == "oracle"}
+    blind = {m: sp.accuracy for m, sp in on.items() if _role(m) == "blind"}
+    others = {m: a for m, a in methods.items() if m != base}
+    if base in on and others:
+        b = on[base].accuracy
+        best, value, _ = _extreme(others, lowest=False)
+        gain = format_signed(others[best[0]] - b)
+        if _extreme({**others, base: b}, lowest=False)[2]:
+            out.append(f"Every model's {kind} on {split} is {value}.")
+        elif others[best[0]] > b and format_number(others[best[0]]) != format_number(b):
+            out.append(
+                f"Best {kind} on {split}: {_names(best)} with {value} vs {base} "
+                f"{format_number(b)} ({gain})."
+            )
+        else:
+            out.append(
+                f"No model beats the baseline's {kind} on {split}: the best of the others, "
+                f"{_names(best)}, has {value} vs {base} {format_number(b)} ({gain})."
+            )
+    refs = []
+    if blind:
+        top, value, _ = _extreme(blind, lowest=False)
+        refs.append(f"the best blind rule ({_names(top)}) {value}")
+    if oracles:
+        top, value, _ = _extreme(oracles, lowest=False)
+        refs.append(f"the oracle ({_names(top)}) {value}")
+    if refs:
+        text = f"For reference on {split}: " + " and ".join(refs) + "."
+        if blind and methods:
+            best_rule = max(blind.values())
+            beating = [m for m, a in methods.items() if a > best_rule]
+            if not beating:
+                text += f" No model beats the best blind rule's {kind}."
+            else:
+                text += (
+                    f" {len(beating)} of {len(methods)} model"
+                    f"{'s' if len(methods) > 1 else ''} beat the best blind rule."
+                )
+        out.append(text)
+    return out
 
 
 def _extreme(values: Mapping[str, float], *, lowest: bool) -> tuple[list[str], str, bool]:
@@ -853,7 +912,13 @@ class _HtmlWriter:
             sp = self.models[m].splits[s]
             value = getattr(sp, part)
             if value is not None:
-                out[(m, s)] = value.metrics()
+                ms = value.metrics()
+                if getattr(value, "not_applicable", None):  # shown n/a, never a number
+                    ms = [
+                        dataclasses.replace(x, value="n/a") if x.value is None else x  # type: ignore[arg-type]
+                        for x in ms
+                    ]
+                out[(m, s)] = ms
         return out
 
     # page
@@ -996,6 +1061,13 @@ class _HtmlWriter:
                 f"mode {esc(', '.join(modes))}.</p>"
             )
             self.metric_table(prior)
+            for m, sp_name in self.cols:
+                lp = self.models[m].splits[sp_name].language_prior
+                if lp is not None and lp.not_applicable:
+                    self.w(
+                        f'<p class="explain">n/a for {esc(m)} / {esc(sp_name)}: '
+                        f"{esc(lp.not_applicable)}.</p>"
+                    )
         if ctx:
             self.w(f'<h3>Context</h3><p class="explain">{esc(SECTION_TEXT["context"])}</p>')
             self.metric_table(ctx)
