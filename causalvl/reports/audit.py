@@ -131,7 +131,16 @@ def audit_text(a: BlindSolvabilityAudit, *, max_cues: int = 12) -> str:
     lines = [
         f"blind-solvability audit of {a.benchmark}: {a.n} {'pairs' if a.mode == 'pairwise' else 'items'}, "
         f"{p.get('evaluation', 'cross-validation')}"
-        + (f" ({a.folds} folds, grouped by {p.get('grouping')})" if a.folds else ""),
+        + (
+            f" ({a.folds} folds"
+            + (
+                f", grouped by {p.get('grouping')})"
+                if not str(p.get("grouping", "none")).startswith("none")
+                else ")"
+            )
+            if a.folds
+            else ""
+        ),
     ]
     labels = {
         "majority": "most common answer overall",

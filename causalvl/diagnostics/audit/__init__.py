@@ -264,7 +264,7 @@ class _Run:
                 f"only {n_groups} independent groups, fewer than folds={self.folds}; using "
                 f"{k}-fold cross-validation.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
         self.folds_used = k
         x0 = np.zeros(n)
@@ -278,7 +278,7 @@ class _Run:
                         f"the rarest answer has {min(counts.values())} example(s), fewer than "
                         f"folds={k}; using unstratified {k}-fold cross-validation.",
                         UserWarning,
-                        stacklevel=4,
+                        stacklevel=5,
                     )
                     it = KFold(k, shuffle=True, random_state=self.seed).split(x0)
             elif len(counts) > 1 and min(counts.values()) >= k:

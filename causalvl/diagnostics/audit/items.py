@@ -359,6 +359,8 @@ def _from_dataset(data: Any, benchmark: str | None) -> Collected:
     if len(data) == 0:
         raise DataError("the audit got an empty dataset.")
     tokenizer = getattr(data, "tokenizer", None)
+    answers = getattr(data, "answers", None)
+    names = [str(a) for a in answers] if isinstance(answers, (list, tuple)) else []
     texts, labels, qtypes, group = [], [], [], []
     source = ""
     for i in range(len(data)):
@@ -374,6 +376,8 @@ def _from_dataset(data: Any, benchmark: str | None) -> Collected:
                 "unchanged (e.g. load_sugarcrepe(...)), which the audit recognises."
             )
         labels.append(_plain_label(item["labels"]))
+        if isinstance(labels[-1], int) and 0 <= labels[-1] < len(names):
+            labels[-1] = names[labels[-1]]  # the answer's text, e.g. 'yes', when known
         qt = item.get("question_type")
         qtypes.append(None if qt is None else _plain_label(qt))
         img = item.get("image_id")

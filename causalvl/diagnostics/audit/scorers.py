@@ -189,9 +189,16 @@ def minilm_dir() -> Path | None:
 @functools.lru_cache(maxsize=1)
 def _minilm(folder: str) -> tuple[Any, Any]:
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder).eval()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a local folder: no download progress to show
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        model = AutoModel.from_pretrained(folder).eval()
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return tok, model
 
 
