@@ -8,14 +8,6 @@ from typing import Any
 from ..diagnostics.results import BlindSolvabilityAudit
 from .formatting import esc, format_number
 
-AUDIT_TEXT = (
-    "How much of the benchmark a model that never sees the image can solve. Caption-vs-negative "
-    "benchmarks are scored pairwise: each pair is shown in a random order and a blind scorer "
-    "must say which text is true (chance 0.5); folds are grouped so that an image, or a text "
-    "that recurs, never spans training and test. Accuracy well above chance means the texts "
-    "give the answer away; the cues below name what gives it away."
-)
-
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[tuple[Any, str]]]) -> str:
     out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in header), "</tr></thead><tbody>"]
@@ -35,9 +27,11 @@ def _ci(lo: float, hi: float) -> str:
 
 def audit_section_html(a: BlindSolvabilityAudit, *, anchor: str = "audit") -> str:
     """One ``<section>``: protocol, per-scorer and per-category accuracy, named cues, notes."""
+    from .report import SECTION_TEXT
+
     parts = [
         f'<section id="{esc(anchor)}"><h2>Benchmark audit: what a blind model solves</h2>',
-        f'<p class="explain">{esc(AUDIT_TEXT)}</p>',
+        f'<p class="explain">{esc(SECTION_TEXT["audit"])}</p>',
         f"<p><strong>{esc(a.summary())}</strong></p>",
     ]
     p = dict(a.protocol)

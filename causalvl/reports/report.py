@@ -97,9 +97,11 @@ SECTION_TEXT: dict[str, str] = {
     "listed common causes (dowhy, backdoor adjustment). Each estimate is checked by refuters: a "
     "refuter passes when it finds no evidence against the estimate (its p-value is not "
     "significant). A low p-value means the check found a problem, not that the effect is real.",
-    "audit": "How much of the benchmark a model that never sees the image can solve: a "
-    "text-only classifier trained on the questions, under cross-validation, next to answering "
-    "the most common answer. A large gap means the benchmark's questions give the answer away.",
+    "audit": "How much of the benchmark a model that never sees the image can solve. "
+    "Caption-vs-negative benchmarks are scored pairwise: each pair is shown in a random order "
+    "and a blind scorer must say which text is true (chance 0.5); folds are grouped so that an "
+    "image, or a text that recurs, never spans training and test. Accuracy well above chance "
+    "means the texts give the answer away; the named cues say what gives it away.",
 }
 
 CSS = """
