@@ -281,7 +281,7 @@ class _Run:
                         stacklevel=5,
                     )
                     it = KFold(k, shuffle=True, random_state=self.seed).split(x0)
-            elif len(counts) > 1 and min(counts.values()) >= k:
+            elif 1 < len(counts) <= 100 and min(counts.values()) >= k:  # cost ~ groups x classes
                 it = StratifiedGroupKFold(k, shuffle=True, random_state=self.seed).split(
                     x0, y, groups
                 )
