@@ -54,6 +54,15 @@ def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, fl
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _cue_threshold(accuracy: float, n: int, tests: int) -> float:
+    """Lower end of a two-sided Wilson interval at 95% after a Bonferroni correction over
+    ``tests`` (category, scorer) comparisons: a cue is named only above this."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - 0.025 / max(1, tests))
+    return wilson_interval(accuracy, n, z)[0]
+
+
 def audit_blind_solvability(
     data: Any,
     *,
@@ -101,8 +110,8 @@ def audit_blind_solvability(
         max_features: vocabulary cap of the TF-IDF scorer.
         top_cues: number of named cues per category and scorer.
         min_cue_items: cues are named only for categories with at least this many items and
-            a held-out accuracy significantly above chance (the 95% interval's lower end above
-            it).
+            a held-out accuracy significantly above chance (the lower end of a 95% Wilson
+            interval, Bonferroni-corrected over the categories x scorers tested, above it).
 
     Returns:
         :class:`BlindSolvabilityAudit`; ``to_dict()`` holds ``benchmark``, ``n_items``,
@@ -441,6 +450,8 @@ class _PairwiseRun(_Run):
         pairs: Pairs = self.got.items  # type: ignore[assignment]
         cats = np.asarray(pairs.category, dtype=object)
         out: list[AuditCue] = []
+        named = [n for n in ("tfidf", "format", "length", "bigram_lm") if n in results]
+        tests = len(set(pairs.category)) * len(named)
         for cat in sorted(set(pairs.category)):
             idx = np.flatnonzero(cats == cat)
             if len(idx) < min_items:
@@ -450,7 +461,7 @@ class _PairwiseRun(_Run):
                 if res is None or cat not in res.categories:
                     continue
                 held = res.categories[cat]
-                if held.ci_low <= 0.5:
+                if _cue_threshold(held.accuracy, held.n, tests) <= 0.5:
                     continue
                 scorer = sc.make(name, [], self.max_features)
                 train = self.order.take(idx)
@@ -640,7 +651,12 @@ class _SingleRun(_Run):
             idx = np.flatnonzero(cats == cat)
             held = res.categories.get(cat)
             base = results["majority"].categories.get(cat)
-            if held is None or base is None or len(idx) < min_items or held.ci_low <= base.accuracy:
+            if (
+                held is None
+                or base is None
+                or len(idx) < min_items
+                or _cue_threshold(held.accuracy, held.n, len(set(items.category))) <= base.accuracy
+            ):
                 continue
             texts = [items.texts[i] for i in idx]
             y = self.y[idx]
