@@ -141,6 +141,7 @@ _LAZY: dict[str, str] = {
     "load_sugarcrepe": ".datasets",
     "load_nlvr": ".datasets",
     "load_nlvr2": ".datasets",
+    "load_aro": ".datasets",
     # -- more public names are registered below by each subsystem --
 }
 

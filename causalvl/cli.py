@@ -100,30 +100,70 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser(
         "audit",
-        help="how much of a benchmark a blind, text-only model solves",
-        description="Cross-validates text-only baselines (bag of words + logistic regression, "
-        "majority answer per question type) on a benchmark's questions, exposing the "
-        "benchmark's own language prior.",
+        help="how much of a benchmark a blind, text-only model solves, and which cues it uses",
+        description="Scores blind text-only models on a benchmark's texts: caption-vs-negative "
+        "benchmarks pairwise (each pair in a random order, chance 0.5), single-text benchmarks "
+        "by answer; folds grouped by image so no image or repeated text spans train and test; "
+        "scorers tfidf, embedding (optional extra), length, format, bigram_lm. Prints the "
+        "result, names the cues, and writes JSON / HTML on request. PATH is a file or a folder "
+        "of the benchmark's official layout (e.g. SugarCrepe's data/ with one file per "
+        "category).",
     )
     audit.add_argument(
         "--data",
-        choices=("prior-shift", "vqacp"),
+        choices=(
+            "prior-shift",
+            "sugarcrepe",
+            "valse",
+            "aro",
+            "winoground",
+            "nlvr",
+            "nlvr2",
+            "vqacp",
+        ),
         default="prior-shift",
-        help="the built-in digits prior-shift benchmark, or a local VQA-CP v2 copy (default: %(default)s)",
+        help="the benchmark (default: %(default)s, the built-in digits prior-shift benchmark)",
+    )
+    audit.add_argument(
+        "paths", nargs="*", type=Path, metavar="PATH", help="benchmark file(s) or folder(s)"
+    )
+    audit.add_argument(
+        "--test",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        default=None,
+        help="fit on PATH..., score these files (train-to-test mode) instead of cross-validating",
+    )
+    audit.add_argument("--json", type=Path, metavar="OUT.json", help="write the audit as JSON")
+    audit.add_argument("--html", type=Path, metavar="OUT.html", help="write the audit as HTML")
+    audit.add_argument(
+        "--mode",
+        choices=("auto", "pairwise", "single"),
+        default="auto",
+        help="pairwise (caption vs negative) or single-text; default: by benchmark",
+    )
+    audit.add_argument(
+        "--scorers",
+        default=None,
+        help="comma-separated subset of tfidf,embedding,length,format,bigram_lm (default: all "
+        "that apply and are installed)",
     )
     audit.add_argument("--questions", type=Path, help="VQA-CP questions JSON (with --data vqacp)")
     audit.add_argument(
         "--annotations", type=Path, help="VQA-CP annotations JSON (with --data vqacp)"
     )
     audit.add_argument(
-        "--split", default="train", help="prior-shift split to audit (default: %(default)s)"
+        "--split",
+        default="train",
+        help="prior-shift split, or VQA-CP split read from a folder (default: %(default)s)",
     )
     audit.add_argument(
         "--folds", type=_pos_int, default=5, help="cross-validation folds (default: %(default)s)"
     )
     audit.add_argument("--seed", type=_nonneg_int, default=0)
     audit.add_argument(
-        "--limit", type=_pos_int, default=None, help="audit at most this many questions"
+        "--limit", type=_pos_int, default=None, help="audit at most this many records"
     )
     audit.add_argument("--no-progress", action="store_true", help="hide progress messages")
     _threads_argument(audit)

@@ -13,8 +13,13 @@ from typing import Any
 
 import torch
 
-EFFECT_KEYS = ("te", "nde", "tie", "nie")
-"""Keys of :attr:`InterventionOutput.effects` (see docs/concepts.md for their definitions)."""
+EFFECT_KEYS = ("te", "nde", "tie", "nie", "prior")
+"""Keys of :attr:`InterventionOutput.effects` (see docs/concepts.md for their definitions).
+
+A key means the same quantity whichever intervention writes it: ``te`` = Z(q, v) − Z(q*, v*),
+``nde`` = Z(q, v*) − Z(q*, v*), ``tie`` = Z(q, v) − Z(q, v*) (the effect of the image with the
+question held fixed), ``nie`` the natural indirect effect, ``prior`` = Z(q, v*) (the
+image-blind prediction itself, not a difference)."""
 
 
 def _frozen(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -32,8 +37,10 @@ class InterventionOutput:
         factual_logits: the base model's own logits on the real inputs.
         counterfactual_logits: the base model's logits on counterfactual inputs (vision or
             language removed), or ``None`` when no counterfactual pass ran.
-        effects: causal effects keyed by ``"te"``, ``"nde"``, ``"tie"``, ``"nie"`` (each shaped
-            like ``logits``); empty when the interventions define none.
+        effects: causal effects keyed by ``"te"``, ``"nde"``, ``"tie"``, ``"nie"``, and the
+            image-blind prediction ``"prior"`` (each shaped like ``logits``; see
+            :data:`EFFECT_KEYS`: one key, one quantity across interventions); empty when the
+            interventions define none.
         branch_logits: logits of auxiliary branches, e.g. ``"question"`` and ``"vision"``
             (CF-VQA, RUBi, GGE) or ``"fused"`` (the training-time fused logits).
         features: role features captured during the factual pass, e.g. ``"vision_features"``

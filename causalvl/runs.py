@@ -436,48 +436,64 @@ def _rerender(folder: Path, out: Path, *, title: str | None, deterministic: bool
 
 
 def audit_command(args: argparse.Namespace) -> str:
-    """Run the blind-solvability audit the ``audit`` subcommand describes; returns the text."""
+    """Run the blind-solvability audit the ``audit`` subcommand describes; returns the text.
+
+    Writes ``--json`` / ``--html`` when given.
+    """
     import causalvl
 
-    if args.data == "vqacp":
-        if args.questions is None or args.annotations is None:
-            raise ConfigError(
-                "--data vqacp needs --questions and --annotations (the VQA-CP v2 JSON files)."
-            )
-        from .datasets import load_vqacp
+    from .diagnostics.audit.files import load_benchmark
+    from .reports.audit import audit_page_html, audit_text
 
-        records = load_vqacp(".", questions=args.questions, annotations=args.annotations)
-        records = records[: args.limit] if args.limit else records
-        types = sorted({r["question_type"] for r in records})
-        type_id = {t: i for i, t in enumerate(types)}
-        data: Any = (
-            [r["question"] for r in records],
-            [r["multiple_choice_answer"] for r in records],
-            [type_id[r["question_type"]] for r in records],
-        )
-        label = f"VQA-CP v2 ({args.questions})"
-    else:
+    scorers = None
+    if args.scorers:
+        scorers = [s.strip() for s in args.scorers.split(",") if s.strip()]
+    test: Any = None
+    if args.data == "prior-shift":
+        if args.paths or args.test:
+            raise ConfigError(
+                "--data prior-shift is the built-in benchmark and takes no PATH; name the "
+                "benchmark of your files with --data (sugarcrepe, valse, aro, winoground, nlvr, "
+                "nlvr2, vqacp)."
+            )
         from .datasets import PriorShiftVQA
 
         settings = {"num_examples": args.limit} if args.limit else {}
-        data = PriorShiftVQA(split=args.split, seed=args.seed, **settings)
-        label = f"PriorShiftVQA over digits, split {args.split!r}"
-    audit = causalvl.audit_blind_solvability(data, folds=args.folds, seed=args.seed)
-    lines = [
-        f"blind-solvability audit of {label}: {audit.n} questions, {audit.n_classes} answers, "
-        f"{audit.folds}-fold cross-validation",
-        f"  text-only model (TF-IDF + logistic regression): {audit.text_model_accuracy:.3f} "
-        f"(± {audit.text_model_accuracy_std:.3f})",
-    ]
-    if audit.majority_per_question_type_accuracy is not None:
-        lines.append(
-            f"  most common answer per question type:           {audit.majority_per_question_type_accuracy:.3f}"
-        )
-    lines.append(
-        f"  most common answer overall:                      {audit.majority_class_accuracy:.3f}"
+        data: Any = PriorShiftVQA(split=args.split, seed=args.seed, **settings)
+        benchmark = None
+    else:
+        paths = list(args.paths)
+        if args.data == "vqacp" and not paths:
+            if args.questions is None or args.annotations is None:
+                raise ConfigError(
+                    "--data vqacp needs a folder PATH (with vqacp_v2_<split>_questions.json and "
+                    "_annotations.json), the two files as PATHs, or --questions and --annotations."
+                )
+            paths = [args.questions, args.annotations]
+        if not paths:
+            raise ConfigError(
+                f"--data {args.data} needs at least one PATH (a file or a folder of the "
+                "benchmark's official layout)."
+            )
+        data = load_benchmark(args.data, paths, split=args.split)
+        data = data[: args.limit] if args.limit else data
+        if args.test:
+            test = load_benchmark(args.data, args.test, split="test")
+        benchmark = args.data
+    audit = causalvl.audit_blind_solvability(
+        data,
+        test=test,
+        mode=args.mode,
+        benchmark=benchmark,
+        scorers=scorers,
+        folds=args.folds,
+        seed=args.seed,
     )
-    lines.append(
-        f"A blind model gains {audit.blind_gain:+.3f} over always giving the most common answer: "
-        "that much of the benchmark can be solved without looking at the image."
-    )
-    return "\n".join(lines)
+    text = audit_text(audit)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(audit.to_dict(), indent=2, sort_keys=False) + "\n")
+        text += f"\nwrote {args.json}"
+    if args.html:
+        atomic_write_text(args.html, audit_page_html(audit))
+        text += f"\nwrote {args.html}"
+    return text

@@ -300,8 +300,9 @@ def test_prior_subtraction_formula(hf_models, name, space):
         out = vl(batch)
         want, f, g = _expected_subtraction(vl, batch, 0.7, space)
     torch.testing.assert_close(out.logits, want)
-    torch.testing.assert_close(out.effects["te"], f - g)
-    torch.testing.assert_close(out.effects["nde"], g)
+    torch.testing.assert_close(out.effects["tie"], f - g)
+    torch.testing.assert_close(out.effects["prior"], g)
+    assert set(out.effects) == {"tie", "prior"}  # same keys, same quantities as CF-VQA
     assert out.counterfactual_logits is not None
     assert not torch.equal(out.logits, out.factual_logits)
 

@@ -94,6 +94,11 @@ def test_reliance_separates_blind_from_looking_model():
     assert look.language_prior.mean_kl > 1.0
     assert look.language_prior.image_swap_flip_rate > 0.5
     assert look.accuracy == 1.0 and look.bias.gap == 0.0
+    # groups of 8 are below the default minimum group size (20): no worst group, listed
+    assert look.groups.worst_group_accuracy is None and look.groups.min_group_size == 20
+    assert [g.n for g in look.groups.small_groups] == [8, 8, 8, 8]
+    look = run(LookingModel(), batch, name="ood", min_group_size=8)["ood"]
+    blind = run(BlindModel(), batch, name="ood", min_group_size=8)["ood"]
     assert look.groups.worst_group_accuracy == 1.0
     assert blind.groups.worst_group_accuracy == 0.0
     assert blind.language_prior.null_accuracy == 0.25

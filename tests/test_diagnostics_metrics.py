@@ -94,6 +94,33 @@ def test_worst_group_is_lowest_accuracy_not_smallest():
     assert group_accuracy(preds, labels, groups) == {0: 0.25, 1: 1.0}
 
 
+def test_tiny_groups_do_not_decide_the_worst_group():
+    """A group of 2 examples wrong by chance made every model's worst-group accuracy 0.000."""
+    correct = torch.cat([torch.ones(70), torch.zeros(30), torch.ones(38), torch.zeros(4)])
+    groups = torch.cat([torch.zeros(100), torch.ones(40), torch.full((2,), 2.0)]).long()
+    every = group_metrics(correct, groups)  # min_group_size=1: every group counts
+    assert every.worst_group_accuracy == 0.0 and every.small_groups == ()
+    m = group_metrics(correct, groups, min_group_size=20)
+    assert m.worst_group.group == 0 and m.worst_group_accuracy == pytest.approx(0.7)
+    assert [(g.group, g.n, g.accuracy) for g in m.small_groups] == [(2, 2, 0.0)]
+    assert len(m.per_group) == 3 and m.min_group_size == 20
+    assert m.gap == pytest.approx(m.average_sample_weighted - 0.7)
+    none = group_metrics(correct, groups, min_group_size=500)
+    assert none.worst_group is None and none.worst_group_accuracy is None and none.gap is None
+    assert type(m).from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    acc = GroupAccuracy(min_group_size=20)
+    acc.update(torch.zeros(142).long(), (1 - correct).long(), groups)
+    assert acc.compute() == m
+    with pytest.raises(InputError, match="min_group_size = 0 must be a positive integer"):
+        group_metrics(correct, groups, min_group_size=0)
+    assert (
+        worst_group_accuracy(
+            torch.zeros(142).long(), (1 - correct).long(), groups, min_group_size=500
+        )
+        is None
+    )
+
+
 def test_group_accuracy_accumulator_matches_one_shot():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(50, 3, generator=g)

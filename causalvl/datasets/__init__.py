@@ -28,6 +28,7 @@ from .compositional import (
 )
 from .context_shift import ContextShift, ContextShiftConfig
 from .loaders import (
+    load_aro,
     load_image,
     load_nlvr,
     load_nlvr2,
@@ -70,6 +71,7 @@ __all__ = [
     "collate",
     "default_data_dir",
     "digits",
+    "load_aro",
     "load_image",
     "load_nlvr",
     "load_nlvr2",

@@ -14,6 +14,7 @@ VALSE               one piece JSON: ``{id: {dataset, image_file, caption, foil |
 SugarCrepe          one JSON: ``{id: {filename, caption, negative_caption}}``
 NLVR                JSON lines: sentence, label ("true"/"false"), identifier, directory, ...
 NLVR2               JSON lines: sentence, label ("True"/"False"), identifier, left_url, ...
+ARO (NegCLIP)       TSV: title, filepath, neg_caption (a Python list literal of negatives), ...
 ==================  ======================================================================
 
 Example::
@@ -24,8 +25,10 @@ Example::
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +37,7 @@ from typing import Any
 import torch
 
 from ..errors import DataError, OptionalDependencyError
-from ._common import is_dir, is_file, iter_jsonl, read_json
+from ._common import is_dir, is_file, iter_csv, iter_jsonl, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -480,7 +483,8 @@ def load_valse(
             (``mturk["caption"] >= 2``), the benchmark's recommended filter.
 
     Returns:
-        One dict per record: ``id``, ``dataset``, ``image_file``, ``caption``, ``foils`` (list
+        One dict per record: ``id``, ``piece`` (the file's stem, e.g.
+        ``"counting-adversarial"``), ``dataset``, ``image_file``, ``caption``, ``foils`` (list
         of str; ``foil`` is the first), ``linguistic_phenomena``, ``classes``,
         ``classes_foil``, ``mturk`` (dict or None), ``valid`` (bool or None without mturk
         votes), ``image_path``.
@@ -521,6 +525,7 @@ def load_valse(
             continue
         ex = {
             "id": key,
+            "piece": path.stem,
             "dataset": rec["dataset"],
             "image_file": rec["image_file"],
             "caption": rec["caption"],
@@ -593,7 +598,10 @@ def load_nlvr(
         path: the split's JSON-lines file (``train.json``, ``dev.json``, ``test.json``), each line
             ``{sentence, label: "true"|"false", identifier, directory, evals, structured_rep}``.
         image_root: the split's ``images`` folder; the six renderings of a sentence are
-            ``<image_root>/<directory>/<split>-<identifier>-<k>.png``.
+            ``<image_root>/<directory>/<split>-<identifier>-<k>.png``. Records without
+            ``directory`` (the hidden test split) are looked up in every sub-folder of
+            ``image_root`` (and ``image_root`` itself). Sentences without any image found
+            are counted in one warning.
         load_images: also decode the first existing rendering to ``image``.
 
     Returns:
@@ -603,7 +611,9 @@ def load_nlvr(
     """
     path = Path(path)
     images = Path(image_root) if image_root is not None else None
+    index: dict[str, list[str]] | None = None
     out = []
+    missing = 0
     for line_no, rec in _iter_jsonl(path, "load_nlvr"):
         where = f"load_nlvr: {path}:{line_no}"
         _require(rec, {"sentence": str, "identifier": str}, where)
@@ -613,14 +623,20 @@ def load_nlvr(
         directory = rec.get("directory")
         paths: list[str] = []
         if images is not None:
-            folder = images / str(directory) if directory is not None else images
-            if is_dir(folder):  # "<split>-<identifier>-<k>.png", matched without a glob
-                infix = f"-{rec['identifier']}-"  # (an identifier is data, not a pattern)
-                paths = sorted(
-                    str(p)
-                    for p in folder.iterdir()
-                    if p.name.endswith(".png") and infix in p.name[:-4]
-                )
+            if directory is not None:
+                folder = images / str(directory)
+                if is_dir(folder):  # "<split>-<identifier>-<k>.png", matched without a glob
+                    infix = f"-{rec['identifier']}-"  # (an identifier is data, not a pattern)
+                    paths = sorted(
+                        str(p)
+                        for p in folder.iterdir()
+                        if p.name.endswith(".png") and infix in p.name[:-4]
+                    )
+            else:  # the hidden split: no directory; renderings sit in numbered sub-folders
+                if index is None:
+                    index = _nlvr_image_index(images)
+                paths = index.get(rec["identifier"], [])
+            missing += not paths
         ex = {
             "identifier": rec["identifier"],
             "sentence": rec["sentence"],
@@ -632,6 +648,14 @@ def load_nlvr(
         }
         _attach(ex, "image", Path(paths[0]) if paths else None, load_images)
         out.append(ex)
+    if images is not None and missing:
+        warnings.warn(
+            f"load_nlvr: no image found for {missing} of {len(out)} sentences of {str(path)!r} "
+            f"under {str(images)!r}; expected '<image_root>/<directory>/<split>-<identifier>-<k>.png' "
+            "(or, for records without 'directory', any numbered sub-folder of image_root).",
+            UserWarning,
+            stacklevel=2,
+        )
     logger.info("load_nlvr: %d examples from %s", len(out), path)
     return out
 
@@ -698,7 +722,111 @@ def load_nlvr2(
     return out
 
 
+def _nlvr_image_index(images: Path) -> dict[str, list[str]]:
+    """identifier -> sorted rendering paths of every ``<split>-<identifier>-<k>.png`` found
+    directly in ``images`` or one sub-folder down."""
+    index: dict[str, list[str]] = {}
+    if not images.is_dir():
+        return index
+    for p in [*images.glob("*.png"), *images.glob("*/*.png")]:
+        parts = p.stem.split("-")
+        if len(parts) >= 3:
+            index.setdefault("-".join(parts[1:-1]), []).append(str(p))
+    for paths in index.values():
+        paths.sort()
+    return index
+
+
+# ---------------------------------------------------------------------------------------
+# ARO (NegCLIP caption files)
+# ---------------------------------------------------------------------------------------
+
+
+def load_aro(
+    path: str | os.PathLike,
+    *,
+    image_root: str | os.PathLike | None = None,
+    load_images: bool = False,
+) -> list[dict[str, Any]]:
+    """The NegCLIP hard-negative captions of ARO (Yuksekgonul et al., 2023).
+
+    Args:
+        path: ``train_neg_clip.tsv`` or ``valid_neg_clip.tsv`` (tab-separated, with a header):
+            ``title`` (the COCO caption), ``filepath`` (the image), ``neg_caption`` (a Python
+            list literal of negative captions, read with :func:`ast.literal_eval`, never
+            evaluated as code), optionally ``neg_image`` and an unnamed index column.
+        image_root: folder the ``filepath`` values are relative to (default: as written).
+        load_images: also decode existing images to ``image``.
+
+    Returns:
+        One dict per row: ``id`` (the index column, or the row number), ``caption``,
+        ``negatives`` (list of str), ``filepath``, ``category`` (the file's stem, e.g.
+        ``"valid_neg_clip"``), ``image_path``. The audit makes one pair per (row, negative),
+        grouped by image.
+
+    Raises:
+        DataError: a missing column, or a ``neg_caption`` that is not a list of strings.
+    """
+    path = Path(path)
+    what = "load_aro"
+    _check_file(path, what)
+    images = Path(image_root) if image_root is not None else None
+    out = []
+    rows = iter_csv(path, what, delimiter="\t")  # hardened: every malformed row is a DataError
+    neg_key = None
+    for line_no, row in rows:
+        if neg_key is None:
+            neg_key = next(
+                (k for k in ("neg_caption", "neg_captions", "negatives") if k in row), ""
+            )
+            need = [k for k in ("title", "filepath") if k not in row] + (
+                [] if neg_key else ["neg_caption"]
+            )
+            if need:
+                raise DataError(
+                    f"{what}: {str(path)!r} lacks column(s) {need} (header: {list(row)}); "
+                    "expected the NegCLIP TSV with 'title', 'filepath' and 'neg_caption'."
+                )
+        if not any(cell.strip() for cell in row.values()):
+            continue
+        where = f"{what}: {path}:{line_no}"
+        caption = row["title"]
+        if not caption.strip():
+            raise DataError(f"{where}: empty 'title' (the caption).")
+        raw = row[neg_key]
+        try:
+            negatives = ast.literal_eval(raw)
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+            raise DataError(
+                f"{where}: {neg_key!r} is not a Python list literal ({type(exc).__name__}): "
+                f"{raw[:80]!r}."
+            ) from exc
+        if (
+            not isinstance(negatives, (list, tuple))
+            or not negatives
+            or not all(isinstance(n, str) and n.strip() for n in negatives)
+        ):
+            raise DataError(
+                f"{where}: {neg_key!r} must be a non-empty list of strings, got {raw[:80]!r}."
+            )
+        filepath = row["filepath"]
+        index = row[""] if row.get("", "").strip() else str(len(out))
+        ex = {
+            "id": index,
+            "caption": caption,
+            "negatives": list(negatives),
+            "filepath": filepath,
+            "category": path.stem,
+        }
+        img = (images / filepath) if images is not None else Path(filepath)
+        _attach(ex, "image", img, load_images)
+        out.append(ex)
+    logger.info("load_aro: %d captions from %s", len(out), path)
+    return out
+
+
 __all__ = [
+    "load_aro",
     "load_image",
     "load_nlvr",
     "load_nlvr2",

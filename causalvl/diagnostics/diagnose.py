@@ -95,6 +95,9 @@ class DiagnosticsConfig(Config):
             ``bias_aligned`` on correctness (batch keys; missing ones are skipped).
         causal_method: a built-in dowhy estimator name.
         causal_num_simulations: simulations per refuter.
+        min_group_size: worst-group accuracy is taken among groups of at least this many
+            examples (default 20); smaller groups are listed separately
+            (``GroupMetrics.small_groups``) because their accuracy is mostly noise.
         progress: show a progress bar.
 
     Example:
@@ -113,6 +116,7 @@ class DiagnosticsConfig(Config):
     causal_common_causes: tuple[str, ...] = ("question_type",)
     causal_method: str = "backdoor.linear_regression"
     causal_num_simulations: int = 100
+    min_group_size: int = 20
     progress: bool = True
 
     def validate(self) -> None:
@@ -125,7 +129,9 @@ class DiagnosticsConfig(Config):
                 f"DiagnosticsConfig.metrics = {self.metrics!r} has unknown entries {unknown}; "
                 f"choose from {list(METRICS)} (accuracy is always computed)."
             )
-        self._check_int("batch_size", "ece_bins", "effect_bins", "causal_num_simulations")
+        self._check_int(
+            "batch_size", "ece_bins", "effect_bins", "causal_num_simulations", "min_group_size"
+        )
         self._check_int("seed", minimum=0)
         self.causal_common_causes = tuple(self.causal_common_causes)
         from .causal import ESTIMATORS
@@ -136,6 +142,19 @@ class DiagnosticsConfig(Config):
 
 def _is_intervened(model: Any) -> bool:
     return all(hasattr(model, a) for a in ("base_model", "adapter", "disable_interventions"))
+
+
+def _image_blind_reason(model: Any) -> str | None:
+    """Why the wrapped model's answer has no image-blind counterpart (see
+    ``Intervention.image_blind_reason``), or None."""
+    if not _is_intervened(model) or getattr(model, "_disabled", False):
+        return None
+    impls = getattr(model, "interventions", None)
+    for impl in impls.values() if hasattr(impls, "values") else ():
+        reason = getattr(impl, "image_blind_reason", None)
+        if reason:
+            return str(reason)
+    return None
 
 
 def _is_intervention_output(out: Any) -> bool:
@@ -392,6 +411,7 @@ def _diagnose_split(
 
     # reliance on the language prior needs a language input: a vision-only model has none
     prior_ok = "language_prior" in wanted and bool(getattr(runner.adapter, "language_keys", True))
+    not_applicable = _image_blind_reason(runner.model) if prior_ok else None
     context_ok = "context" in wanted
     effect_abs: dict[str, list[float]] = {}
     for batch in progress_bar(
@@ -434,12 +454,13 @@ def _diagnose_split(
                     mode=config.null_vision_mode,
                     generator=generator,
                 )
-                null_logits, _ = runner(cf)
-                null_logits = null_logits.detach().float()
-                null_preds = null_logits.argmax(-1)
-                add("null_agree", (null_preds == preds).double())
-                add("null_kl", kl_divergence(logits, null_logits))
-                add("null_correct", correctness(null_preds.cpu(), labels.cpu()))
+                if not_applicable is None:
+                    null_logits, _ = runner(cf)
+                    null_logits = null_logits.detach().float()
+                    null_preds = null_logits.argmax(-1)
+                    add("null_agree", (null_preds == preds).double())
+                    add("null_kl", kl_divergence(logits, null_logits))
+                    add("null_correct", correctness(null_preds.cpu(), labels.cpu()))
                 if config.image_swap and b >= 2:
                     sw = runner.adapter.counterfactual_inputs(
                         runner.adapter.model_inputs(batch),
@@ -496,7 +517,11 @@ def _diagnose_split(
     groups = None
     if "groups" in wanted and "group" in cat and cat["group"].numel() == n:
         groups = group_metrics(
-            correct, cat["group"], names=group_names, train_weights=train_group_weights
+            correct,
+            cat["group"],
+            names=group_names,
+            train_weights=train_group_weights,
+            min_group_size=config.min_group_size,
         )
     bias = None
     if "bias" in wanted and aligned is not None:
@@ -505,7 +530,19 @@ def _diagnose_split(
     if "calibration" in wanted:
         calib = calibration(cat["probs_top"], correct, n_bins=config.ece_bins, aligned=aligned)
     prior = None
-    if prior_ok and "null_agree" in cat:
+    if prior_ok and not_applicable is not None:
+        swap = cat.get("swap_flip")
+        prior = LanguagePriorReliance(
+            prior_agreement=None,
+            mean_kl=None,
+            image_swap_flip_rate=None if swap is None else float(swap.mean()),
+            null_accuracy=None,
+            null_mode=config.null_vision_mode,
+            n=0,
+            n_swapped=0 if swap is None else int(swap.numel()),
+            not_applicable=not_applicable,
+        )
+    elif prior_ok and "null_agree" in cat:
         swap = cat.get("swap_flip")
         prior = LanguagePriorReliance(
             prior_agreement=float(cat["null_agree"].mean()),

@@ -12,6 +12,7 @@ All rates are fractions in ``[0, 1]``. Shapes: ``preds`` ``(N,)`` long class ids
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -78,6 +79,7 @@ def group_metrics(
     names: Mapping[int, str] | Callable[[int], str] | None = None,
     train_weights: Mapping[int, float] | None = None,
     group_source: str = "the batch key 'group'",
+    min_group_size: int = 1,
 ) -> GroupMetrics:
     """Per-group accuracy, worst group and the three averages, from per-example correctness.
 
@@ -88,9 +90,19 @@ def group_metrics(
         train_weights: optional group id -> share of the training set, for the
             train-proportion weighted average (normalised over the groups present).
         group_source: how the groups were derived, shown in reports.
+        min_group_size: the worst group is taken among groups of at least this many examples
+            (:func:`causalvl.diagnose` uses 20); smaller groups are listed in
+            ``small_groups``. With no group that large, the worst group is ``None``.
 
     Returns:
         :class:`GroupMetrics`; ties for the worst group go to the smallest group id.
+
+    Example:
+        >>> import torch
+        >>> m = group_metrics(torch.tensor([1.0, 1, 0, 0, 1]), torch.tensor([0, 0, 0, 1, 1]),
+        ...                   min_group_size=3)
+        >>> m.worst_group.group, [g.group for g in m.small_groups]
+        (0, [1])
     """
     correct = _as_1d("correct", correct, torch.float64)
     groups = _as_1d("groups", groups).long()
@@ -105,7 +117,17 @@ def group_metrics(
         names=names,
         train_weights=train_weights,
         group_source=group_source,
+        min_group_size=min_group_size,
     )
+
+
+def _check_min_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(
+            f"min_group_size = {value!r} must be a positive integer (e.g. 20); use 1 to consider "
+            "every group for the worst group."
+        )
+    return value
 
 
 def _metrics_from_sums(
@@ -116,7 +138,9 @@ def _metrics_from_sums(
     names: Mapping[int, str] | Callable[[int], str] | None,
     train_weights: Mapping[int, float] | None,
     group_source: str = "the batch key 'group'",
+    min_group_size: int = 1,
 ) -> GroupMetrics:
+    min_group_size = _check_min_size(min_group_size)
     accs = sums / counts
 
     def name_of(g: int) -> str:
@@ -130,7 +154,12 @@ def _metrics_from_sums(
         GroupScore(group=int(g), name=name_of(int(g)), accuracy=float(a), n=int(c))
         for g, a, c in zip(ids, accs.tolist(), counts.tolist())
     )
-    worst = per_group[int(torch.argmin(accs))]  # argmin returns the first minimum
+    eligible = counts >= min_group_size
+    small = tuple(g for g in per_group if g.n < min_group_size)
+    worst = None
+    if bool(eligible.any()):
+        masked = torch.where(eligible, accs, torch.full_like(accs, math.inf))
+        worst = per_group[int(torch.argmin(masked))]  # argmin returns the first minimum
     average = float(sums.sum() / counts.sum())
     train_avg = None
     if train_weights is not None:
@@ -148,10 +177,12 @@ def _metrics_from_sums(
         worst_group=worst,
         average_sample_weighted=average,
         average_over_groups=float(accs.mean()),
-        worst_group_accuracy=worst.accuracy,
-        gap=average - worst.accuracy,
+        worst_group_accuracy=None if worst is None else worst.accuracy,
+        gap=None if worst is None else average - worst.accuracy,
         average_train_weighted=train_avg,
         group_source=group_source,
+        min_group_size=min_group_size,
+        small_groups=small,
     )
 
 
@@ -161,8 +192,11 @@ def group_accuracy(preds: Any, labels: Any, groups: Any) -> dict[int, float]:
     return {g.group: g.accuracy for g in m.per_group}
 
 
-def worst_group_accuracy(preds: Any, labels: Any, groups: Any, **kwargs: Any) -> GroupScore:
-    """The group with the lowest accuracy (not the smallest group), as a :class:`GroupScore`."""
+def worst_group_accuracy(preds: Any, labels: Any, groups: Any, **kwargs: Any) -> GroupScore | None:
+    """The group with the lowest accuracy (not the smallest group), as a :class:`GroupScore`.
+
+    Keyword arguments go to :func:`group_metrics` (e.g. ``min_group_size=20``); ``None`` when
+    no group has ``min_group_size`` examples."""
     return group_metrics(correctness(preds, labels), groups, **kwargs).worst_group
 
 
@@ -198,6 +232,8 @@ class GroupAccuracy:
     Args:
         names: group id -> readable name (mapping or function), passed to :class:`GroupMetrics`.
         train_weights: optional group id -> training share for the train-weighted average.
+        min_group_size: groups smaller than this are left out of the worst group (default 1:
+            every group counts).
 
     Example:
         >>> import torch
@@ -213,9 +249,11 @@ class GroupAccuracy:
         *,
         names: Mapping[int, str] | Callable[[int], str] | None = None,
         train_weights: Mapping[int, float] | None = None,
+        min_group_size: int = 1,
     ) -> None:
         self.names = names
         self.train_weights = train_weights
+        self.min_group_size = _check_min_size(min_group_size)
         self.reset()
 
     def reset(self) -> None:
@@ -248,7 +286,12 @@ class GroupAccuracy:
         sums = torch.tensor([self._sums[g] for g in ids], dtype=torch.float64)
         counts = torch.tensor([self._counts[g] for g in ids], dtype=torch.float64)
         return _metrics_from_sums(
-            ids, sums, counts, names=self.names, train_weights=self.train_weights
+            ids,
+            sums,
+            counts,
+            names=self.names,
+            train_weights=self.train_weights,
+            min_group_size=self.min_group_size,
         )
 
 

@@ -297,17 +297,22 @@ class GroupMetrics(Result):
     """Per-group accuracy and the aggregates group-robustness papers report.
 
     The literature uses several different "average accuracies"; each is given here with its
-    definition so that results are comparable.
+    definition so that results are comparable. The worst group is taken among the groups of at
+    least ``min_group_size`` examples: a group of two examples has accuracy 0 by bad luck
+    alone. Smaller groups stay in ``per_group`` and are also listed in ``small_groups``; when no
+    group is large enough, ``worst_group`` / ``worst_group_accuracy`` / ``gap`` are ``None``.
     """
 
     per_group: tuple[GroupScore, ...]
-    worst_group: GroupScore
+    worst_group: GroupScore | None
     average_sample_weighted: float
     average_over_groups: float
-    worst_group_accuracy: float
-    gap: float
+    worst_group_accuracy: float | None
+    gap: float | None
     average_train_weighted: float | None = None
     group_source: str = "the batch key 'group'"
+    min_group_size: int = 1
+    small_groups: tuple[GroupScore, ...] = ()
 
     KINDS: ClassVar[dict[str, MetricKind]] = {
         "average_sample_weighted": "fraction",
@@ -315,6 +320,7 @@ class GroupMetrics(Result):
         "worst_group_accuracy": "fraction",
         "gap": "difference",
         "average_train_weighted": "fraction",
+        "min_group_size": "count",
     }
     LABELS: ClassVar[dict[str, str]] = {
         "average_sample_weighted": "average accuracy (sample-weighted)",
@@ -322,28 +328,41 @@ class GroupMetrics(Result):
         "worst_group_accuracy": "worst-group accuracy",
         "gap": "average − worst-group gap",
         "average_train_weighted": "average accuracy (train-proportion weighted)",
+        "min_group_size": "minimum group size for the worst group",
     }
     DEFINITIONS: ClassVar[dict[str, str]] = {
         "average_sample_weighted": "Fraction of all evaluated examples answered correctly; every "
         "example counts once, so large groups dominate (group_DRO's 'average accuracy').",
         "average_over_groups": "Unweighted mean of the per-group accuracies; every group counts "
         "once whatever its size (SubpopBench's 'adjusted accuracy').",
-        "worst_group_accuracy": "The lowest per-group accuracy; the worst group is the group with "
-        "the lowest accuracy, not the smallest group.",
+        "worst_group_accuracy": "The lowest per-group accuracy among groups of at least "
+        "min_group_size examples; the worst group is the group with the lowest accuracy, not "
+        "the smallest group. Smaller groups are listed separately (small_groups).",
         "gap": "Sample-weighted average accuracy minus worst-group accuracy; large values mean "
         "the average hides a group the model fails.",
         "average_train_weighted": "Per-group accuracies weighted by each group's share of the "
         "training set (JTT's 'average accuracy'); only when training proportions are given.",
+        "min_group_size": "Groups with fewer examples than this are left out of the worst "
+        "group (their accuracy is mostly noise) and listed separately.",
     }
 
     def _validate(self) -> None:
         if not self.per_group:
             raise DataError("GroupMetrics needs at least one group.")
-        lowest = min(g.accuracy for g in self.per_group)
-        if abs(self.worst_group.accuracy - lowest) > 1e-9:
+        eligible = [g.accuracy for g in self.per_group if g.n >= self.min_group_size]
+        if self.worst_group is None:
+            if eligible:
+                raise DataError(
+                    f"GroupMetrics.worst_group is None, but {len(eligible)} group(s) have at "
+                    f"least min_group_size={self.min_group_size} examples."
+                )
+            return
+        lowest = min(eligible) if eligible else None
+        if lowest is None or abs(self.worst_group.accuracy - lowest) > 1e-9:
             raise DataError(
                 f"GroupMetrics.worst_group {self.worst_group.name!r} has accuracy "
-                f"{self.worst_group.accuracy}, but the lowest group accuracy is {lowest}."
+                f"{self.worst_group.accuracy}, but the lowest accuracy of the groups with at "
+                f"least {self.min_group_size} examples is {lowest}."
             )
 
 
@@ -399,6 +418,7 @@ class LanguagePriorReliance(Result):
     null_mode: str
     n: int
     n_swapped: int
+    not_applicable: str | None = None
 
     KINDS: ClassVar[dict[str, MetricKind]] = {
         "prior_agreement": "fraction",
@@ -431,6 +451,8 @@ class LanguagePriorReliance(Result):
         "n": "Number of examples with an image-blind prediction.",
         "n_swapped": "Number of examples with an image-swap prediction (batches of one cannot "
         "be swapped).",
+        "not_applicable": "Why the image-blind measures (agreement, KL, accuracy without the "
+        "image) do not apply to this model and are left empty (n/a), or None.",
     }
 
 
@@ -550,6 +572,7 @@ EFFECT_NAMES: dict[str, str] = {
     "nde": "natural direct effect (NDE)",
     "tie": "total indirect effect (TIE)",
     "nie": "natural indirect effect (NIE)",
+    "prior": "image-blind prediction (language prior)",
 }
 
 
@@ -743,8 +766,80 @@ class EffectEstimate(Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class AuditCategoryScore(Result):
+    """Held-out accuracy of one blind scorer on one category, with a 95% Wilson interval.
+
+    ``accuracy`` counts a tie (the scorer cannot tell the two texts apart) as half right, the
+    expected score of a coin flip, so chance is exactly 0.5 in pairwise mode.
+    """
+
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+    KINDS: ClassVar[dict[str, MetricKind]] = {
+        "accuracy": "fraction",
+        "ci_low": "fraction",
+        "ci_high": "fraction",
+        "n": "count",
+    }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuditScorer(Result):
+    """One blind scorer's held-out accuracy: overall, macro over categories, per category."""
+
+    name: str
+    description: str
+    macro_accuracy: float
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n: int
+    categories: Mapping[str, AuditCategoryScore]
+
+    KINDS: ClassVar[dict[str, MetricKind]] = {
+        "macro_accuracy": "fraction",
+        "accuracy": "fraction",
+        "ci_low": "fraction",
+        "ci_high": "fraction",
+        "n": "count",
+    }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuditCue(Result):
+    """A named cue: a feature that gives the answer away in one category, with an example.
+
+    ``weight`` is the feature's weight in the scorer fitted on the whole category: positive
+    when the feature marks the true text, negative when it marks the negative (pairwise), or
+    the weight towards ``label`` (single-text mode). ``example`` holds one pair (``true`` /
+    ``negative``) or one text (``text`` / ``label``) showing the feature.
+    """
+
+    category: str
+    scorer: str
+    feature: str
+    weight: float
+    description: str
+    example: Mapping[str, str]
+    accuracy: float | None = None
+
+    KINDS: ClassVar[dict[str, MetricKind]] = {"weight": "real", "accuracy": "fraction"}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class BlindSolvabilityAudit(Result):
-    """How much of a benchmark a model that never sees the image can solve."""
+    """How much of a benchmark a model that never sees the image can solve.
+
+    ``scorers`` maps each blind scorer (``tfidf``, ``embedding``, ``length``, ``format``,
+    ``bigram_lm``, and in single-text mode ``majority`` / ``majority_per_question_type``) to
+    its held-out scores; ``cues`` names what gives the answer away; ``protocol`` records how
+    the numbers were obtained (mode, folds, grouping, seed). The flat fields
+    (``text_model_accuracy`` ...) summarise the TF-IDF scorer against the chance / majority
+    baseline.
+    """
 
     text_model_accuracy: float
     text_model_accuracy_std: float
@@ -756,6 +851,13 @@ class BlindSolvabilityAudit(Result):
     folds: int
     seed: int
     text_source: str = ""
+    benchmark: str = "custom"
+    mode: str = "single"
+    n_items: int = 0
+    protocol: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    scorers: Mapping[str, AuditScorer] = dataclasses.field(default_factory=dict)
+    cues: tuple[AuditCue, ...] = ()
+    notes: tuple[str, ...] = ()
 
     KINDS: ClassVar[dict[str, MetricKind]] = {
         "text_model_accuracy": "fraction",
@@ -771,27 +873,66 @@ class BlindSolvabilityAudit(Result):
         "text_model_accuracy": "text-only model accuracy",
         "text_model_accuracy_std": "text-only model accuracy, std over folds",
         "majority_per_question_type_accuracy": "majority answer per question type",
-        "majority_class_accuracy": "majority answer overall",
-        "blind_gain": "text-only gain over majority",
+        "majority_class_accuracy": "majority answer overall (chance in pairwise mode)",
+        "blind_gain": "text-only gain over majority / chance",
         "n": "n (audit)",
         "n_classes": "number of answers",
         "folds": "cross-validation folds",
     }
     DEFINITIONS: ClassVar[dict[str, str]] = {
-        "text_model_accuracy": "Held-out accuracy of a blind model (TF-IDF bag of words + "
-        "logistic regression on the question text only) under stratified k-fold "
-        "cross-validation: how much of the benchmark its language prior alone solves.",
+        "text_model_accuracy": "Held-out accuracy of a blind model (TF-IDF of word unigrams and "
+        "bigrams + logistic regression on the text only), macro-averaged over categories, "
+        "under grouped cross-validation (or fitted on a training split and scored on a test "
+        "split): how much of the benchmark its language prior alone solves.",
         "text_model_accuracy_std": "Standard deviation of the text-only accuracy over folds.",
         "majority_per_question_type_accuracy": "Held-out accuracy of answering the most common "
         "training answer of the question's type (the classic VQA 'prior' baseline).",
         "majority_class_accuracy": "Held-out accuracy of always answering the most common "
-        "training answer.",
-        "blind_gain": "Text-only accuracy minus majority-class accuracy; large values mean the "
-        "questions alone give the answer away.",
-        "n": "Number of examples audited.",
-        "n_classes": "Number of distinct answers.",
-        "folds": "Number of cross-validation folds.",
+        "training answer; 0.5 (chance) in pairwise mode, where each pair is shown in a random "
+        "order.",
+        "blind_gain": "Text-only accuracy minus majority-class (or chance) accuracy; large values "
+        "mean the texts alone give the answer away, negative values mean the text model does "
+        "worse than the trivial baseline.",
+        "n": "Number of scored items (pairs in pairwise mode, texts in single-text mode).",
+        "n_classes": "Number of distinct answers (2 in pairwise mode: which text is true).",
+        "folds": "Number of cross-validation folds (0 when fitted on one split and scored on "
+        "another).",
     }
+
+    @property
+    def best_scorer(self) -> AuditScorer | None:
+        """The blind scorer with the highest macro accuracy (None without scorers)."""
+        blind = [s for n, s in self.scorers.items() if not n.startswith("majority")]
+        return max(blind, key=lambda s: s.macro_accuracy) if blind else None
+
+    def summary(self) -> str:
+        """One sentence: the best blind scorer against chance, worded by the sign of the gain."""
+        best = self.best_scorer
+        if best is None:
+            return "No blind scorer ran."
+        base = self.majority_class_accuracy
+        if self.mode != "pairwise" and "majority" in self.scorers:
+            base = self.scorers["majority"].macro_accuracy
+        what = "chance" if self.mode == "pairwise" else "the most common answer"
+        gain = best.macro_accuracy - base
+        head = (
+            f"The best blind text-only model ({best.name}) reaches {best.macro_accuracy:.3f} macro "
+            f"accuracy vs {base:.3f} for {what}"
+        )
+        if best.ci_low > base:
+            return (
+                f"{head}: {gain:+.3f}, significantly above {what}; that much of the benchmark can "
+                "be solved without the image."
+            )
+        if gain < 0:
+            return (
+                f"{head}: {gain:+.3f}, below {what}; no blind scorer finds a cue (a score below "
+                f"{what} is noise or a protocol problem, not a finding)."
+            )
+        return (
+            f"{head}: {gain:+.3f}, within the 95% interval of {what}; no blind scorer finds a "
+            "reliable cue."
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -1102,6 +1243,9 @@ class Diagnostics(Result):
 
 
 __all__ = [
+    "AuditCategoryScore",
+    "AuditCue",
+    "AuditScorer",
     "BiasAlignment",
     "BlindSolvabilityAudit",
     "CalibrationResult",

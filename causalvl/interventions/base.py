@@ -152,6 +152,15 @@ class Intervention(nn.Module):
         ``state_box`` is a dict shared by every hook of the call (``state_box["inputs"]`` holds
         the model inputs); hooks must be added through ``hooks`` so they are removed."""
 
+    @property
+    def image_blind_reason(self) -> str | None:
+        """Why this intervention's evaluation logits have no meaningful image-blind counterpart,
+        or ``None`` (the default) when removing the image gives a prediction worth comparing.
+
+        Diagnostics report image-blind agreement as not applicable, with this reason, instead
+        of a misleading number (e.g. CF-VQA's TIE with the image removed)."""
+        return None
+
     def combine(self, state: ForwardState) -> None:
         """Update ``state`` after the factual pass (default: nothing)."""
 

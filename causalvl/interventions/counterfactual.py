@@ -320,6 +320,16 @@ class Counterfactual(BranchWarmup, Intervention):
         self.to(device=device, dtype=dtype)
 
     @property
+    def image_blind_reason(self) -> str | None:
+        if self.config.inference != "tie":
+            return None
+        return (
+            "CF-VQA answers with the TIE, the part of the prediction that goes through the "
+            "image; with the image removed the TIE has no meaningful answer to agree with (the "
+            "question-only answer is its NDE)"
+        )
+
+    @property
     def capture_roles(self) -> tuple[str, ...]:
         roles = (self.config.question_role,)
         return (*roles, self.config.vision_role) if self.complete else roles
@@ -395,10 +405,12 @@ class PriorSubtractionConfig(InterventionConfig):
     ``form="amplify"`` (default): ``logits = (1 + α)·f − α·g = f + α·(f − g)``;
     ``form="subtract"``: ``logits = f − α·g``.
 
-    ``effects``: ``"te" = f − g`` (the total effect of the image with the question held fixed)
-    and ``"nde" = g`` (the prediction of the question with the image blocked: the language
-    prior the subtraction removes). ``counterfactual_logits`` holds the raw counterfactual
-    logits (averaged over ``num_samples`` draws).
+    ``effects``: ``"tie" = f − g``, the effect of the image with the question held fixed, the
+    same quantity as CF-VQA's TIE (``Z(q, v) − Z(q, v*)``), and ``"prior" = g``, the image-blind
+    prediction (the language prior the subtraction removes; a prediction, not an effect).
+    ``"te"`` / ``"nde"`` are not defined here: they need a pass with the question removed too.
+    ``counterfactual_logits`` holds the raw counterfactual logits (averaged over
+    ``num_samples`` draws).
 
     **When it can help.** Write the factual log-probabilities as ``f ≈ s(v, a) + log p(a | q)``
     (image evidence plus the learned prior) and the image-blind ones as ``g ≈ log p(a | q) + c``.
@@ -599,7 +611,7 @@ class PriorSubtraction(Intervention):
                 g = torch.stack([self._space(d.to(state.logits.dtype)) for d in draws]).mean(0)
         f = self._space(state.logits)
         state.counterfactual_logits = g_raw
-        state.effects.update(te=f - g, nde=g)
+        state.effects.update(tie=f - g, prior=g)
         if cfg.form == "subtract":
             debiased = f - cfg.alpha * g
         else:

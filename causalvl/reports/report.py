@@ -98,9 +98,11 @@ SECTION_TEXT: dict[str, str] = {
     "listed common causes (dowhy, backdoor adjustment). Each estimate is checked by refuters: a "
     "refuter passes when it finds no evidence against the estimate (its p-value is not "
     "significant). A low p-value means the check found a problem, not that the effect is real.",
-    "audit": "How much of the benchmark a model that never sees the image can solve: a "
-    "text-only classifier trained on the questions, under cross-validation, next to answering "
-    "the most common answer. A large gap means the benchmark's questions give the answer away.",
+    "audit": "How much of the benchmark a model that never sees the image can solve. "
+    "Caption-vs-negative benchmarks are scored pairwise: each pair is shown in a random order "
+    "and a blind scorer must say which text is true (chance 0.5); folds are grouped so that an "
+    "image, or a text that recurs, never spans training and test. Accuracy well above chance "
+    "means the texts give the answer away; the named cues say what gives it away.",
 }
 
 CSS = """
@@ -314,6 +316,7 @@ class BiasReport:
         base = str(self.baseline)
         on = {m: d.splits[split] for m, d in models.items() if split in d.splits}
         ood = any(sp.distribution == "ood" for sp in on.values())
+        out += _accuracy_sentences(on, base, split, ood)
         prior = {
             m: sp.language_prior.prior_agreement
             for m, sp in on.items()
@@ -341,6 +344,16 @@ class BiasReport:
                 if base in prior and base not in best:
                     text += f", vs {format_number(prior[base])} for {base}"
                 out.append(text + ".")
+        not_applicable = {
+            m: sp.language_prior.not_applicable
+            for m, sp in on.items()
+            if sp.language_prior is not None and sp.language_prior.not_applicable
+        }
+        if not_applicable:
+            out.append(
+                f"Agreement with the image-blind answer does not apply to "
+                f"{_names(list(not_applicable))} (n/a): {next(iter(not_applicable.values()))}."
+            )
         flips = {
             m: sp.context.flip_rate
             for m, sp in on.items()
@@ -368,24 +381,6 @@ class BiasReport:
                 if base in flips and base not in best:
                     text += f", vs {format_number(flips[base])} for {base}"
                 out.append(text + ".")
-        kind = "OOD accuracy" if ood else "accuracy"
-        others = {m: sp.accuracy for m, sp in on.items() if m != base}
-        if base in on and others:
-            b = on[base].accuracy
-            best, value, _ = _extreme(others, lowest=False)
-            gain = format_signed(others[best[0]] - b)
-            if _extreme({m: sp.accuracy for m, sp in on.items()}, lowest=False)[2]:
-                out.append(f"Every model's {kind} on {split} is {value}.")
-            elif others[best[0]] > b and format_number(others[best[0]]) != format_number(b):
-                out.append(
-                    f"Best {kind} on {split}: {_names(best)} with {value} vs {base} "
-                    f"{format_number(b)} ({gain})."
-                )
-            else:
-                out.append(
-                    f"No model beats the baseline's {kind} on {split}: the best of the others, "
-                    f"{_names(best)}, has {value} vs {base} {format_number(b)} ({gain})."
-                )
         changes = {
             m: sp.accuracy - idsp.accuracy
             for m, sp in on.items()
@@ -403,8 +398,24 @@ class BiasReport:
             else:
                 out.append(f"No model's accuracy falls from in distribution to {split}.")
         worst_group = {
-            m: sp.groups.worst_group_accuracy for m, sp in on.items() if sp.groups is not None
+            m: sp.groups.worst_group_accuracy
+            for m, sp in on.items()
+            if sp.groups is not None and sp.groups.worst_group_accuracy is not None
         }
+        sized = [sp.groups for sp in on.values() if sp.groups is not None]
+        if sized:
+            size = max(g.min_group_size for g in sized)
+            small = max(len(g.small_groups) for g in sized)
+            if size > 1:
+                out.append(
+                    f"Worst-group accuracy on {split} counts groups of at least {size} examples"
+                    + (
+                        f"; {small} smaller group{'s are' if small != 1 else ' is'} listed "
+                        "separately."
+                        if small
+                        else "."
+                    )
+                )
         if len(worst_group) > 1:
             best, value, tie = _extreme(worst_group, lowest=False)
             if tie:
@@ -435,12 +446,7 @@ class BiasReport:
                 f"{format_signed(max(values))}; {passed} of {total} refutation checks passed."
             )
         if self.audit is not None:
-            a = self.audit
-            out.append(
-                f"Benchmark audit: a text-only model answers {format_number(a.text_model_accuracy)}"
-                f" of the questions without the image, vs {format_number(a.majority_class_accuracy)}"
-                " for always giving the most common answer."
-            )
+            out.append(f"Benchmark audit: {self.audit.summary()}")
         return out
 
     def summary_rows(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
@@ -495,7 +501,11 @@ class BiasReport:
             (
                 "agreement with image-blind answer",
                 lambda m, sp: (
-                    None if sp.language_prior is None else sp.language_prior.prior_agreement
+                    None
+                    if sp.language_prior is None
+                    else "n/a"
+                    if sp.language_prior.not_applicable
+                    else sp.language_prior.prior_agreement
                 ),
             ),
             (
@@ -679,6 +689,68 @@ def _linked_md(text: str) -> str:
     return "".join(
         f"[{md_escape(part)}]({part})" if i % 2 else md_escape(part) for i, part in enumerate(parts)
     )
+
+
+def _role(name: str) -> str:
+    """``"oracle"`` for an oracle (trained without the shortcut), ``"blind"`` for a blind rule
+    (a model named ``blind ...`` or ``... rule``, e.g. ``"blind: majority per question type"``,
+    ``"training-prior rule"``), else ``"method"``."""
+    low = name.lower()
+    if "oracle" in low:
+        return "oracle"
+    if low.startswith("blind") or low.endswith(" rule"):
+        return "blind"
+    return "method"
+
+
+def _accuracy_sentences(
+    on: Mapping[str, SplitDiagnostics], base: str, split: str, ood: bool
+) -> list[str]:
+    """The lead of the summary: accuracy on the focus split of the best method against the
+    baseline, the blind rules and the oracle (when the report has them)."""
+    out: list[str] = []
+    kind = "OOD accuracy" if ood else "accuracy"
+    methods = {m: sp.accuracy for m, sp in on.items() if _role(m) == "method"}
+    oracles = {m: sp.accuracy for m, sp in on.items() if _role(m) == "oracle"}
+    blind = {m: sp.accuracy for m, sp in on.items() if _role(m) == "blind"}
+    others = {m: a for m, a in methods.items() if m != base}
+    if base in on and others:
+        b = on[base].accuracy
+        best, value, _ = _extreme(others, lowest=False)
+        gain = format_signed(others[best[0]] - b)
+        if _extreme({**others, base: b}, lowest=False)[2]:
+            out.append(f"Every model's {kind} on {split} is {value}.")
+        elif others[best[0]] > b and format_number(others[best[0]]) != format_number(b):
+            out.append(
+                f"Best {kind} on {split}: {_names(best)} with {value} vs {base} "
+                f"{format_number(b)} ({gain})."
+            )
+        else:
+            out.append(
+                f"No model beats the baseline's {kind} on {split}: the best of the others, "
+                f"{_names(best)}, has {value} vs {base} {format_number(b)} ({gain})."
+            )
+    refs = []
+    if blind:
+        top, value, _ = _extreme(blind, lowest=False)
+        refs.append(f"the best blind rule ({_names(top)}) {value}")
+    if oracles:
+        top, value, _ = _extreme(oracles, lowest=False)
+        refs.append(f"the oracle ({_names(top)}) {value}")
+    if refs:
+        text = f"For reference on {split}: " + " and ".join(refs) + "."
+        if blind and methods:
+            best_rule = max(blind.values())
+            beating = [m for m, a in methods.items() if a > best_rule]
+            if not beating:
+                text += f" No model beats the best blind rule's {kind}."
+            else:
+                text += (
+                    f" {len(beating)} of {len(methods)} model"
+                    f"{'s' if len(methods) > 1 else ''} beat the best blind rule."
+                )
+        out.append(text)
+    return out
 
 
 def _extreme(values: Mapping[str, float], *, lowest: bool) -> tuple[list[str], str, bool]:
@@ -878,7 +950,13 @@ class _HtmlWriter:
             sp = self.models[m].splits[s]
             value = getattr(sp, part)
             if value is not None:
-                out[(m, s)] = value.metrics()
+                ms = value.metrics()
+                if getattr(value, "not_applicable", None):  # shown n/a, never a number
+                    ms = [
+                        dataclasses.replace(x, value="n/a") if x.value is None else x  # type: ignore[arg-type]
+                        for x in ms
+                    ]
+                out[(m, s)] = ms
         return out
 
     # page
@@ -980,7 +1058,14 @@ class _HtmlWriter:
                         (x.name, ""),
                         (format_number(x.n), "num"),
                         (format_number(x.accuracy), "num"),
-                        ("worst group" if x.group == g.worst_group.group else "", ""),
+                        (
+                            "worst group"
+                            if g.worst_group is not None and x.group == g.worst_group.group
+                            else f"below the minimum size ({g.min_group_size})"
+                            if x.n < g.min_group_size
+                            else "",
+                            "",
+                        ),
                     ]
                     for x in g.per_group
                 ],
@@ -1014,6 +1099,13 @@ class _HtmlWriter:
                 f"mode {esc(', '.join(modes))}.</p>"
             )
             self.metric_table(prior)
+            for m, sp_name in self.cols:
+                lp = self.models[m].splits[sp_name].language_prior
+                if lp is not None and lp.not_applicable:
+                    self.w(
+                        f'<p class="explain">n/a for {esc(m)} / {esc(sp_name)}: '
+                        f"{esc(lp.not_applicable)}.</p>"
+                    )
         if ctx:
             self.w(f'<h3>Context</h3><p class="explain">{esc(SECTION_TEXT["context"])}</p>')
             self.metric_table(ctx)
@@ -1162,14 +1254,9 @@ class _HtmlWriter:
         a = self.r.audit
         if a is None:
             return
-        self.section_start("audit", "Benchmark audit: what a blind model solves", "audit")
-        rows = [
-            [(m.label, ""), (format_number(m.value), "num"), (m.definition, "def")]
-            for m in a.metrics()
-        ]
-        rows.append([("seed", ""), (format_number(a.seed), "num"), ("Seed of the folds.", "def")])
-        self.table(["metric", "value", "definition"], rows)
-        self.w(f'<p class="explain">Text taken from {esc(a.text_source)}.</p></section>')
+        from .audit import audit_section_html
+
+        self.w(audit_section_html(a))
 
     def extras(self) -> None:
         for title, t in _all_tables(self.r):
