@@ -21,7 +21,7 @@ split (``test_random``: a random prior per type). The legacy ``test`` split is n
 test-favoured answers are disjoint from the training-favoured ones, which the blind anti-prior
 rule wins. Measured numbers of every method: docs/efficacy.md.
 
-    python examples/cfvqa_digits.py                 # one seed, the demo budget (several minutes)
+    python examples/cfvqa_digits.py                 # one seed, the demo budget (1-2 minutes)
     python examples/cfvqa_digits.py --seeds 0 1 2   # mean +- std over seeds
     python examples/cfvqa_digits.py --fast          # a smoke run: checks the plumbing only
 """
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="tiny smoke run (numbers mean nothing)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 30 (--fast: 2)")
+    parser.add_argument("--epochs", type=_positive, default=None, help="default: 30 (--fast: 2)")
     parser.add_argument(
         "--warmup-epochs",
         type=int,
@@ -107,6 +107,14 @@ def _accuracies(summary: dict) -> dict[str, dict[str, float]]:
         }
         for name, row in summary.items()
     }
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         help="folder of the python version of CIFAR-10",
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 30 (--fast: 2)")
+    parser.add_argument("--epochs", type=_positive, default=None, help="default: 30 (--fast: 2)")
     parser.add_argument("--fast", action="store_true", help="tiny smoke run (numbers mean nothing)")
     args = parser.parse_args(argv)
     if args.cifar is None:
@@ -102,6 +102,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         }
         for name, row in summary.items()
     }
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ prior per type). The legacy ``test`` split (test-favoured answers disjoint from 
 training-favoured ones) is not used: "never give the training answer" wins it, which made an
 over-corrected ensemble look better than the oracle. Measured numbers: docs/efficacy.md.
 
-    python examples/lmh_vs_rubi.py                 # one seed, the demo budget (many minutes)
+    python examples/lmh_vs_rubi.py                 # one seed, the demo budget (a few minutes)
     python examples/lmh_vs_rubi.py --seeds 0 1 2   # mean +- std over seeds
     python examples/lmh_vs_rubi.py --fast          # a smoke run: checks the plumbing only
     python examples/lmh_vs_rubi.py --fast --json   # the summary as JSON
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fast", action="store_true", help="tiny smoke run (numbers mean nothing)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 30 (--fast: 1)")
+    parser.add_argument("--epochs", type=_positive, default=None, help="default: 30 (--fast: 1)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
     settings = efficacy.EfficacySettings.smoke() if args.fast else efficacy.EfficacySettings.demo()
@@ -85,6 +85,14 @@ def _accuracies(summary: dict) -> dict[str, dict[str, float]]:
         }
         for name, row in summary.items()
     }
+
+
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 if __name__ == "__main__":

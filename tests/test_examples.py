@@ -124,3 +124,6 @@ def test_cfvqa_digits_refuses_a_warmup_that_leaves_no_training(capsys):
     with pytest.raises(SystemExit):
         _load("cfvqa_digits").main(["--fast", "--epochs", "2", "--warmup-epochs", "2"])
     assert "--warmup-epochs 2 must be in [0, 2)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _load("cfvqa_digits").main(["--fast", "--epochs", "0"])
+    assert "must be at least 1, got 0" in capsys.readouterr().err
