@@ -47,7 +47,7 @@ def keep_threads():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["cfvqa_digits", "backdoor_context", "curriculum_compositional"])
+@pytest.mark.parametrize("name", ["backdoor_context", "curriculum_compositional"])
 def test_training_examples_fast(name, keep_threads):
     result = _load(name).main(["--fast"])
     assert result  # each returns its measured accuracies / scores
@@ -79,24 +79,48 @@ def test_examples_default_to_one_thread():
         assert '"--threads",' in text and "default=1" in text, path.name
 
 
-@pytest.mark.slow
-def test_cifar_prior_shift(keep_threads):
+def _cifar_args() -> list[str]:
     from causalvl.datasets import default_data_dir
 
     root = default_data_dir()
     if root is None or not (Path(root) / "cifar-10-batches-py" / "data_batch_1").is_file():
         pytest.skip("no CIFAR-10 copy beside the repository")
-    results = _load("cifar_prior_shift").main(
-        ["--fast", "--cifar", str(Path(root) / "cifar-10-batches-py")]
-    )
-    assert set(results) == {"plain", "CF-VQA", "LMH", "oracle"}
+    return ["--cifar", str(Path(root) / "cifar-10-batches-py")]
+
+
+PRIOR_EXAMPLES = {
+    "cfvqa_digits": {"plain", "CF-VQA", "oracle"},
+    "lmh_vs_rubi": {"plain", "BiasProduct", "LMH", "RUBi", "oracle"},
+    "cifar_prior_shift": {"plain", "CF-VQA", "LMH", "oracle"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(PRIOR_EXAMPLES))
+def test_language_prior_examples_follow_the_efficacy_protocol(name, capsys, keep_threads):
+    """Each language-prior example prints the protocol's table: the blind rules, the image-only
+    probe, plain and the oracle beside its methods, on the uniform and random-prior splits
+    (never the legacy test split alone), and the verdict lines."""
+    args = ["--fast", *(_cifar_args() if name == "cifar_prior_shift" else [])]
+    result = _load(name).main(args)
+    reference = {"training-prior rule", "anti-prior rule", "image-only probe"}
+    assert set(result) == reference | PRIOR_EXAMPLES[name]
+    for row in result.values():
+        assert set(row) == {"id", "ood", "ood_random"}
+        assert all(0.0 <= v <= 1.0 for v in row.values())
+    out = capsys.readouterr().out
+    assert "OOD acc (uniform)" in out and "OOD acc (random prior)" in out
+    for row in (*reference, *PRIOR_EXAMPLES[name]):
+        assert f"| {row}" in out, row
+    assert "Plain-to-oracle gap on the uniform split" in out
+    assert "from the image-only probe" in out
+    assert "SMOKE RUN" in out
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "name, args",
     [
-        ("lmh_vs_rubi", ["--train-size", "120", "--test-size", "60", "--epochs", "1"]),
         ("vcd_tiny", ["--steps", "5", "--images", "6"]),
     ],
 )
@@ -109,3 +133,12 @@ def test_script_examples(name, args):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip()
+
+
+def test_cfvqa_digits_refuses_a_warmup_that_leaves_no_training(capsys):
+    with pytest.raises(SystemExit):
+        _load("cfvqa_digits").main(["--fast", "--epochs", "2", "--warmup-epochs", "2"])
+    assert "--warmup-epochs 2 must be in [0, 2)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _load("cfvqa_digits").main(["--fast", "--epochs", "0"])
+    assert "must be at least 1, got 0" in capsys.readouterr().err
