@@ -71,6 +71,7 @@ _LAZY: dict[str, str] = {
     "TinyVQA": ".models",
     "TinyContrastive": ".models",
     "TinyRegionClassifier": ".models",
+    "FrozenFeatureVQA": ".models",
     # training
     "Trainer": ".training.trainer",
     "TrainConfig": ".training.config",
@@ -118,6 +119,7 @@ _LAZY: dict[str, str] = {
     "ArraySource": ".datasets",
     "ImageSource": ".datasets",
     "PriorShiftVQA": ".datasets",
+    "FeatureVQA": ".datasets",
     "ContextShift": ".datasets",
     "CompositionalPairs": ".datasets",
     "ComparativePairs": ".datasets",
