@@ -342,6 +342,8 @@ class FrozenFeatureVQA(nn.Module):
     def forward(
         self, image_features: torch.Tensor, question_features: torch.Tensor
     ) -> torch.Tensor:
+        """Answer logits ``(B, num_answers)`` from ``image_features`` ``(B, image_dim)`` and
+        ``question_features`` ``(B, text_dim)``."""
         for name, x, dim in (
             ("image_features", image_features, self.image_dim),
             ("question_features", question_features, self.text_dim),

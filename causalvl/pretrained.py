@@ -339,7 +339,7 @@ def _cached(
     meta: dict[str, str],
 ) -> torch.Tensor:
     """Features from the cache file for this key, or ``compute()`` and store them."""
-    if not cache:
+    if not cache or count == 0:
         return compute()
     h = hashlib.sha256()
     for part in key_parts:
@@ -456,6 +456,8 @@ def image_features(
     dim = getattr(encoder, "dim", None) if encoder is not None else IMAGE_DIM
 
     def compute() -> torch.Tensor:
+        if n == 0:
+            return torch.zeros(0, dim or IMAGE_DIM)
         enc = encoder if encoder is not None else image_encoder(device)
         dev = device
         if dev is None and isinstance(enc, nn.Module):
@@ -477,8 +479,6 @@ def image_features(
                     x = x.to(dev)
                 out.append(_as_features(enc(x), x.shape[0], "image encoder").float().cpu())
                 bar.update(int(x.shape[0]))
-        if not out:
-            return torch.zeros(0, dim or IMAGE_DIM)
         return torch.cat(out)
 
     return _cached(
@@ -549,6 +549,8 @@ def text_features(
     dim = getattr(encoder, "dim", None) if encoder is not None else TEXT_DIM
 
     def compute() -> torch.Tensor:
+        if n == 0:
+            return torch.zeros(0, dim or TEXT_DIM)
         enc = encoder if encoder is not None else text_encoder(device)
         out = []
         with torch.no_grad(), _progress(n, progress, "text features") as bar:
@@ -556,8 +558,6 @@ def text_features(
                 chunk = texts[start : start + batch_size]
                 out.append(_as_features(enc(chunk), len(chunk), "text encoder").float().cpu())
                 bar.update(len(chunk))
-        if not out:
-            return torch.zeros(0, dim or TEXT_DIM)
         return torch.cat(out)
 
     def content(h: Any) -> None:

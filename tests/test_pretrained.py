@@ -118,6 +118,13 @@ def test_image_features_match_the_encoder_on_resized_images(tmp_path):
     assert grey.shape == (3, 8)
 
 
+def test_empty_inputs_give_empty_features(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # nothing is loaded
+    assert pretrained.image_features(torch.zeros(0, 3, 8, 8), cache_dir=tmp_path).shape == (0, 1280)
+    assert pretrained.text_features([], cache_dir=tmp_path).shape == (0, 384)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cache_folder_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CAUSALVL_CACHE", str(tmp_path / "root"))
     assert pretrained.default_cache_dir() == tmp_path / "root" / "features"
@@ -384,6 +391,15 @@ def test_frozen_feature_vqa_under_each_intervention(cfg):
             null = batch["image_features"].mean(0, keepdim=True).expand_as(null)
         with torch.no_grad():
             expect = net(image_features=null, question_features=batch["question_features"])
+        torch.testing.assert_close(ev.counterfactual_logits, expect)
+    if isinstance(cfg, causalvl.PriorSubtractionConfig) and cfg.mode == "mean":
+        # a fitted dataset mean replaces the batch mean
+        other = _feature_batch(n=10)
+        vl.adapter.fit_vision_mean([other])
+        mean = other["image_features"].mean(0, keepdim=True).expand(6, -1)
+        with torch.no_grad():
+            ev = vl(batch)
+            expect = net(image_features=mean, question_features=batch["question_features"])
         torch.testing.assert_close(ev.counterfactual_logits, expect)
 
 
