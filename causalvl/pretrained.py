@@ -368,8 +368,17 @@ def _cached(
         logger.info("loaded %d %s features from %s", count, kind, path)
         return feats
     feats = compute()
-    _save_cached(path, key, feats, {**meta, "model_id": model_id, "count": str(count)})
-    logger.info("saved %d %s features to %s", count, kind, path)
+    try:
+        _save_cached(path, key, feats, {**meta, "model_id": model_id, "count": str(count)})
+    except OSError as exc:  # the features are still good: warn instead of losing them
+        warnings.warn(
+            f"could not write the feature cache file {path} ({type(exc).__name__}: {exc}); the "
+            "features are returned but will be extracted again next time. Pass a writable "
+            "cache_dir=... or set the CAUSALVL_CACHE environment variable.",
+            stacklevel=3,
+        )
+    else:
+        logger.info("saved %d %s features to %s", count, kind, path)
     return feats
 
 

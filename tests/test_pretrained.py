@@ -150,6 +150,17 @@ def test_corrupt_cache_file_is_recomputed(tmp_path):
     assert enc.calls == 2
 
 
+def test_unwritable_cache_warns_and_still_returns_features(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    enc = CountingImageEncoder()
+    with pytest.warns(UserWarning, match="could not write the feature cache"):
+        feats = pretrained.image_features(
+            torch.rand(3, 3, 8, 8), image_size=32, encoder=enc, cache_dir=blocker / "features"
+        )
+    assert feats.shape == (3, 8) and enc.calls == 1
+
+
 def test_text_features_and_cache(tmp_path):
     enc = CountingTextEncoder()
     texts = ["what object is this?", "is this a cat?", "is it an animal or a vehicle?"]
