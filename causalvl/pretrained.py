@@ -331,12 +331,13 @@ def _load_cached(path: Path, key: str, count: int, dim: int | None) -> torch.Ten
 
 
 def _save_cached(path: Path, key: str, feats: torch.Tensor, meta: dict[str, str]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from .config import atomic_destination
 
+    data = save({"features": feats.contiguous()}, metadata={**meta, "key": key})
     with atomic_destination(path) as tmp:
-        save_file({"features": feats.contiguous()}, str(tmp), metadata={**meta, "key": key})
+        tmp.write_bytes(data)  # keeps the usual file permissions set by atomic_destination
 
 
 def _cached(

@@ -86,6 +86,9 @@ def test_image_features_resize_batches_and_cache(tmp_path):
     assert enc.calls == 3 and enc.images == 10 and enc.sizes == {(40, 40)}
     files = list(tmp_path.glob("image-counting-image-*.safetensors"))
     assert len(files) == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    assert files[0].stat().st_mode & 0o777 == 0o666 & ~umask  # not a private temporary file
     # the same images again: read from disk, the encoder does not run
     again = pretrained.image_features(
         images, image_size=40, batch_size=4, encoder=enc, cache_dir=tmp_path
