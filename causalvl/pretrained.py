@@ -422,10 +422,10 @@ def _check_images(images: Any) -> torch.Tensor:
     return images.contiguous()
 
 
-def _progress(total: int, enabled: bool, desc: str) -> Any:
+def _progress(total: int, enabled: bool, desc: str, unit: str) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="img")
+    return tqdm(total=total, disable=not enabled, desc=desc, unit=unit)
 
 
 def image_features(
@@ -487,7 +487,7 @@ def image_features(
         if dev is None and isinstance(enc, nn.Module):
             dev = next(iter(enc.parameters()), torch.empty(0)).device
         out = []
-        with torch.no_grad(), _progress(n, progress, "image features") as bar:
+        with torch.no_grad(), _progress(n, progress, "image features", "img") as bar:
             for start in range(0, n, batch_size):
                 x = images[start : start + batch_size]
                 if x.shape[-1] != image_size or x.shape[-2] != image_size:
@@ -577,7 +577,7 @@ def text_features(
             return torch.zeros(0, dim or TEXT_DIM)
         enc = encoder if encoder is not None else _shared_encoder("text", _device_key(device))
         out = []
-        with torch.no_grad(), _progress(n, progress, "text features") as bar:
+        with torch.no_grad(), _progress(n, progress, "text features", "text") as bar:
             for start in range(0, n, batch_size):
                 chunk = texts[start : start + batch_size]
                 out.append(_as_features(enc(chunk), len(chunk), "text encoder").float().cpu())
