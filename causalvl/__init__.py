@@ -75,6 +75,7 @@ _LAZY: dict[str, str] = {
     "TinyVQA": ".models",
     "TinyContrastive": ".models",
     "TinyRegionClassifier": ".models",
+    "FrozenFeatureVQA": ".models",
     # training
     "Trainer": ".training.trainer",
     "TrainConfig": ".training.config",
@@ -129,6 +130,7 @@ _LAZY: dict[str, str] = {
     "ArraySource": ".datasets",
     "ImageSource": ".datasets",
     "PriorShiftVQA": ".datasets",
+    "FeatureVQA": ".datasets",
     "ContextShift": ".datasets",
     "CompositionalPairs": ".datasets",
     "ComparativePairs": ".datasets",

@@ -285,3 +285,104 @@ class TinyRegionClassifierAdapter(ModelAdapter):
     required_keys = ("region_pixels",)
     float_keys = ("region_pixels",)
     roles = {"vision_features": "region_encoder", "fused": "mixer"}
+
+
+class FrozenFeatureVQA(nn.Module):
+    """A VQA answer head over frozen pretrained features: image and question vectors in,
+    answer logits out (the realistic setting of :class:`~causalvl.datasets.FeatureVQA`).
+
+    ``vision`` and ``question`` project each modality to ``hidden`` (LayerNorm, linear, ReLU,
+    dropout), ``fusion`` combines them (element-wise product + MLP, as in :class:`TinyVQA`) and
+    ``classifier`` (a final ``nn.Linear``) gives the answers.
+
+    Args:
+        num_answers: size of the answer vocabulary.
+        image_dim: width of the image features (1280 for EfficientNet-Lite0).
+        text_dim: width of the question features (384 for all-MiniLM-L6-v2).
+        hidden: width of the projections and of the fused feature.
+        dropout: dropout after each projection (0 disables it).
+
+    Inputs (keywords): ``image_features`` ``(B, image_dim)``, ``question_features``
+    ``(B, text_dim)``, both float. Returns logits ``(B, num_answers)``.
+
+    Roles: ``vision_features`` (``vision``), ``language_features`` (``question``), ``fused``
+    (``fusion``), all ``(B, hidden)``. Null-image counterfactuals (prior subtraction, mode
+    ``"zeros"`` or ``"mean"``) replace ``image_features`` by zeros or by their mean.
+
+    Example:
+        >>> import torch
+        >>> net = FrozenFeatureVQA(num_answers=4, image_dim=12, text_dim=6, hidden=8)
+        >>> net(image_features=torch.rand(2, 12), question_features=torch.rand(2, 6)).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(
+        self,
+        num_answers: int,
+        image_dim: int = 1280,
+        text_dim: int = 384,
+        hidden: int = 256,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        _check_dims(num_answers=num_answers, image_dim=image_dim, text_dim=text_dim, hidden=hidden)
+        if (
+            not isinstance(dropout, (int, float))
+            or isinstance(dropout, bool)
+            or not 0 <= dropout < 1
+        ):
+            raise ConfigError(f"dropout = {dropout!r} is invalid: must be a number in [0, 1).")
+        self.image_dim = image_dim
+        self.text_dim = text_dim
+        self.vision = _projection(image_dim, hidden, float(dropout))
+        self.question = _projection(text_dim, hidden, float(dropout))
+        self.fusion = Fusion(hidden)
+        self.classifier = nn.Linear(hidden, num_answers)
+
+    def forward(
+        self, image_features: torch.Tensor, question_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Answer logits ``(B, num_answers)`` from ``image_features`` ``(B, image_dim)`` and
+        ``question_features`` ``(B, text_dim)``."""
+        for name, x, dim in (
+            ("image_features", image_features, self.image_dim),
+            ("question_features", question_features, self.text_dim),
+        ):
+            if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[1] != dim:
+                shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                raise InputError(
+                    f"{name} has shape {shape}; expected (batch, {dim}). Build the features "
+                    "with causalvl.pretrained or FeatureVQA, or set "
+                    f"FrozenFeatureVQA({'image_dim' if name == 'image_features' else 'text_dim'}=...)."
+                )
+        if image_features.shape[0] != question_features.shape[0]:
+            raise InputError(
+                f"image_features has {image_features.shape[0]} rows but question_features has "
+                f"{question_features.shape[0]}; give one of each per example."
+            )
+        v = self.vision(image_features)
+        q = self.question(question_features)
+        return self.classifier(self.fusion(v, q))
+
+
+def _projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden), nn.ReLU()]
+    if dropout > 0:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+@register_adapter("FrozenFeatureVQA")
+class FrozenFeatureVQAAdapter(ModelAdapter):
+    """Adapter of :class:`FrozenFeatureVQA`."""
+
+    family = "frozen_feature_vqa"
+    vision_keys = ("image_features",)
+    language_keys = ("question_features",)
+    required_keys = ("image_features", "question_features")
+    float_keys = ("image_features", "question_features")
+    roles = {
+        "vision_features": "vision",
+        "language_features": "question",
+        "fused": "fusion",
+    }

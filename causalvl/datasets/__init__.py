@@ -5,6 +5,8 @@
   :class:`PriorShiftVQA` (VQA-CP-style answer-prior shift), :class:`ContextShift` (object
   co-occurrence), :class:`CompositionalPairs` (Winoground-style swaps, plus
   :func:`perturb_caption`), :class:`ComparativePairs` (NLVR2-style statements).
+* :class:`FeatureVQA`: a construction's examples as frozen pretrained image / question features
+  (:mod:`causalvl.pretrained`, the optional ``[pretrained]`` extra).
 * :class:`WordTokenizer`: word-level tokenizer from a dataset's text, exportable to Hugging Face.
 * Loaders for local copies of Winoground, VQA-CP v2, VALSE, SugarCrepe, NLVR and NLVR2.
 
@@ -27,6 +29,7 @@ from .compositional import (
     relation_caption,
 )
 from .context_shift import ContextShift, ContextShiftConfig
+from .features import FeatureVQA
 from .loaders import (
     load_aro,
     load_image,
@@ -63,6 +66,7 @@ __all__ = [
     "CompositionalPairs",
     "ContextShift",
     "ContextShiftConfig",
+    "FeatureVQA",
     "ImageSource",
     "PriorShiftConfig",
     "PriorShiftVQA",
