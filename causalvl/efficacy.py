@@ -60,7 +60,10 @@ class EfficacySettings:
     ``full()`` is the benchmark's budget (40 epochs over 3,000 questions); ``demo()`` a smaller
     one (the oracle learns less of the image there: the table says so); ``smoke()`` only checks
     the plumbing. ``train_images_per_class`` / ``image_size`` override the dataset's defaults
-    (20 images per class, 16 px).
+    (20 images per class, 16 px). ``features="pretrained"`` replaces pixels and question
+    tokens by frozen pretrained features (EfficientNet-Lite0 and all-MiniLM-L6-v2, the
+    ``[pretrained]`` extra) and the model by :class:`~causalvl.FrozenFeatureVQA`: see
+    :meth:`pretrained`.
     """
 
     num_train: int = 3000
@@ -76,6 +79,7 @@ class EfficacySettings:
     num_refit: int = 450
     train_images_per_class: int | None = None
     image_size: int | None = None
+    features: str = "pixels"
     is_smoke: bool = False
 
     @classmethod
@@ -85,6 +89,19 @@ class EfficacySettings:
     @classmethod
     def demo(cls) -> EfficacySettings:
         return cls(num_train=2000, num_val=300, num_test=1000, epochs=30)
+
+    @classmethod
+    def pretrained(cls) -> EfficacySettings:
+        """The pretrained setting: CIFAR-10 photos at their native 32 px (upsampled to 224 px
+        for the frozen image encoder), 100 training images per class, a trained answer head
+        (hidden 256) over frozen image and question features, 40 epochs."""
+        return cls(
+            train_images_per_class=100,
+            image_size=32,
+            hidden=256,
+            lr=1e-3,
+            features="pretrained",
+        )
 
     @classmethod
     def smoke(cls) -> EfficacySettings:
@@ -230,7 +247,9 @@ class EfficacyData:
     support: torch.Tensor
 
 
-def build_data(settings: EfficacySettings, seed: int, source: Any = None) -> EfficacyData:
+def build_data(
+    settings: EfficacySettings, seed: int, source: Any = None, *, progress: bool = False
+) -> EfficacyData:
     """The splits of the protocol for one seed (images and priors drawn from ``seed``)."""
     from .datasets import PriorShiftVQA
 
@@ -263,6 +282,11 @@ def build_data(settings: EfficacySettings, seed: int, source: Any = None) -> Eff
         )
         for name, split in EVAL_SPLITS
     }
+    if settings.features == "pretrained":
+        table = pretrained_image_table(full.source, full.config.tint_strength, progress=progress)
+        full, balanced, refit = (_featurised(d, table) for d in (full, balanced, refit))
+        tests = {name: _featurised(d, table) for name, d in tests.items()}
+        train, val = _Rows(full, order[settings.num_val :]), _Rows(full, order[: settings.num_val])
     return EfficacyData(
         train=train,
         balanced=balanced,
@@ -274,13 +298,67 @@ def build_data(settings: EfficacySettings, seed: int, source: Any = None) -> Eff
     )
 
 
+def pretrained_image_table(
+    source: Any, tint_strength: float, *, progress: bool = False, cache_dir: Any = None
+) -> torch.Tensor:
+    """Frozen EfficientNet-Lite0 features of every image of ``source`` in every tint colour:
+    ``(num_images, num_colours, 1280)``.
+
+    Computed once for the whole source (and cached on disk by :mod:`causalvl.pretrained`), so
+    every seed and split of the protocol looks its examples up instead of running the encoder:
+    a noise-free :class:`~causalvl.datasets.PriorShiftVQA` example's pixels depend only on its
+    image and tint colour."""
+    from . import pretrained
+    from .datasets._common import COLOURS, prepared_images, tint
+
+    side = int(source.images.shape[-1])
+    base = prepared_images(source, side)
+    rgb = torch.tensor(list(COLOURS.values()), dtype=torch.float32)
+    tiles = torch.cat(
+        [tint(base, rgb[c].expand(len(base), 3), tint_strength) for c in range(len(rgb))]
+    )
+    feats = pretrained.image_features(tiles, progress=progress, cache_dir=cache_dir)
+    return feats.reshape(len(rgb), len(base), -1).transpose(0, 1).contiguous()
+
+
+def _featurised(dataset: Any, table: torch.Tensor) -> Any:
+    """A :class:`~causalvl.datasets.FeatureVQA` of a noise-free PriorShiftVQA, its image
+    features looked up in ``table`` (:func:`pretrained_image_table`)."""
+    from . import pretrained
+    from .datasets import FeatureVQA
+
+    t = dataset.tensors()
+    image = table[t["image_index"], t["colour"]]
+    questions = list(dataset._questions)
+    distinct = sorted(set(questions))
+    text = pretrained.text_features(distinct)
+    row = {q: i for i, q in enumerate(distinct)}
+    question = text[torch.tensor([row[q] for q in questions])]
+    meta = {
+        k: v
+        for k, v in t.items()
+        if k not in ("pixel_values", "input_ids", "attention_mask", "labels")
+    }
+    return FeatureVQA(
+        image,
+        question,
+        t["labels"],
+        meta,
+        answers=dataset.answers,
+        question_types=dataset.question_types,
+        questions=questions,
+        group_names=dataset.group_names,
+        source=dataset,
+    )
+
+
 class _Rows(torch.utils.data.Dataset):
     """A row subset of a dataset with ``tensors()`` (what the Trainer and samplers read)."""
 
     def __init__(self, base: Any, index: torch.Tensor) -> None:
         self.base = base
         self.index = index.long()
-        self.tokenizer = base.tokenizer
+        self.tokenizer = getattr(base, "tokenizer", None)
         self.num_answers = base.num_answers
         self.question_types = base.question_types
         self.group_names = base.group_names
@@ -383,19 +461,23 @@ def fit_probe(efficacy: EfficacyData, seed: int) -> Callable[[Any], torch.Tensor
     from .datasets._common import COLOURS
 
     src = efficacy.balanced.tensors()
-    x = src["pixel_values"].flatten(1).numpy()
+    key = "image_features" if "image_features" in src else "pixel_values"
+    x = src[key].flatten(1).numpy()
     clf_class = LogisticRegression(max_iter=500, C=0.5, random_state=seed).fit(
         x, src["image_label"].numpy()
     )
     clf_colour = LogisticRegression(max_iter=500, C=0.5, random_state=seed).fit(
         x, src["colour"].numpy()
     )
-    ref = efficacy.balanced
+    ref = getattr(efficacy.balanced, "source", None)
+    ref = (
+        ref if hasattr(ref, "question_types") and hasattr(ref, "_sup_names") else efficacy.balanced
+    )
     names, colour_names = ref.source.class_names, list(COLOURS)
 
     def predict_answers(data: Any) -> torch.Tensor:
         t = data.tensors()
-        xt = t["pixel_values"].flatten(1).numpy()
+        xt = t[key].flatten(1).numpy()
         cls, col = clf_class.predict(xt), clf_colour.predict(xt)
         preds = []
         for i in range(len(data)):
@@ -430,6 +512,13 @@ def build_model(settings: EfficacySettings, efficacy: EfficacyData, seed: int) -
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if settings.features == "pretrained":
+            return causalvl.FrozenFeatureVQA(
+                num_answers=efficacy.train.num_answers,
+                image_dim=int(efficacy.balanced.tensors()["image_features"].shape[1]),
+                text_dim=int(efficacy.balanced.tensors()["question_features"].shape[1]),
+                hidden=settings.hidden,
+            )
         return causalvl.TinyVQA(
             vocab_size=len(efficacy.train.tokenizer),
             num_answers=efficacy.train.num_answers,
