@@ -112,8 +112,9 @@ def test_effect_identities(seed, b, a, scale, c, mode, complete):
     fused = fuse(zk, zq, zv if complete else None, mode=mode)
     diff = fused - e["te"]
     torch.testing.assert_close(diff, diff[:1, :1].expand_as(diff))
-    # c enters before the sigmoid: a tensor c gives the same numbers as the float
-    e2 = effects(zk, zq, zv if complete else None, c=torch.tensor(c), mode=mode)
+    # c enters before the sigmoid: a tensor c gives the same numbers as the float (a float64
+    # tensor: a float32 one would round c itself)
+    e2 = effects(zk, zq, zv if complete else None, c=torch.tensor(c, dtype=zk.dtype), mode=mode)
     torch.testing.assert_close(e2["tie"], e["tie"])
 
 
