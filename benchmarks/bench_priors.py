@@ -98,13 +98,7 @@ def render(path: Path) -> str:
             f"{meta['machine']['cpu']}, {meta['machine']['torch_threads']} torch thread(s). "
             f"Settings: `{json.dumps(meta['settings'], sort_keys=True)}`."
         )
-        out += ["", efficacy.table(summary), ""]
-        out += [f"- {line}" for line in efficacy.verdict(summary)]
-        out += ["", "What each row is:", ""]
-        for name in summary:
-            if name in methods and methods[name].note:
-                out.append(f"- **{name}**: {methods[name].note}.")
-        out.append("")
+        out += ["", efficacy.report(summary, methods), ""]
     return "\n".join(out)
 
 

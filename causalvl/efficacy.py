@@ -762,6 +762,39 @@ def verdict(summary: Mapping[str, Any], **targets: float) -> list[str]:
     return lines
 
 
+SMOKE_NOTE = "SMOKE RUN: tiny data and one or two epochs; these numbers mean nothing."
+
+
+def report(
+    summary: Mapping[str, Any],
+    methods: Mapping[str, Method],
+    *,
+    title: str = "",
+    smoke: bool = False,
+) -> str:
+    """A summary as Markdown: the table, the verdict lines and one line per method."""
+    lines = [SMOKE_NOTE, ""] if smoke else []
+    lines += [table(summary, title=title), ""]
+    lines += [f"- {line}" for line in verdict(summary)]
+    notes = [f"- **{n}**: {methods[n].note}." for n in summary if n in methods and methods[n].note]
+    if notes:
+        lines += ["", "What each row is:", "", *notes]
+    return "\n".join(lines)
+
+
+def mean_accuracies(summary: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """``{row: {split: mean accuracy over seeds}}`` for the ``id``, ``ood`` and ``ood_random``
+    splits."""
+    return {
+        name: {
+            split: row[f"{split}/accuracy"]["mean"]
+            for split in ("id", "ood", "ood_random")
+            if f"{split}/accuracy" in row
+        }
+        for name, row in summary.items()
+    }
+
+
 def _stats(values: Sequence[float]) -> dict[str, Any]:
     vals = [float(v) for v in values]
     std = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -815,6 +848,8 @@ __all__ = [
     "evaluate",
     "gap_closed",
     "judge",
+    "mean_accuracies",
+    "report",
     "run_seed",
     "score",
     "summarise",

@@ -92,31 +92,19 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     per_seed = [efficacy.run_seed(settings, seed, chosen) for seed in args.seeds]
     summary = efficacy.summarise(per_seed)
     seeds = ", ".join(str(s) for s in args.seeds)
-    if args.fast:
-        print("SMOKE RUN (--fast): tiny data and two epochs; these numbers mean nothing.\n")
-    print(efficacy.table(summary, title=f"CF-VQA vs plain on PriorShiftVQA digits, seeds {seeds}"))
-    print()
-    for line in efficacy.verdict(summary):
-        print(line)
-    for name, method in chosen.items():
-        print(f"- {name}: {method.note}")
+    print(
+        efficacy.report(
+            summary,
+            chosen,
+            title=f"CF-VQA vs plain on PriorShiftVQA digits, seeds {seeds}",
+            smoke=args.fast,
+        )
+    )
     print(
         f"({time.perf_counter() - start:.0f} s; {settings.num_train} training questions, "
         f"epochs: {settings.epochs}, of which the CF-VQA branch trains alone: {warmup})"
     )
-    return _accuracies(summary)
-
-
-def _accuracies(summary: dict) -> dict[str, dict[str, float]]:
-    """``{row: {split: mean accuracy}}`` (what the tests check)."""
-    return {
-        name: {
-            split: row[f"{split}/accuracy"]["mean"]
-            for split in ("id", "ood", "ood_random")
-            if f"{split}/accuracy" in row
-        }
-        for name, row in summary.items()
-    }
+    return efficacy.mean_accuracies(summary)
 
 
 def _positive(text: str) -> int:

@@ -68,33 +68,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     summary = efficacy.summarise(per_seed)
     if args.json:
         print(json.dumps({"summary": summary, "verdict": efficacy.verdict(summary)}, indent=2))
-        return _accuracies(summary)
+        return efficacy.mean_accuracies(summary)
     seeds = ", ".join(str(s) for s in args.seeds)
-    if args.fast:
-        print("SMOKE RUN (--fast): tiny data and one epoch; these numbers mean nothing.\n")
-    print(efficacy.table(summary, title=f"LMH vs RUBi on PriorShiftVQA digits, seeds {seeds}"))
-    print()
-    for line in efficacy.verdict(summary):
-        print(line)
-    for name in METHODS:
-        print(f"- {name}: {methods[name].note}")
+    print(
+        efficacy.report(
+            summary,
+            methods,
+            title=f"LMH vs RUBi on PriorShiftVQA digits, seeds {seeds}",
+            smoke=args.fast,
+        )
+    )
     print(
         f"({time.perf_counter() - start:.0f} s; {settings.num_train} training questions, "
         f"epochs: {settings.epochs})"
     )
-    return _accuracies(summary)
-
-
-def _accuracies(summary: dict) -> dict[str, dict[str, float]]:
-    """``{row: {split: mean accuracy}}`` (what the tests check)."""
-    return {
-        name: {
-            split: row[f"{split}/accuracy"]["mean"]
-            for split in ("id", "ood", "ood_random")
-            if f"{split}/accuracy" in row
-        }
-        for name, row in summary.items()
-    }
+    return efficacy.mean_accuracies(summary)
 
 
 def _positive(text: str) -> int:
