@@ -822,15 +822,17 @@ def table(summary: Mapping[str, Any], *, title: str = "") -> str:
         lines += [f"**{title}**", ""]
     lines.append(
         "| row | ID acc | OOD acc (uniform) | gap closed | worst group (OOD) | OOD acc (random prior) "
-        "| valid answers | training-favoured answers |"
+        "| random prior, yes/no | random prior, other types | valid answers "
+        "| training-favoured answers |"
     )
-    lines.append("|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for name, row in summary.items():
         flag = " ⚑ blind rule matches" if row.get("blind_rule_matches") else ""
         lines.append(
             f"| {name}{flag} | {cell(row, 'id/accuracy')} | {cell(row, 'ood/accuracy')} | "
             f"{cell(row, 'gap_closed', True)} | {cell(row, 'ood/worst_group_accuracy')} | "
-            f"{cell(row, 'ood_random/accuracy')} | {cell(row, 'ood/valid_answer_share')} | "
+            f"{cell(row, 'ood_random/accuracy')} | {cell(row, 'ood_random/accuracy_yesno')} | "
+            f"{cell(row, 'ood_random/accuracy_other')} | {cell(row, 'ood/valid_answer_share')} | "
             f"{cell(row, 'ood/training_favoured_share')} |"
         )
     return "\n".join(lines)
