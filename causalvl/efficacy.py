@@ -206,10 +206,16 @@ def default_methods(settings: EfficacySettings) -> dict[str, Method]:
         "prior subtraction": Method(
             (
                 causalvl.PriorSubtractionConfig(
-                    alpha=1.0, form="subtract", space="log_softmax", mode="shuffle", num_samples=4
+                    alpha=1.0,
+                    form="subtract",
+                    space="log_softmax",
+                    mode="shuffle",
+                    num_samples=4,
+                    plausibility=1e-3,
                 ),
             ),
-            note="log-probabilities minus their mean over 4 shuffled images (alpha 1)",
+            note="log-probabilities minus their mean over 4 shuffled images (alpha 1), over "
+            "the answers the model finds plausible (at least 1e-3 of the top one)",
         ),
         "Group DRO": Method(
             # group = 2 * question type + bias-aligned (PriorShiftVQA's `group` key)

@@ -82,3 +82,20 @@ def test_masked_scores_stay_masked():
         assert not torch.isnan(out.logits).any()
         assert torch.isneginf(out.logits[:, 3:]).all()
         assert torch.isfinite(out.logits[:, :3]).all()
+
+
+def test_plausibility_keeps_only_answers_the_factual_model_finds_plausible():
+    cfg = causalvl.PriorSubtractionConfig(
+        alpha=1.0, form="subtract", space="log_softmax", plausibility=0.2
+    )
+    vl = causalvl.intervene(_net(), cfg).eval()
+    out = vl(**BATCH)
+    p = torch.softmax(out.factual_logits, -1)
+    keep = p >= 0.2 * p.max(-1, keepdim=True).values
+    low = torch.finfo(out.logits.dtype).min
+    assert torch.equal(out.logits == low, ~keep)
+    want = F.log_softmax(out.factual_logits, -1) - F.log_softmax(out.counterfactual_logits, -1)
+    assert torch.allclose(out.logits[keep], want[keep], atol=1e-6)
+    assert out.logits.argmax(-1).tolist() == want.masked_fill(~keep, -1e30).argmax(-1).tolist()
+    with pytest.raises(ConfigError, match="plausibility"):
+        causalvl.PriorSubtractionConfig(plausibility=1.0)

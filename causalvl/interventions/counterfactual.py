@@ -431,6 +431,13 @@ class PriorSubtractionConfig(InterventionConfig):
             prediction).
         num_samples: counterfactual draws averaged (in ``space``) for the random modes
             ``"shuffle"`` and ``"noise"`` (1 for the deterministic modes).
+        plausibility: ``β`` in ``[0, 1)``: answers whose factual probability is below ``β``
+            times the top answer's are left out of the comparison (their score becomes the
+            dtype's lowest value), as in counterfactual decoding's plausibility constraint. A
+            small ``β`` (e.g. ``1e-3``) keeps the answers valid for the question (the model
+            knows its answer types) and stops the subtraction from promoting answers that are
+            equally unlikely with and without the image (``f − g ≈ 0`` for both); ``0`` keeps
+            every answer.
         mode: how the image is removed: ``"zeros"``, ``"mean"`` (the adapter's fitted mean, see
             ``vl.adapter.fit_vision_mean``), ``"shuffle"``, ``"noise"`` or ``"mask"``.
         space: ``"logits"`` (raw scores) or ``"log_softmax"`` (log-probabilities over answers;
@@ -461,6 +468,7 @@ class PriorSubtractionConfig(InterventionConfig):
     alpha: float = 1.0
     form: Literal["amplify", "subtract"] = "amplify"
     num_samples: int = 1
+    plausibility: float = 0.0
     mode: Literal["zeros", "mean", "shuffle", "noise", "mask"] = "zeros"
     space: Literal["logits", "log_softmax"] = "logits"
     train_on: Literal["factual", "debiased"] = "factual"
@@ -471,6 +479,12 @@ class PriorSubtractionConfig(InterventionConfig):
         self._check_positive("alpha", allow_zero=True)
         self._check_int("cache_size", minimum=1)
         self._check_int("num_samples", minimum=1)
+        if not (
+            isinstance(self.plausibility, (int, float))
+            and not isinstance(self.plausibility, bool)
+            and 0 <= self.plausibility < 1
+        ):
+            self._fail("plausibility", "must be a number in [0, 1), e.g. 1e-3 (0: no constraint)")
         if self.num_samples > 1 and self.mode in _DETERMINISTIC_MODES:
             self._fail(
                 "num_samples",
@@ -618,7 +632,14 @@ class PriorSubtraction(Intervention):
             debiased = (1.0 + cfg.alpha) * f - cfg.alpha * g
         # masked scores stay masked: (1 + a)(-inf) - a(-inf) would be NaN
         masked = torch.isneginf(f) | torch.isneginf(g)
-        state.logits = torch.where(masked, f, debiased) if bool(masked.any()) else debiased
+        if bool(masked.any()):
+            debiased = torch.where(masked, f, debiased)
+        if cfg.plausibility > 0:
+            from ..decoding.scores import plausibility_mask
+
+            keep = plausibility_mask(state.logits.detach(), cfg.plausibility)
+            debiased = debiased.masked_fill(~keep, torch.finfo(debiased.dtype).min)
+        state.logits = debiased
 
     def extra_repr(self) -> str:
         cfg = self.config
