@@ -488,6 +488,7 @@ def audit_command(args: argparse.Namespace) -> str:
         scorers=scorers,
         folds=args.folds,
         seed=args.seed,
+        progress=not args.no_progress,
     )
     text = audit_text(audit)
     if args.json:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError, InputError
+from ...progress import progress_bar
 from ..results import AuditCategoryScore, AuditCue, AuditScorer, BlindSolvabilityAudit
 from . import scorers as sc
 from .items import BENCHMARKS, Collected, Pairs, Singles, collect
@@ -77,6 +78,7 @@ def audit_blind_solvability(
     max_features: int = 20000,
     top_cues: int = 3,
     min_cue_items: int = 10,
+    progress: bool = False,
 ) -> BlindSolvabilityAudit:
     """Held-out accuracy of blind (text-only) scorers on a benchmark, and the cues they use.
 
@@ -112,6 +114,8 @@ def audit_blind_solvability(
         min_cue_items: cues are named only for categories with at least this many items and
             a held-out accuracy significantly above chance (the lower end of a 95% Wilson
             interval, Bonferroni-corrected over the categories x scorers tested, above it).
+        progress: show a progress bar while the scorers' features are built (the embedding
+            scorer encodes every text: minutes on a large benchmark).
 
     Returns:
         :class:`BlindSolvabilityAudit`; ``to_dict()`` holds ``benchmark``, ``n_items``,
@@ -183,6 +187,7 @@ def audit_blind_solvability(
     names = [s for s in sc.SCORERS if s in names]
     runner = _PairwiseRun if pairwise else _SingleRun
     run = runner(got, got_test, names, folds, seed, max_features, notes)
+    run.progress = progress
     return run.result(top_cues, min_cue_items)
 
 
@@ -255,6 +260,7 @@ class _Run:
         self.names, self.folds, self.seed = names, folds, seed
         self.max_features, self.notes = max_features, notes
         self.fold_acc: dict[str, list[float]] = {}
+        self.progress = False
 
     def _splits(self, y: np.ndarray, groups: np.ndarray | None) -> list[tuple[Any, Any]]:
         from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
@@ -393,7 +399,10 @@ class _PairwiseRun(_Run):
         all_texts = pairs.true + pairs.false
         if self.test_order is not None:
             all_texts += self.test_order.pairs.true + self.test_order.pairs.false
-        self.scorers = {n: sc.make(n, all_texts, self.max_features) for n in self.names}
+        self.scorers = {
+            n: sc.make(n, all_texts, self.max_features)
+            for n in progress_bar(self.names, enabled=self.progress, desc="audit: scorers")
+        }
         self.groups = _components(pairs)
 
     def scores(self) -> dict[str, np.ndarray]:
@@ -544,7 +553,10 @@ class _SingleRun(_Run):
         self.y = np.asarray([code[str(x)] for x in labels])
         self.y_test = np.asarray([code[str(x)] for x in test_items.labels]) if test_items else None
         all_texts = list(items.texts) + (list(test_items.texts) if test_items else [])
-        self.scorers = {n: sc.make(n, all_texts, self.max_features) for n in self.names}
+        self.scorers = {
+            n: sc.make(n, all_texts, self.max_features)
+            for n in progress_bar(self.names, enabled=self.progress, desc="audit: scorers")
+        }
         if items.group is None:
             self.groups = None
         else:
