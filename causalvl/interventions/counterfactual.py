@@ -303,12 +303,12 @@ class Counterfactual(BranchWarmup, Intervention):
                 )
             except NoMatchingModuleError as exc:
                 roles = sorted(getattr(adapter, "roles", None) or {})
-                why = (
-                    f"the adapter has no {config.vision_role!r} role (its roles: "
-                    f"{', '.join(roles) or 'none'})"
-                    if config.vision_role not in roles
-                    else str(exc).rstrip(".")
-                )
+                why = str(exc).rstrip(".")
+                if config.vision_role not in roles:
+                    why = (
+                        f"the adapter has no {config.vision_role!r} role (its roles: "
+                        f"{', '.join(roles) or 'none'}) and {why}"
+                    )
                 raise NoMatchingModuleError(
                     f"CounterfactualConfig(graph='complete') (the default) needs the image "
                     f"feature for its V->A branch, but {why}. Either give the adapter that role, e.g. "
