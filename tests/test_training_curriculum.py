@@ -282,7 +282,9 @@ def test_comparative_objective_learns_pair_statements():
         net,
         train,
         eval_data={"test": test},
-        config=TrainConfig(epochs=8, batch_size=32, lr=1e-2, seed=0),
+        # 12 epochs: over training seeds 0-3 the test accuracy passes 0.75 by then on every
+        # seed (after a plateau of a few epochs whose length depends on the batch order)
+        config=TrainConfig(epochs=12, batch_size=32, lr=1e-2, seed=0),
         objective=objective,
     ).fit()
     first, last = result.history[0], result.history[-1]
