@@ -40,7 +40,10 @@ def _merge(path: Path, key: str, seed: int, rows: dict, meta: dict) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {}
         entry = data.setdefault(key, {"meta": meta, "seeds": {}})
-        entry["meta"] = meta
+        commands = entry.get("commands", [])
+        if meta["command"] not in commands:
+            commands.append(meta["command"])
+        entry["meta"], entry["commands"] = meta, commands
         entry["seeds"].setdefault(str(seed), {}).update(rows)  # a method subset updates its rows
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
@@ -93,8 +96,11 @@ def render(path: Path) -> str:
         summary = _ordered(efficacy.summarise(per_seed), list(methods))
         meta = entry["meta"]
         out += [f"## {key}", ""]
+        commands = entry.get("commands", [meta["command"]])
         out.append(
-            f"Command: `{meta['command']}`. Seeds: {', '.join(seeds)}. Machine: "
+            "Commands (their rows merged per seed and method): "
+            + "; ".join(f"`python {c}`" for c in commands)
+            + f". Seeds: {', '.join(seeds)}. Machine: "
             f"{meta['machine']['cpu']}, {meta['machine']['torch_threads']} torch thread(s). "
             f"Settings: `{json.dumps(meta['settings'], sort_keys=True)}`."
         )
@@ -141,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown methods {unknown}; choose from {sorted(methods)}")
         methods = {k: v for k, v in methods.items() if k in args.methods}
     key = SETTINGS[args.setting]
-    meta = {"settings": settings.__dict__, "machine": machine(), "command": " ".join(sys.argv)}
+    command = " ".join(a if " " not in a else repr(a) for a in sys.argv)
+    meta = {"settings": settings.__dict__, "machine": machine(), "command": command}
     for seed in args.seeds:
         start = time.perf_counter()
         rows = efficacy.run_seed(settings, seed, methods, source=source)
