@@ -56,6 +56,48 @@ SETTINGS = {
 }
 
 
+#: why each method helps or fails in this protocol: the mechanisms behind the measured rows
+#: (read with the tables above; the numbers themselves are never written here by hand)
+WHY = {
+    "BiasProduct": "the logit-adjusted loss removes the prior's share of each logit, but it can "
+    "only rank rare answers as well as the features separate them: it helps on frozen pretrained "
+    "features, and from scratch the model learns the rare answers' images too poorly for the "
+    "adjustment to pay.",
+    "LMH": "the learned gate g(x) decides how much of the prior to explain away; with a small "
+    "entropy penalty it learns to use the prior little, and the model learns most of it itself.",
+    "Reweight": "importance weights change little for a model that fits its training set (Byrd "
+    "and Lipton, 2019): once every example is fitted, the weighted and unweighted optima "
+    "coincide; it also costs ID accuracy.",
+    "balanced sampler": "the resampling twin of the reweighting, with the same limit: the rare "
+    "answers' few examples are repeated and memorised, not generalised.",
+    "GGE": "its pseudo labels remove what the question branch and the prior already explain; "
+    "the branch learns the question type's answers so well that little gradient is left for "
+    "the rare answers, and the base model ends up following the prior more than plain.",
+    "RUBi": "the question-only mask lowers the loss of examples the prior explains; which of "
+    "branch and base model absorbs the prior stays a race, and on this split it is lost more "
+    "often than won.",
+    "CF-VQA": "the TIE subtracts the question-only branch's prediction, which removes the prior "
+    "only if the base model has not learned it as well; here it has, and the subtraction "
+    "over-corrects on some seeds and under-corrects on others (the wide spread).",
+    "RUBi (warm-up)": "warming the branch up alone does not stop the base model from learning "
+    "the prior once joint training starts.",
+    "CF-VQA (warm-up)": "as RUBi (warm-up): the warmed-up branch holds the prior, and the base "
+    "model learns it again.",
+    "prior subtraction": "it can only rescale evidence the model has: with frozen features "
+    "(whose shuffled-image predictions estimate the prior well) it helps; a model trained from "
+    "scratch predicts unreliably on other images' pixels, and subtracting that adds noise.",
+    "Group DRO": "the online group weights matter only while some group's loss stays high; "
+    "without the strong L2 penalty of the paper the model fits every training group and the "
+    "weights stop mattering.",
+    "JTT": "the errors of a briefly trained model are mostly the rare answers, and upweighting "
+    "them helps from scratch; a frozen-feature head fits every training example within its "
+    "identification epochs, so the error set is empty and JTT is plain training.",
+    "DFR": "refitting only the answer layer on answer-balanced data removes the prior from the "
+    "layer that holds most of it, as far as the features separate the answers; it pays with "
+    "ID accuracy (it no longer uses the prior at all) and needs the extra balanced set.",
+}
+
+
 def _ordered(rows: dict, methods: list[str]) -> dict:
     first = [*efficacy.BLIND_RULES, efficacy.PROBE, "plain", "oracle"]
     names = [n for n in first if n in rows] + [n for n in methods if n in rows]
@@ -105,6 +147,13 @@ def render(path: Path) -> str:
             f"Settings: `{json.dumps(meta['settings'], sort_keys=True)}`."
         )
         out += ["", efficacy.report(summary, methods), ""]
+        why = [f"- **{n}**: {WHY[n]}" for n in summary if n in WHY]
+        out += [
+            "Why each helps or not here (the mechanisms we read behind the rows):",
+            "",
+            *why,
+            "",
+        ]
     return "\n".join(out)
 
 
