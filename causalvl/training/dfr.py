@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -283,6 +284,7 @@ def _fit(
     out: int,
     max_iter: int,
     random_state: int,
+    stalled: list[int],
 ) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.linear_model import LogisticRegression
 
@@ -302,8 +304,17 @@ def _fit(
         kwargs["l1_ratio"] = 1.0 if penalty == "l1" else 0.0
     else:
         kwargs["penalty"] = penalty
+    from sklearn.exceptions import ConvergenceWarning
+
     clf = LogisticRegression(**kwargs)
-    clf.fit(x, y)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ConvergenceWarning)
+        clf.fit(x, y)
+    for w in seen:  # a stalled fit is counted and summarised once by refit_last_layer
+        if issubclass(w.category, ConvergenceWarning):
+            stalled.append(1)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     intercept = np.asarray(clf.intercept_, dtype=float).reshape(-1)
     if not fit_intercept:
         intercept = np.zeros(clf.coef_.shape[0])
@@ -513,7 +524,10 @@ def refit_last_layer(
     sigma = np.where(sigma > 1e-12, sigma, 1.0)
     z = (x - mu) / sigma
     rng = np.random.default_rng(seed)
-    fit_kw = dict(penalty=penalty, fit_intercept=has_bias, out=out, max_iter=max_iter)
+    stalled: list[int] = []  # fits that stopped at max_iter: one summary warning below
+    fit_kw = dict(
+        penalty=penalty, fit_intercept=has_bias, out=out, max_iter=max_iter, stalled=stalled
+    )
 
     scores: dict[float, float] = {}
     if C is None:
@@ -543,6 +557,14 @@ def refit_last_layer(
         w, b = _fit(z[ix], y[ix], C=float(C), random_state=state, **fit_kw)  # type: ignore[arg-type]
         w_sum = w if w_sum is None else w_sum + w
         b_sum = b if b_sum is None else b_sum + b
+    if stalled:
+        warnings.warn(
+            f"refit_last_layer: {len(stalled)} logistic-regression fit(s) stopped at "
+            f"max_iter={max_iter} before converging; the refit layer is usable, raise max_iter "
+            "for a converged L1 solution.",
+            UserWarning,
+            stacklevel=2,
+        )
     w_avg = w_sum / num_subsamples  # type: ignore[operator]
     b_avg = b_sum / num_subsamples  # type: ignore[operator]
     w_x = w_avg / sigma
