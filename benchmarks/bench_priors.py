@@ -73,6 +73,12 @@ WHY = {
     "GGE": "its pseudo labels remove what the question branch and the prior already explain; "
     "the branch learns the question type's answers so well that little gradient is left for "
     "the rare answers, and the base model ends up following the prior more than plain.",
+    "GGE (softmax CE)": "the softmax form of the same greedy idea; its pseudo label also "
+    "removes what the biases explain, with the same limit as GGE.",
+    "GGE (softmax pseudo label)": "as GGE, with the pseudo label read from the bias "
+    "model's softmax.",
+    "GGE-D (sin schedule)": "the decomposed loss subtracts a weighted bias term whose weight "
+    "grows over training; it trades between plain training and GGE.",
     "RUBi": "the question-only mask lowers the loss of examples the prior explains; which of "
     "branch and base model absorbs the prior stays a race, and on this split it is lost more "
     "often than won.",

@@ -26,6 +26,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bench_catt  # noqa: E402
 import bench_decoding  # noqa: E402
 import bench_diagnostics  # noqa: E402
 import bench_efficacy  # noqa: E402
@@ -40,6 +41,7 @@ SECTIONS = (
     "Targets",
     "Efficacy: language prior",
     "Efficacy: object context",
+    "Efficacy: causal attention (CATT) on object context",
     "Efficacy: compositional curriculum",
     "Wrapper overhead",
     "Trainer throughput",
@@ -316,6 +318,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         "",
     ]
     lines += _context_section(eff["context"], settings)
+    lines += [bench_catt.render_markdown(results["catt"]), ""]
     lines += _curriculum_section(eff["curriculum"])
     lines += _overhead_section(results["overhead"])
     lines += _trainer_section(results["trainer"])
@@ -365,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     log.info("efficacy")
     results["efficacy"] = bench_efficacy.run(quick=args.quick)
+    log.info("causal attention (CATT)")
+    results["catt"] = bench_catt.run(results["efficacy"]["seeds"], quick=args.quick)
     results["seconds"] = time.perf_counter() - start
     json_path = args.out.with_suffix(".json")
     results["json_name"] = json_path.name

@@ -174,6 +174,22 @@ def default_methods(settings: EfficacySettings) -> dict[str, Method]:
             (causalvl.GGEConfig(hidden=(settings.hidden,), variant="iterative"),),
             note="greedy gradient ensemble, GGE-iter (question branch + prior)",
         ),
+        "GGE (softmax CE)": Method(
+            (causalvl.GGEConfig(hidden=(settings.hidden,), loss="softmax_ce"),),
+            note="GGE with the official GreedyGradient_softmaxCE loss",
+        ),
+        "GGE (softmax pseudo label)": Method(
+            (causalvl.GGEConfig(hidden=(settings.hidden,), pseudo_label="softmax"),),
+            note="GGE with the pseudo label clamp(y - softmax(r), 0, 1)",
+        ),
+        "GGE-D (sin schedule)": Method(
+            (
+                causalvl.GGEConfig(
+                    hidden=(settings.hidden,), loss="decompose", weight_schedule="sin"
+                ),
+            ),
+            note="GGE's Decompose loss, its weight on the official sin schedule",
+        ),
         "RUBi": Method(
             (causalvl.RUBiConfig(hidden=heads),),
             train_options={"intervention_lr": 1e-2},

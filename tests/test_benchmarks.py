@@ -18,6 +18,7 @@ SECTIONS = (
     "Targets",
     "Efficacy: language prior",
     "Efficacy: object context",
+    "Efficacy: causal attention (CATT) on object context",
     "Efficacy: compositional curriculum",
     "Wrapper overhead",
     "Trainer throughput",
