@@ -642,6 +642,20 @@ def run_seed(
     return rows
 
 
+def compare(
+    settings: EfficacySettings,
+    seeds: Sequence[int],
+    methods: Mapping[str, Method] | None = None,
+    *,
+    source: Any = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run :func:`run_seed` for every seed and :func:`summarise` the rows."""
+    return summarise(
+        [run_seed(settings, s, methods, source=source, progress=progress) for s in seeds]
+    )
+
+
 def gap_closed(method: float, plain: float, oracle: float) -> float | None:
     """``(method - plain) / (oracle - plain)``; ``None`` when the oracle is not above plain."""
     gap = oracle - plain
@@ -868,6 +882,7 @@ __all__ = [
     "EfficacySettings",
     "Method",
     "build_data",
+    "compare",
     "default_methods",
     "evaluate",
     "gap_closed",

@@ -89,8 +89,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     start = time.perf_counter()
     chosen = methods(settings, warmup)
-    per_seed = [efficacy.run_seed(settings, seed, chosen) for seed in args.seeds]
-    summary = efficacy.summarise(per_seed)
+    summary = efficacy.compare(settings, args.seeds, chosen)
     seeds = ", ".join(str(s) for s in args.seeds)
     print(
         efficacy.report(

@@ -115,8 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
     start = time.perf_counter()
     chosen = methods(settings)
-    per_seed = [efficacy.run_seed(settings, seed, chosen, source=source) for seed in args.seeds]
-    summary = efficacy.summarise(per_seed)
+    summary = efficacy.compare(settings, args.seeds, chosen, source=source)
     seeds = ", ".join(str(s) for s in args.seeds)
     print(
         efficacy.report(

@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     start = time.perf_counter()
     every = efficacy.default_methods(settings)
     methods = {name: every[name] for name in METHODS}
-    per_seed = [efficacy.run_seed(settings, seed, methods) for seed in args.seeds]
-    summary = efficacy.summarise(per_seed)
+    summary = efficacy.compare(settings, args.seeds, methods)
     if args.json:
         print(json.dumps({"summary": summary, "verdict": efficacy.verdict(summary)}, indent=2))
         return efficacy.mean_accuracies(summary)
