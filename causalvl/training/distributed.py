@@ -105,8 +105,11 @@ def setup(device_type: str) -> DistInfo:
 
 
 def teardown(info: DistInfo) -> None:
-    """Destroy the process group if :func:`setup` created it."""
+    """Destroy the process group if :func:`setup` created it, after every rank got there (a
+    rank that tears down while another still has collectives in flight can abort it)."""
     if info.initialized_here and dist.is_initialized():
+        if info.enabled:
+            dist.barrier()
         dist.destroy_process_group()
 
 
