@@ -138,22 +138,11 @@ def one_seed(settings: DemoSettings, seed: int) -> dict[str, dict[str, float]]:
     """Train every arm for one seed; ``{method: {"id", "ood", "seconds"}}``."""
     from torch.utils.data import DataLoader
 
-    from causalvl.datasets import ContextShift, collate
+    from causalvl.datasets import collate
+    from causalvl.demo import context_data
 
-    common = dict(image_size=settings.context_image_size, seed=seed)
-    train = ContextShift(
-        split="train", cooccurrence=0.9, num_examples=settings.context_train, **common
-    )
+    train, unbiased, splits = context_data(settings, seed)
     k = len(train.class_names)
-    unbiased = ContextShift(
-        split="train", cooccurrence=1.0 / (k - 1), num_examples=settings.context_train, **common
-    )
-    splits = {
-        "id": ContextShift(
-            split="test_id", cooccurrence=0.9, num_examples=settings.context_test, **common
-        ),
-        "ood": ContextShift(split="test", num_examples=settings.context_test, **common),
-    }
     first, extra = settings.context_epochs, settings.context_extra_epochs
     net = _seeded(seed, lambda: RegionTransformer(num_classes=k))
     oracle_net = copy.deepcopy(net)

@@ -336,15 +336,13 @@ def reference_rows(data: Any, seed: int, min_group_size: int = 20) -> list[DemoR
 PRIOR_BENCHMARK = "language prior (PriorShiftVQA)"
 
 
-def context_benchmark(
-    settings: DemoSettings,
-    seed: int,
-    progress: bool,
-    announce: Callable[[str], None] | None = None,
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Plain vs backdoor-adjusted region model on the context-shift benchmark (and an oracle)."""
-    import causalvl
-    from causalvl.datasets import ContextShift
+def context_data(settings: DemoSettings, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+    """The context-shift splits: ``(train, unbiased train, {"id", "ood"})``.
+
+    Training: the context class co-occurs with the target's 90% of the time; the unbiased
+    (oracle) training split draws contexts uniformly; ``"id"`` is held-out images with the
+    training co-occurrence, ``"ood"`` the shifted test split."""
+    from .datasets import ContextShift
 
     common = dict(image_size=settings.context_image_size, seed=seed)
     train = ContextShift(
@@ -354,13 +352,26 @@ def context_benchmark(
     unbiased = ContextShift(
         split="train", cooccurrence=1.0 / (k - 1), num_examples=settings.context_train, **common
     )
-    # ID: held-out images with the training co-occurrence; OOD: the shifted test split
     splits = {
         "id": ContextShift(
             split="test_id", cooccurrence=0.9, num_examples=settings.context_test, **common
         ),
         "ood": ContextShift(split="test", num_examples=settings.context_test, **common),
     }
+    return train, unbiased, splits
+
+
+def context_benchmark(
+    settings: DemoSettings,
+    seed: int,
+    progress: bool,
+    announce: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Plain vs backdoor-adjusted region model on the context-shift benchmark (and an oracle)."""
+    import causalvl
+
+    train, unbiased, splits = context_data(settings, seed)
+    k = len(train.class_names)
 
     net = _seeded(seed, lambda: causalvl.TinyRegionClassifier(num_classes=k, hidden=32, width=16))
     oracle_net = copy.deepcopy(net)
