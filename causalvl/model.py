@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._version import __version__
@@ -39,6 +38,7 @@ from .errors import (
 )
 from .hooks import HookManager, did_not_run_message, get_primary
 from .interventions.base import ForwardState, Intervention, implementation_for
+from .losses import task_loss
 from .outputs import InterventionOutput, ObjectiveOutput
 
 CONFIG_NAME = "intervention_config.json"
@@ -515,38 +515,6 @@ def _capture_hook(store: dict[str, torch.Tensor], role: str) -> Callable[..., No
         store[role] = get_primary(output)
 
     return _causalvl_capture_hook
-
-
-def task_loss(
-    logits: torch.Tensor, batch: Mapping[str, Any], *, kind: str = "classifier"
-) -> torch.Tensor:
-    """The plain task loss on ``logits``.
-
-    Class ids ``(B,)`` -> cross-entropy; soft scores ``(B, A)`` -> BCE summed over answers and
-    averaged over the batch (the VQA convention); contrastive logits without labels -> the
-    symmetric InfoNCE loss with matching pairs on the diagonal.
-    """
-    labels = batch.get("labels") if isinstance(batch, Mapping) else None
-    if labels is None:
-        if kind == "contrastive" and logits.shape[0] == logits.shape[1]:
-            target = torch.arange(logits.shape[0], device=logits.device)
-            return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
-        raise InputError("the batch has no 'labels'; the task loss needs them.")
-    labels = labels.to(logits.device)
-    if labels.is_floating_point():
-        if labels.shape != logits.shape:
-            raise InputError(
-                f"soft-score labels of shape {tuple(labels.shape)} do not match logits "
-                f"{tuple(logits.shape)}."
-            )
-        return (
-            F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * logits.shape[-1]
-        )
-    if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
-        raise InputError(
-            f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}."
-        )
-    return F.cross_entropy(logits, labels)
 
 
 def intervene(

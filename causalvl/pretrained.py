@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, DataError, OptionalDependencyError
+from .runtime import package_version
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +118,7 @@ def _require(packages: dict[str, str], what: str) -> dict[str, Any]:
 
 
 def _package_versions(packages: dict[str, str]) -> str:
-    out = []
-    for dist in packages.values():
-        try:
-            out.append(f"{dist}=={importlib.metadata.version(dist)}")
-        except importlib.metadata.PackageNotFoundError:
-            out.append(f"{dist}==?")
-    return ",".join(out)
+    return ",".join(f"{dist}=={package_version(dist) or '?'}" for dist in packages.values())
 
 
 # ---------------------------------------------------------------------------------------

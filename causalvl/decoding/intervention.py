@@ -27,7 +27,8 @@ from torch import nn
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, UnsupportedModelError
-from ..interventions.base import Intervention, implements, module_dtype_device
+from ..interventions.base import Intervention, implements
+from ..runtime import module_dtype_device
 from .processor import (
     BatchedContrastProcessor,
     CounterfactualLogitsProcessor,

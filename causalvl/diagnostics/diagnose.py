@@ -29,6 +29,7 @@ from torch import nn
 
 from ..config import Config
 from ..errors import CausalVLError, ConfigError, InputError, UnsupportedModelError
+from ..runtime import module_device
 from .calibration import calibration
 from .effects import summarize_effect
 from .metrics import bias_alignment, correctness, group_metrics
@@ -174,15 +175,6 @@ def _resolve_adapter(model: Any, adapter: Any) -> Any:
             "with diagnose(model, data, adapter=causalvl.GenericAdapter(vision_keys=[...], "
             "language_keys=[...])), or wrap the model with causalvl.intervene first."
         ) from exc
-
-
-def _device(model: Any) -> torch.device:
-    if isinstance(model, nn.Module):
-        for p in model.parameters():
-            return p.device
-        for b in model.buffers():
-            return b.device
-    return torch.device("cpu")
 
 
 def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
@@ -397,7 +389,7 @@ def _diagnose_split(
 
     wanted = set(config.metrics)
     generator = torch.Generator().manual_seed(config.seed)
-    device = _device(runner.model)
+    device = module_device(runner.model)
     loader = _loader(data, config.batch_size, collate_fn)
     try:
         total = len(loader)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ..batch import correctness
 from ..errors import InputError
 from .results import BiasAlignment, GroupMetrics, GroupScore
 
@@ -39,32 +40,6 @@ def _same_length(**tensors: torch.Tensor) -> int:
     if n == 0:
         raise InputError("cannot compute a metric on zero examples; pass a non-empty batch.")
     return n
-
-
-def correctness(preds: Any, labels: Any) -> torch.Tensor:
-    """Per-example correctness in ``[0, 1]``, shape ``(N,)`` float64.
-
-    Args:
-        preds: ``(N,)`` predicted class ids.
-        labels: ``(N,)`` class ids (correct = 1.0 when equal), or ``(N, A)`` soft scores
-            (correct = the score of the predicted answer, clamped to [0, 1]).
-    """
-    preds = _as_1d("preds", preds).long()
-    labels = torch.as_tensor(labels).detach().cpu()
-    if labels.dim() == 2:
-        _same_length(preds=preds, labels=labels)
-        if int(preds.max()) >= labels.shape[1] or int(preds.min()) < 0:
-            raise InputError(
-                f"predicted ids must index the {labels.shape[1]} soft-score columns, got range "
-                f"[{int(preds.min())}, {int(preds.max())}]."
-            )
-        return labels.to(torch.float64).gather(1, preds[:, None])[:, 0].clamp(0.0, 1.0)
-    if labels.dim() != 1:
-        raise InputError(
-            f"labels must be (N,) class ids or (N, A) soft scores, got shape {tuple(labels.shape)}."
-        )
-    _same_length(preds=preds, labels=labels)
-    return (preds == labels.long()).to(torch.float64)
 
 
 def accuracy(preds: Any, labels: Any) -> float:

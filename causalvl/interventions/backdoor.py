@@ -44,7 +44,8 @@ from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, InterventionStateError
 from ..hooks import HookManager, did_not_run_message, get_primary, replace_primary
-from .base import ForwardState, Intervention, implements, module_dtype_device
+from ..runtime import module_dtype_device
+from .base import ForwardState, Intervention, implements
 from .confounders import ConfounderDictionary, FeatureCollection
 
 __all__ = [

@@ -170,11 +170,3 @@ class Intervention(nn.Module):
 
     def extra_repr(self) -> str:
         return f"type={self.config.type!r}"
-
-
-def module_dtype_device(model: nn.Module) -> tuple[torch.dtype, torch.device]:
-    """Floating dtype and device of ``model``'s first floating parameter (float32 / cpu)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype, p.device
-    return torch.float32, torch.device("cpu")

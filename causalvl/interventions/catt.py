@@ -50,7 +50,8 @@ from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
 from ..hooks import HookManager, get_primary, replace_primary
-from .base import ForwardState, Intervention, implements, module_dtype_device
+from ..runtime import module_dtype_device
+from .base import ForwardState, Intervention, implements
 from .confounders import ConfounderDictionary
 
 __all__ = [

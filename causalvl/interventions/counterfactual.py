@@ -29,8 +29,10 @@ from torch import nn
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, InterventionStateError, NoMatchingModuleError
+from ..losses import answer_cross_entropy
 from ..outputs import InterventionOutput
-from .base import ForwardState, Intervention, implements, module_dtype_device
+from ..runtime import module_dtype_device
+from .base import ForwardState, Intervention, implements
 from .branches import (
     BranchMLP,
     BranchWarmup,
@@ -39,7 +41,7 @@ from .branches import (
     refuse_generative,
     stop_gradient_into,
 )
-from .fusion import answer_cross_entropy, effects, fuse
+from .fusion import effects, fuse
 
 logger = logging.getLogger(__name__)
 

@@ -54,7 +54,8 @@ from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, InterventionStateError
 from ..outputs import InterventionOutput
-from .base import ForwardState, Intervention, implements, module_dtype_device
+from ..runtime import module_dtype_device
+from .base import ForwardState, Intervention, implements
 from .branches import (
     BranchMLP,
     check_feature_width,

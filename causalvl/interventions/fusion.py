@@ -33,18 +33,16 @@ the outputs have the broadcast shape.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
+from ..losses import EPS, answer_cross_entropy
 
 FusionMode = Literal["rubi", "harmonic", "sum"]
 FUSION_MODES: tuple[str, ...] = ("rubi", "harmonic", "sum")
-EPS = 1e-12
-"""The constant added inside the logarithms of the ``harmonic`` and ``sum`` fusions."""
+# EPS (from causalvl.losses) is added inside the logarithms of the harmonic and sum fusions
 
 
 def _check_mode(mode: str) -> None:
@@ -147,61 +145,6 @@ def effects(
         "tie": factual - only_q,
         "nie": no_q - none,
     }
-
-
-def answer_cross_entropy(
-    logits: torch.Tensor, batch: Mapping[str, Any] | None, *, kind: str = "classifier"
-) -> torch.Tensor:
-    """Softmax cross-entropy of ``logits`` against the batch's answers (the CE of CF-VQA/RUBi).
-
-    * class ids ``labels`` ``(B,)`` -> ``F.cross_entropy``;
-    * soft scores ``labels`` ``(B, A)`` (VQA) -> soft-target cross-entropy
-      ``mean_b Σ_a −ŷ_a log softmax(z)_a`` with ``ŷ = y / Σ_a y`` (rows whose scores are all
-      zero contribute zero; the published code instead samples one answer per question in
-      proportion to its score, which has this expectation);
-    * no labels and a square contrastive matrix -> matching pairs on the diagonal (image ->
-      text direction).
-
-    Args:
-        logits: ``(B, A)`` (or ``(num_images, num_texts)``).
-        batch: a mapping with ``"labels"`` (or ``None``).
-        kind: the adapter kind, ``"classifier"`` or ``"contrastive"``.
-
-    Returns:
-        A 0-d tensor.
-
-    Example:
-        >>> import torch
-        >>> z = torch.tensor([[2.0, 0.0]])
-        >>> a = answer_cross_entropy(z, {"labels": torch.tensor([0])})
-        >>> b = answer_cross_entropy(z, {"labels": torch.tensor([[1.0, 0.0]])})
-        >>> torch.allclose(a, b)
-        True
-    """
-    labels = batch.get("labels") if isinstance(batch, Mapping) else None
-    if labels is None:
-        if kind == "contrastive" and logits.dim() == 2 and logits.shape[0] == logits.shape[1]:
-            target = torch.arange(logits.shape[0], device=logits.device)
-            return F.cross_entropy(logits, target)
-        raise InputError(
-            "the batch has no 'labels'; the branch losses need class ids (B,) or soft scores "
-            "(B, A) under 'labels'."
-        )
-    labels = torch.as_tensor(labels).to(logits.device)
-    if labels.is_floating_point():
-        if labels.shape != logits.shape:
-            raise InputError(
-                f"soft-score labels of shape {tuple(labels.shape)} do not match logits "
-                f"{tuple(logits.shape)}; pass class ids (B,) or scores (B, num_answers)."
-            )
-        y = labels.to(logits.dtype)
-        target = y / y.sum(-1, keepdim=True).clamp_min(EPS)
-        return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-    if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
-        raise InputError(
-            f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}."
-        )
-    return F.cross_entropy(logits, labels.long())
 
 
 __all__ = ["EPS", "FUSION_MODES", "answer_cross_entropy", "effects", "fuse"]

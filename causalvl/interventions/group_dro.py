@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import InputError
+from ..losses import per_example_loss
 from ..outputs import InterventionOutput
 from .base import Intervention, implements
 
@@ -57,35 +57,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------
 # pure functions
 # ----------------------------------------------------------------------------------------
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Unreduced task loss ``(B,)``: cross-entropy for class ids ``(B,)``, BCE summed over the
-    answers for soft scores ``(B, A)`` (the VQA convention of :func:`causalvl.model.task_loss`).
-
-    Example:
-        >>> round(float(per_example_loss(torch.zeros(1, 4), torch.tensor([2]))[0]), 4)  # log 4
-        1.3863
-    """
-    if logits.dim() != 2:
-        raise InputError(
-            f"Group DRO needs answer logits (B, num_answers); got shape {tuple(logits.shape)} "
-            "(contrastive models are not supported)."
-        )
-    labels = torch.as_tensor(labels).to(logits.device)
-    f = logits.float()
-    if labels.is_floating_point():
-        if labels.shape != f.shape:
-            raise InputError(
-                f"soft-score labels of shape {tuple(labels.shape)} do not match the logits "
-                f"{tuple(f.shape)}."
-            )
-        return F.binary_cross_entropy_with_logits(f, labels.float(), reduction="none").sum(-1)
-    if labels.dim() != 1 or labels.shape[0] != f.shape[0]:
-        raise InputError(
-            f"class-id labels must have shape ({f.shape[0]},), got {tuple(labels.shape)}."
-        )
-    return F.cross_entropy(f, labels.long(), reduction="none")
-
-
 def group_mean_losses(
     losses: torch.Tensor, groups: torch.Tensor, num_groups: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

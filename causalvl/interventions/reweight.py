@@ -35,7 +35,8 @@ from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
 from ..errors import InputError
 from ..outputs import InterventionOutput
-from .base import implements, module_dtype_device
+from ..runtime import module_dtype_device
+from .base import implements
 from .branches import infer_num_answers
 from .ensembles import _as_scores, _check_prior_fields, _labels_of, _PriorTableMixin
 

@@ -19,11 +19,13 @@ from torch import nn
 
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
+from ..losses import answer_cross_entropy
 from ..outputs import InterventionOutput
-from .base import ForwardState, Intervention, implements, module_dtype_device
+from ..runtime import module_dtype_device
+from .base import ForwardState, Intervention, implements
 from .branches import BranchWarmup, refuse_generative
 from .counterfactual import _check_hidden, _check_optional_int, _check_role, build_branch
-from .fusion import answer_cross_entropy, fuse
+from .fusion import fuse
 
 
 @dataclass(kw_only=True)

@@ -30,8 +30,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batch import logits_of
 from ..config import Config
 from ..errors import ConfigError, InputError
+from ..losses import info_nce
 from ..outputs import ObjectiveOutput
 from .hard_negatives import HardNegativeGenerator, swap_image_halves
 
@@ -132,10 +134,7 @@ def pair_logits(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.T
     Works with an :class:`~causalvl.IntervenedModel` (``.logits``), a module returning a tensor
     (:class:`~causalvl.TinyContrastive`) or a Hugging Face dual encoder (``logits_per_image``).
     """
-    from .trainer import _logits_of
-
-    out = model(**inputs)
-    return _logits_of(out)
+    return logits_of(model(**inputs))
 
 
 def _gen(seed: int, step: int) -> torch.Generator:
@@ -254,10 +253,7 @@ class CurriculumContrastiveObjective:
         n = b
         if self.config.pair_negatives and images.shape[0] == all_ids.shape[0]:
             n = images.shape[0]  # the swapped image and swapped caption match each other
-        target = torch.arange(n, device=logits.device)
-        i2t = F.cross_entropy(logits[:n].float(), target)
-        t2i = F.cross_entropy(logits[:, :n].t().float(), target)
-        loss = 0.5 * (i2t + t2i)
+        loss = info_nce(logits.float(), num_pairs=n)
         frac = torch.tensor(self.last_num_hard / b, device=loss.device)
         return ObjectiveOutput(loss=loss, parts={"infonce": loss.detach(), "hard_fraction": frac})
 

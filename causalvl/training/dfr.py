@@ -24,8 +24,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..batch import to_device
 from ..errors import ConfigError, InputError, NoMatchingModuleError, OptionalDependencyError
-from .trainer import default_predict, to_device
+from ..runtime import version_at_least
+from .trainer import default_predict
 
 logger = logging.getLogger("causalvl.training")
 
@@ -261,17 +263,7 @@ def _rows(coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray, out: int
     return w, b
 
 
-def _sklearn_uses_l1_ratio() -> bool:
-    import importlib.metadata
-
-    try:
-        major, minor = importlib.metadata.version("scikit-learn").split(".")[:2]
-        return (int(major), int(minor)) >= (1, 8)
-    except (importlib.metadata.PackageNotFoundError, ValueError):
-        return False
-
-
-_SKLEARN_L1_RATIO = _sklearn_uses_l1_ratio()
+_SKLEARN_L1_RATIO = version_at_least("scikit-learn", (1, 8))
 
 
 def _fit(

@@ -23,9 +23,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..batch import to_device
 from ..errors import ConfigError, InputError
+from ..runtime import module_device
 from .config import TrainConfig
-from .trainer import PredictFn, Trainer, TrainResult, default_predict, to_device
+from .trainer import PredictFn, Trainer, TrainResult, default_predict
 
 logger = logging.getLogger("causalvl.training")
 
@@ -53,12 +55,6 @@ def _check_batch_size(batch_size: Any, where: str) -> int:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"{where}: batch_size = {batch_size!r}; pass an integer >= 1.")
     return batch_size
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
 
 
 # ----------------------------------------------------------------------------------------
@@ -114,7 +110,7 @@ def jtt_error_set(
         shuffle=False,
         collate_fn=collate if callable(collate) else None,
     )
-    device = _device_of(model)
+    device = module_device(model)
     was_training = model.training
     model.eval()
     wrong: list[torch.Tensor] = []

@@ -28,11 +28,9 @@ must agree.
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import logging
 import math
-import platform
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,7 +48,8 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from .._version import __version__
+from .. import runtime
+from ..batch import batch_correctness, logits_of, tensor_inputs, to_device
 from ..config import atomic_write_text
 from ..errors import CheckpointError, ConfigError, InputError
 from ..outputs import ObjectiveOutput
@@ -70,11 +69,6 @@ from .samplers import balanced_weights
 from .schedules import lr_factor
 
 logger = logging.getLogger("causalvl.training")
-
-#: Batch keys that are never passed to a plain module's forward during evaluation.
-METADATA_KEYS = frozenset(
-    {"labels", "group", "bias_aligned", "question_type", "context_class", "group_id", "position"}
-)
 
 ObjectiveFn = Callable[[nn.Module, Mapping[str, Any]], "ObjectiveOutput | torch.Tensor"]
 PredictFn = Callable[[nn.Module, Mapping[str, Any]], torch.Tensor]
@@ -153,21 +147,6 @@ def as_objective_output(value: Any) -> ObjectiveOutput:
     )
 
 
-def _logits_of(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    for name in ("logits", "logits_per_image"):
-        value = getattr(out, name, None)
-        if value is None and isinstance(out, Mapping):
-            value = out.get(name)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise InputError(
-        f"cannot find logits in a {type(out).__name__} model output; pass "
-        "Trainer(..., predict=lambda model, batch: logits)."
-    )
-
-
 def default_predict(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     """Logits of ``model`` on ``batch``: ``model(batch).logits`` for an IntervenedModel, else
     ``model(**tensor inputs)`` with metadata keys removed."""
@@ -175,8 +154,7 @@ def default_predict(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
 
     if isinstance(model, IntervenedModel):
         return model(batch).logits
-    inputs = {k: v for k, v in batch.items() if torch.is_tensor(v) and k not in METADATA_KEYS}
-    return _logits_of(model(**inputs))
+    return logits_of(model(**tensor_inputs(batch)))
 
 
 def _intervened_objective(
@@ -185,30 +163,13 @@ def _intervened_objective(
     return model.objective(model(batch), batch, stage=stage)  # type: ignore[operator]
 
 
-def to_device(batch: Any, device: torch.device) -> Any:
-    """Move every tensor of a (nested) batch to ``device``."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in batch):
-        return type(batch)(to_device(v, device) for v in batch)
-    return batch
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
 
 
 def package_versions() -> dict[str, str]:
     """Versions of python and the packages a run depends on (for ``run.json``)."""
-    out = {"python": platform.python_version(), "causalvl": __version__, "torch": torch.__version__}
-    for name in ("numpy", "safetensors", "transformers", "tokenizers", "scikit-learn", "tqdm"):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "not installed"
-    return out
+    return {k: v or "not installed" for k, v in runtime.package_versions().items()}
 
 
 class _LossModule(nn.Module):
@@ -624,7 +585,7 @@ class Trainer:
                 loss = as_objective_output(self.objective(self.model, batch)).loss
             loss_sum += float(loss.detach().float())
             loss_batches += 1
-            scores = _correctness(logits.float(), batch)
+            scores = batch_correctness(logits.float(), batch)
             if scores is None:
                 continue
             correct_sum += float(scores.sum())
@@ -979,25 +940,6 @@ class Trainer:
                 if k.startswith("objective/")
             }
             self.objective.load_state_dict(obj, strict=True)
-
-
-def _correctness(logits: torch.Tensor, batch: Any) -> torch.Tensor | None:
-    """Per-example correctness in [0, 1] (CPU float64), or None when it is undefined."""
-    labels = batch.get("labels") if isinstance(batch, Mapping) else None
-    if logits.dim() != 2:
-        return None
-    pred = logits.argmax(-1)
-    if labels is None:
-        if logits.shape[0] == logits.shape[1]:
-            target = torch.arange(logits.shape[0], device=logits.device)
-            return (pred == target).double().cpu()
-        return None
-    labels = labels.to(logits.device)
-    if labels.is_floating_point() and labels.shape == logits.shape:
-        return labels.gather(1, pred[:, None]).squeeze(1).double().cpu()
-    if labels.dim() == 1 and labels.shape[0] == logits.shape[0]:
-        return (pred == labels.long()).double().cpu()
-    return None
 
 
 __all__: Sequence[str] = ["Callback", "Trainer", "TrainResult", "as_objective_output"]

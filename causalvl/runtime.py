@@ -1,0 +1,111 @@
+"""Facts about the running process that several parts record or need: package versions, the
+device and dtype of a model, and evaluation mode for a block.
+
+    >>> import torch
+    >>> net = torch.nn.Linear(2, 2).train()
+    >>> with eval_mode(net):
+    ...     net.training
+    False
+    >>> net.training
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import platform
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._version import __version__
+
+#: the packages a run's results depend on, recorded in run.json and reports
+RUN_PACKAGES = (
+    "numpy",
+    "safetensors",
+    "transformers",
+    "tokenizers",
+    "scikit-learn",
+    "tqdm",
+)
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of distribution ``name`` (``None`` when it is not installed);
+    ``"causalvl"``, ``"torch"`` and ``"python"`` are answered from the running process."""
+    if name == "causalvl":
+        return __version__
+    if name == "torch":
+        return torch.__version__
+    if name == "python":
+        return platform.python_version()
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def package_versions(names: Iterable[str] = RUN_PACKAGES) -> dict[str, str | None]:
+    """``{name: version}`` for python, causalvl, torch and ``names`` (``None``: not installed)."""
+    return {name: package_version(name) for name in ("python", "causalvl", "torch", *names)}
+
+
+def version_at_least(name: str, minimum: tuple[int, ...]) -> bool:
+    """Whether distribution ``name`` is installed at ``minimum`` or newer (False when it is
+    not installed or its version does not parse)."""
+    version = package_version(name)
+    if version is None:
+        return False
+    try:
+        parts = tuple(int(p) for p in version.split(".")[: len(minimum)])
+    except ValueError:
+        return False
+    return parts >= minimum
+
+
+def module_dtype_device(model: Any) -> tuple[torch.dtype, torch.device]:
+    """Floating dtype and device of ``model``'s first floating parameter or buffer
+    (``float32`` / ``cpu`` when it has none or is not a module)."""
+    if isinstance(model, nn.Module):
+        for t in (*model.parameters(), *model.buffers()):
+            if t.is_floating_point():
+                return t.dtype, t.device
+    return torch.float32, torch.device("cpu")
+
+
+def module_device(model: Any) -> torch.device:
+    """The device of ``model``'s first parameter or buffer (``cpu`` when it has none)."""
+    if isinstance(model, nn.Module):
+        for t in (*model.parameters(), *model.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """Put ``model`` in eval mode for the block and restore its previous mode on exit, also
+    when the block raises. Objects without ``train`` / ``eval`` pass through unchanged."""
+    if not isinstance(model, nn.Module):
+        yield model
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+__all__ = [
+    "RUN_PACKAGES",
+    "eval_mode",
+    "module_device",
+    "module_dtype_device",
+    "package_version",
+    "package_versions",
+    "version_at_least",
+]
