@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import re
 from typing import Any, Literal
 
 import numpy as np
@@ -30,7 +31,8 @@ from .tokenizer import WordTokenizer
 
 logger = logging.getLogger(__name__)
 
-PerturbKind = Literal["swap", "attribute", "number"]
+PerturbKind = Literal["swap", "attribute", "number", "relation"]
+PERTURB_KINDS: tuple[str, ...] = ("swap", "attribute", "number", "relation")
 
 #: Words that are never swapped by ``perturb_caption(..., "swap")``: articles, prepositions,
 #: spatial relations and auxiliaries.
@@ -164,7 +166,52 @@ def _fix_articles(tokens: list[str]) -> list[str]:
     return out
 
 
-def perturb_caption(caption: str, kind: PerturbKind, rng: Any) -> str:
+#: Relation phrases and their replacements (each maps to its opposite).
+RELATION_OPPOSITES: dict[str, str] = {
+    "left of": "right of",
+    "right of": "left of",
+    "above": "below",
+    "below": "above",
+    "on top of": "under",
+    "under": "on top of",
+    "in front of": "behind",
+    "behind": "in front of",
+    "inside": "outside",
+    "outside": "inside",
+    "bigger than": "smaller than",
+    "smaller than": "bigger than",
+    "more": "fewer",
+    "fewer": "more",
+}
+_RELATION_RE = re.compile(
+    r"\b("
+    + "|".join(sorted((re.escape(k) for k in RELATION_OPPOSITES), key=len, reverse=True))
+    + r")\b",
+    re.IGNORECASE,
+)
+
+
+def replace_relation(caption: str) -> str:
+    """Replace the first relation phrase of ``caption`` by its opposite
+    (:data:`RELATION_OPPOSITES`); the objects stay, the relation between them flips.
+
+    Raises:
+        DataError: the caption has no known relation phrase.
+    """
+    match = _RELATION_RE.search(caption)
+    if match is None:
+        raise DataError(
+            f"cannot replace a relation in {caption!r}: it has none of "
+            f"{sorted(RELATION_OPPOSITES)}."
+        )
+    old = match.group(0)
+    new = RELATION_OPPOSITES[old.lower()]
+    if old[:1].isupper():
+        new = new[:1].upper() + new[1:]
+    return caption[: match.start()] + new + caption[match.end() :]
+
+
+def perturb_caption(caption: str, kind: PerturbKind, rng: Any = 0) -> str:
     """A hard-negative version of ``caption`` that keeps most of its words.
 
     Kinds:
@@ -176,12 +223,14 @@ def perturb_caption(caption: str, kind: PerturbKind, rng: Any) -> str:
       is replaced by another of its family drawn with ``rng``.
     * ``"number"`` -- the first number (a digit string or a word in :data:`NUMBER_WORDS`) is
       replaced by another number of the same form drawn with ``rng``.
+    * ``"relation"`` -- the first relation phrase is replaced by its opposite
+      (:func:`replace_relation`; "left of" -> "right of"). Deterministic.
 
     Articles before changed words are fixed ("a 7" <-> "an 8").
 
     Args:
         caption: the text to perturb.
-        kind: ``"swap"``, ``"attribute"`` or ``"number"``.
+        kind: one of :data:`PERTURB_KINDS`.
         rng: a ``numpy.random.Generator``, ``random.Random`` or an int seed.
 
     Raises:
@@ -195,10 +244,10 @@ def perturb_caption(caption: str, kind: PerturbKind, rng: Any) -> str:
         >>> perturb_caption("a red 3", "attribute", 0) != "a red 3"
         True
     """
-    if kind not in ("swap", "attribute", "number"):
-        raise ConfigError(
-            f"perturb_caption: kind={kind!r}; choose 'swap', 'attribute' or 'number'."
-        )
+    if kind not in PERTURB_KINDS:
+        raise ConfigError(f"perturb_caption: kind={kind!r}; choose one of {list(PERTURB_KINDS)}.")
+    if kind == "relation":
+        return replace_relation(caption)
     gen = _rng(rng)
     tokens = caption.split()
     if kind == "swap":
@@ -410,6 +459,9 @@ __all__ = [
     "CompositionalPairs",
     "FUNCTION_WORDS",
     "NUMBER_WORDS",
+    "PERTURB_KINDS",
+    "RELATION_OPPOSITES",
     "perturb_caption",
     "relation_caption",
+    "replace_relation",
 ]

@@ -9,8 +9,7 @@ the words (or all but one) and change what they say:
   is kept, the meaning changes: "a 3 left of a 7" -> "a 7 left of a 3"); ``"attribute"`` and
   ``"number"`` replace one colour / size / number word by another of its family;
   ``"relation"`` replaces the spatial relation by its opposite ("left of" -> "right of").
-  ``"swap"``, ``"attribute"`` and ``"number"`` are :func:`causalvl.datasets.compositional.perturb_caption`;
-  ``"relation"`` is defined here.
+  (:func:`perturb_caption` is :func:`causalvl.datasets.compositional.perturb_caption`.)
 * images (:func:`swap_image_halves`): the left and right halves exchanged, i.e. the same two
   objects in the swapped composition (the image the swapped caption describes).
 
@@ -23,88 +22,23 @@ the words (or all but one) and change what they say:
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
-from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from ..datasets.compositional import (
+    PERTURB_KINDS as NEGATIVE_KINDS,
+)
+from ..datasets.compositional import (
+    RELATION_OPPOSITES,
+    PerturbKind,
+    perturb_caption,
+    replace_relation,
+)
 from ..errors import ConfigError, DataError, InputError
 
-NegativeKind = Literal["swap", "attribute", "number", "relation"]
-NEGATIVE_KINDS: tuple[str, ...] = ("swap", "attribute", "number", "relation")
-
-#: Relation phrases and their replacements (each maps to its opposite).
-RELATION_OPPOSITES: dict[str, str] = {
-    "left of": "right of",
-    "right of": "left of",
-    "above": "below",
-    "below": "above",
-    "on top of": "under",
-    "under": "on top of",
-    "in front of": "behind",
-    "behind": "in front of",
-    "inside": "outside",
-    "outside": "inside",
-    "bigger than": "smaller than",
-    "smaller than": "bigger than",
-    "more": "fewer",
-    "fewer": "more",
-}
-_RELATION_RE = re.compile(
-    r"\b("
-    + "|".join(sorted((re.escape(k) for k in RELATION_OPPOSITES), key=len, reverse=True))
-    + r")\b",
-    re.IGNORECASE,
-)
-
-
-def replace_relation(caption: str) -> str:
-    """Replace the first relation phrase of ``caption`` by its opposite
-    (:data:`RELATION_OPPOSITES`); the objects stay, the relation between them flips.
-
-    Raises:
-        DataError: the caption has no known relation phrase.
-    """
-    match = _RELATION_RE.search(caption)
-    if match is None:
-        raise DataError(
-            f"cannot replace a relation in {caption!r}: it has none of "
-            f"{sorted(RELATION_OPPOSITES)}."
-        )
-    old = match.group(0)
-    new = RELATION_OPPOSITES[old.lower()]
-    if old[:1].isupper():
-        new = new[:1].upper() + new[1:]
-    return caption[: match.start()] + new + caption[match.end() :]
-
-
-def perturb_caption(caption: str, kind: NegativeKind, rng: Any = 0) -> str:
-    """A hard-negative caption: same parts, different meaning.
-
-    Args:
-        caption: the positive caption.
-        kind: ``"swap"`` (word-order swap of the first and last content words; same bag of
-            words), ``"attribute"``, ``"number"`` (one word replaced within its family; drawn
-            with ``rng``) or ``"relation"`` (the relation replaced by its opposite).
-        rng: a ``numpy.random.Generator``, ``random.Random`` or an int seed.
-
-    Raises:
-        DataError: the caption offers nothing to perturb for ``kind``.
-        ConfigError: unknown ``kind``.
-
-    Example:
-        >>> sorted(perturb_caption("a 2 left of a 9", "swap").split()) == sorted("a 2 left of a 9".split())
-        True
-    """
-    if kind not in NEGATIVE_KINDS:
-        raise ConfigError(f"perturb_caption: kind={kind!r}; choose one of {list(NEGATIVE_KINDS)}.")
-    if kind == "relation":
-        return replace_relation(caption)
-    from ..datasets.compositional import perturb_caption as _dataset_perturb
-
-    return _dataset_perturb(caption, kind, rng)
+NegativeKind = PerturbKind
 
 
 def swap_image_halves(pixel_values: torch.Tensor) -> torch.Tensor:
