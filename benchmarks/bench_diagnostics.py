@@ -33,7 +33,7 @@ def run(*, quick: bool = False, examples: int | None = None, seed: int = 0) -> d
     train = PriorShiftVQA(split="train", num_examples=300, seed=seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = causalvl.TinyVQA(
+        net = causalvl.models.TinyVQA(
             vocab_size=len(train.tokenizer), num_answers=train.num_answers, image_size=16
         )
     vl = causalvl.intervene(net, causalvl.IdentityConfig())

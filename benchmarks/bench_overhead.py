@@ -67,7 +67,7 @@ def build_model(kind: str, *, quick: bool, seed: int = 0) -> tuple[torch.nn.Modu
     if kind == "tiny":
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            model = causalvl.TinyVQA(vocab_size=100, num_answers=30, image_size=16).eval()
+            model = causalvl.models.TinyVQA(vocab_size=100, num_answers=30, image_size=16).eval()
         inputs = {
             "pixel_values": torch.rand(2, 3, 16, 16, generator=gen),
             "input_ids": torch.randint(1, 100, (2, 12), generator=gen),

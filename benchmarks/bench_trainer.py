@@ -57,7 +57,7 @@ def run(*, quick: bool = False, rounds: int | None = None, seed: int = 0) -> dic
     data = PriorShiftVQA(split="train", num_examples=n, seed=seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = causalvl.TinyVQA(
+        net = causalvl.models.TinyVQA(
             vocab_size=len(data.tokenizer), num_answers=data.num_answers, image_size=16, hidden=64
         )
     config = causalvl.TrainConfig(

@@ -5,6 +5,12 @@
     >>> out = vl(**inputs)                                                              # doctest: +SKIP
     >>> out.logits, out.factual_logits, out.effects["tie"]                              # doctest: +SKIP
 
+The top level holds the entry points, the configs, the result types and the extension API
+(``Intervention``, ``implements``, ``ForwardState``, ``ModelAdapter``, ...). Everything else
+lives in its subpackage, imported by one path: reference models in ``causalvl.models``, data in
+``causalvl.datasets``, metric functions in ``causalvl.diagnostics``, training tools in
+``causalvl.training``, decoding tools in ``causalvl.decoding``.
+
 Public names are loaded on first use so that ``import causalvl`` stays fast: torch,
 transformers, dowhy and matplotlib are only imported by the parts that need them.
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import warnings
 from typing import Any
 
 from ._version import __version__
@@ -42,7 +49,6 @@ _LAZY: dict[str, str] = {
     "load": ".model",
     "IntervenedModel": ".model",
     "inspect_targets": ".model",
-    "HookManager": ".hooks",
     # adapters
     "ModelAdapter": ".adapters",
     "GenericAdapter": ".adapters",
@@ -50,13 +56,11 @@ _LAZY: dict[str, str] = {
     "get_adapter": ".adapters",
     # interventions
     "Intervention": ".interventions.base",
+    "ForwardState": ".interventions.base",
+    "implements": ".interventions.base",
     "IdentityConfig": ".interventions.identity",
     # backdoor adjustment
     "BackdoorConfig": ".interventions.backdoor",
-    "BackdoorAdjustment": ".interventions.backdoor",
-    "NWGMAttention": ".interventions.backdoor",
-    "VCRCNNHead": ".interventions.backdoor",
-    "vc_rcnn_loss": ".interventions.backdoor",
     # causal attention (front-door)
     "CATTConfig": ".interventions.catt",
     "ConfounderDictionary": ".interventions.confounders",
@@ -72,22 +76,12 @@ _LAZY: dict[str, str] = {
     "set_bias_prior": ".interventions.ensembles",
     "GroupDROConfig": ".interventions.group_dro",
     # reference models
-    "TinyVQA": ".models",
-    "TinyContrastive": ".models",
-    "TinyRegionClassifier": ".models",
-    "FrozenFeatureVQA": ".models",
     # training
     "Trainer": ".training.trainer",
     "TrainConfig": ".training.config",
     "TrainResult": ".training.trainer",
     "Callback": ".training.trainer",
     "CurriculumConfig": ".training.curriculum",
-    "DifficultySchedule": ".training.curriculum",
-    "CurriculumContrastiveObjective": ".training.curriculum",
-    "ComparativeObjective": ".training.curriculum",
-    "HardNegativeGenerator": ".training.hard_negatives",
-    "jtt_error_set": ".training.jtt",
-    "upsample": ".training.jtt",
     "train_jtt": ".training.jtt",
     "JTTResult": ".training.jtt",
     "refit_last_layer": ".training.dfr",
@@ -103,48 +97,87 @@ _LAZY: dict[str, str] = {
     "RefutationResult": ".diagnostics",
     "audit_blind_solvability": ".diagnostics",
     "BlindSolvabilityAudit": ".diagnostics",
-    "group_metrics": ".diagnostics",
-    "GroupAccuracy": ".diagnostics",
-    "worst_group_accuracy": ".diagnostics",
-    "prior_agreement": ".diagnostics",
-    "counterfactual_flip_rate": ".diagnostics",
-    "expected_calibration_error": ".diagnostics",
-    "winoground_scores": ".diagnostics",
-    "compositional_scores": ".diagnostics",
-    "foil_accuracy": ".diagnostics",
-    "effect_magnitudes": ".diagnostics",
     "BiasReport": ".reports",
     # counterfactual decoding for generative VLMs
     "CounterfactualDecodingConfig": ".decoding.intervention",
     "CounterfactualDecodingOutput": ".decoding.intervention",
     "CounterfactualLogitsProcessor": ".decoding.processor",
-    "vcd_scores": ".decoding.scores",
-    "pai_scores": ".decoding.scores",
     "POPEEvaluator": ".decoding.pope",
     "POPEResult": ".decoding.pope",
-    "build_pope_questions": ".decoding.pope",
-    "pope_metrics": ".decoding.pope",
     # datasets: image sources, bias constructions, tokenizer, benchmark loaders
-    "digits": ".datasets",
-    "cifar10": ".datasets",
-    "ArraySource": ".datasets",
-    "ImageSource": ".datasets",
-    "PriorShiftVQA": ".datasets",
-    "FeatureVQA": ".datasets",
-    "ContextShift": ".datasets",
-    "CompositionalPairs": ".datasets",
-    "ComparativePairs": ".datasets",
-    "perturb_caption": ".datasets",
-    "collate": ".datasets",
-    "WordTokenizer": ".datasets",
-    "load_winoground": ".datasets",
-    "load_vqacp": ".datasets",
-    "load_valse": ".datasets",
-    "load_sugarcrepe": ".datasets",
-    "load_nlvr": ".datasets",
-    "load_nlvr2": ".datasets",
-    "load_aro": ".datasets",
-    # -- more public names are registered below by each subsystem --
+}
+
+#: subpackages reachable as attributes (``causalvl.datasets.PriorShiftVQA``), imported on use
+_SUBMODULES = frozenset(
+    {
+        "adapters",
+        "batch",
+        "datasets",
+        "decoding",
+        "diagnostics",
+        "efficacy",
+        "hooks",
+        "interventions",
+        "losses",
+        "models",
+        "pretrained",
+        "reports",
+        "runtime",
+        "training",
+    }
+)
+
+#: names that were top-level before and now live only in their subpackage: they resolve for
+#: one more release, with a FutureWarning naming the path to import them from
+_MOVED: dict[str, str] = {
+    "HookManager": "hooks",
+    "BackdoorAdjustment": "interventions.backdoor",
+    "NWGMAttention": "interventions.backdoor",
+    "VCRCNNHead": "interventions.backdoor",
+    "vc_rcnn_loss": "interventions.backdoor",
+    "TinyVQA": "models",
+    "TinyContrastive": "models",
+    "TinyRegionClassifier": "models",
+    "FrozenFeatureVQA": "models",
+    "DifficultySchedule": "training",
+    "CurriculumContrastiveObjective": "training",
+    "ComparativeObjective": "training",
+    "HardNegativeGenerator": "training",
+    "jtt_error_set": "training",
+    "upsample": "training",
+    "group_metrics": "diagnostics",
+    "GroupAccuracy": "diagnostics",
+    "worst_group_accuracy": "diagnostics",
+    "prior_agreement": "diagnostics",
+    "counterfactual_flip_rate": "diagnostics",
+    "expected_calibration_error": "diagnostics",
+    "winoground_scores": "diagnostics",
+    "compositional_scores": "diagnostics",
+    "foil_accuracy": "diagnostics",
+    "effect_magnitudes": "diagnostics",
+    "vcd_scores": "decoding",
+    "pai_scores": "decoding",
+    "build_pope_questions": "decoding",
+    "pope_metrics": "decoding",
+    "digits": "datasets",
+    "cifar10": "datasets",
+    "ArraySource": "datasets",
+    "ImageSource": "datasets",
+    "PriorShiftVQA": "datasets",
+    "FeatureVQA": "datasets",
+    "ContextShift": "datasets",
+    "CompositionalPairs": "datasets",
+    "ComparativePairs": "datasets",
+    "perturb_caption": "datasets",
+    "collate": "datasets",
+    "WordTokenizer": "datasets",
+    "load_winoground": "datasets",
+    "load_vqacp": "datasets",
+    "load_valse": "datasets",
+    "load_sugarcrepe": "datasets",
+    "load_nlvr": "datasets",
+    "load_nlvr2": "datasets",
+    "load_aro": "datasets",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]
@@ -152,12 +185,23 @@ __all__ = ["__version__", *sorted(_LAZY)]
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'causalvl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
+    if module is not None:
+        value = getattr(importlib.import_module(module, __name__), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _MOVED:
+        home = f"causalvl.{_MOVED[name]}"
+        warnings.warn(
+            f"causalvl.{name} moved to {home}.{name}; the top-level name will be removed in the "
+            f"next release (use: from {home} import {name}).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(home), name)
+    raise AttributeError(f"module 'causalvl' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)

@@ -6,12 +6,12 @@ Two benchmarks over real handwritten digits (``sklearn.datasets.load_digits``):
   :mod:`causalvl.efficacy`): templated questions whose answers follow a strong per-question-type
   prior in training; out of distribution (the primary split) every answer of a type is equally
   likely on held-out images, so no rule that ignores the image beats chance. The same small
-  VQA model (:class:`~causalvl.TinyVQA`) is trained plain, with the bias product, LMH, prior
+  VQA model (:class:`~causalvl.models.TinyVQA`) is trained plain, with the bias product, LMH, prior
   reweighting, answer-balanced resampling, CF-VQA and null-image prior subtraction, and as an
   oracle on the balanced split; the blind rules and an image-only probe are scored beside them.
 * **Object context** (:class:`~causalvl.datasets.ContextShift`): a target digit beside a context
   digit whose class co-occurs with the target's in training only. A region model
-  (:class:`~causalvl.TinyRegionClassifier`) is trained plain and with backdoor adjustment over a
+  (:class:`~causalvl.models.TinyRegionClassifier`) is trained plain and with backdoor adjustment over a
   confounder dictionary of class-mean region features.
 
 Every model is trained with :class:`~causalvl.Trainer`, measured with :func:`~causalvl.diagnose`
@@ -373,7 +373,9 @@ def context_benchmark(
     train, unbiased, splits = context_data(settings, seed)
     k = len(train.class_names)
 
-    net = _seeded(seed, lambda: causalvl.TinyRegionClassifier(num_classes=k, hidden=32, width=16))
+    net = _seeded(
+        seed, lambda: causalvl.models.TinyRegionClassifier(num_classes=k, hidden=32, width=16)
+    )
     oracle_net = copy.deepcopy(net)
     plain = causalvl.intervene(net, causalvl.IdentityConfig())
     times = {

@@ -62,7 +62,7 @@ class EfficacySettings:
     the plumbing. ``train_images_per_class`` / ``image_size`` override the dataset's defaults
     (20 images per class, 16 px). ``features="pretrained"`` replaces pixels and question
     tokens by frozen pretrained features (EfficientNet-Lite0 and all-MiniLM-L6-v2, the
-    ``[pretrained]`` extra) and the model by :class:`~causalvl.FrozenFeatureVQA`: see
+    ``[pretrained]`` extra) and the model by :class:`~causalvl.models.FrozenFeatureVQA`: see
     :meth:`pretrained`.
     """
 
@@ -535,13 +535,13 @@ def build_model(settings: EfficacySettings, efficacy: EfficacyData, seed: int) -
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if settings.features == "pretrained":
-            return causalvl.FrozenFeatureVQA(
+            return causalvl.models.FrozenFeatureVQA(
                 num_answers=efficacy.train.num_answers,
                 image_dim=int(efficacy.balanced.tensors()["image_features"].shape[1]),
                 text_dim=int(efficacy.balanced.tensors()["question_features"].shape[1]),
                 hidden=settings.hidden,
             )
-        return causalvl.TinyVQA(
+        return causalvl.models.TinyVQA(
             vocab_size=len(efficacy.train.tokenizer),
             num_answers=efficacy.train.num_answers,
             image_size=efficacy.balanced.config.image_size,

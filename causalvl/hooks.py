@@ -127,3 +127,6 @@ def count_hooks(model: nn.Module) -> int:
         total += len(module._forward_hooks) + len(module._forward_pre_hooks)
         total += len(module._backward_hooks) + len(getattr(module, "_backward_pre_hooks", {}))
     return total
+
+
+__all__ = ["HookManager", "count_hooks", "did_not_run_message", "get_primary", "replace_primary"]

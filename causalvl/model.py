@@ -544,7 +544,7 @@ def intervene(
 
     Example:
         >>> import torch, causalvl
-        >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+        >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
         >>> vl = causalvl.intervene(net, causalvl.IdentityConfig())
         >>> batch = {"pixel_values": torch.rand(2, 3, 8, 8),
         ...          "input_ids": torch.randint(1, 20, (2, 5))}
@@ -824,7 +824,7 @@ def inspect_targets(
 
     Example:
         >>> import torch, causalvl
-        >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+        >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
         >>> [t.role for t in causalvl.inspect_targets(net)]
         ['fused', 'language_features', 'vision_features']
         >>> batch = {"pixel_values": torch.rand(1, 3, 8, 8), "input_ids": torch.tensor([[1, 2]])}

@@ -386,3 +386,6 @@ class FrozenFeatureVQAAdapter(ModelAdapter):
         "language_features": "question",
         "fused": "fusion",
     }
+
+
+__all__ = ["FrozenFeatureVQA", "TinyContrastive", "TinyRegionClassifier", "TinyVQA"]

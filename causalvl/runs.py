@@ -187,7 +187,9 @@ def build_model(spec: Mapping[str, Any], train: Any, seed: int) -> Any:
             raise ConfigError(
                 f"model.path {str(folder)!r}: {class_name} could not load it ({first})."
             ) from exc
-    model_cls = causalvl.TinyVQA if kind == "TinyVQA" else causalvl.TinyRegionClassifier
+    model_cls = (
+        causalvl.models.TinyVQA if kind == "TinyVQA" else causalvl.models.TinyRegionClassifier
+    )
     params = set(inspect.signature(model_cls.__init__).parameters) - {"self"}
     check_keys(spec, params, f"model ({kind})")
     with torch.random.fork_rng():
@@ -196,9 +198,9 @@ def build_model(spec: Mapping[str, Any], train: Any, seed: int) -> Any:
             spec.setdefault("vocab_size", len(train.tokenizer))
             spec.setdefault("num_answers", train.num_answers)
             spec.setdefault("image_size", train.config.image_size)
-            return causalvl.TinyVQA(**spec)
+            return causalvl.models.TinyVQA(**spec)
         spec.setdefault("num_classes", len(train.class_names))
-        return causalvl.TinyRegionClassifier(**spec)
+        return causalvl.models.TinyRegionClassifier(**spec)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,6 +7,7 @@ python docs/gen_api.py --check    # exit 1 if docs/api.md is out of date
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import re
 import sys
@@ -15,6 +16,9 @@ from pathlib import Path
 import causalvl
 
 OUT = Path(__file__).with_name("api.md")
+
+#: subpackages whose names are imported from the subpackage, not from the top level
+SUBPACKAGES = ("models", "datasets", "diagnostics", "training", "decoding", "hooks")
 
 SECTIONS = [
     (
@@ -26,10 +30,9 @@ SECTIONS = [
             "inspect_targets",
             "InterventionOutput",
             "ObjectiveOutput",
-            "HookManager",
-            "Intervention",
         ],
     ),
+    ("Writing an intervention", ["Intervention", "implements", "ForwardState"]),
     ("Adapters", ["ModelAdapter", "GenericAdapter", "register_adapter", "get_adapter"]),
     ("Configuration", ["Config", "InterventionConfig"]),
 ]
@@ -143,6 +146,20 @@ def render() -> str:
                 methods = [f"- `{m}`" + (f": {doc}" if doc else "") for m, doc in _methods(obj)]
                 if methods:
                     lines += methods + [""]
+    lines += [
+        "## Subpackages",
+        "",
+        "Names that are not entry points live in their subpackage and are imported from it,",
+        "e.g. `from causalvl.datasets import PriorShiftVQA`.",
+        "",
+    ]
+    for package in SUBPACKAGES:
+        module = importlib.import_module(f"causalvl.{package}")
+        lines += [f"### `causalvl.{package}`", "", _first_paragraph(module), ""]
+        for name in sorted(getattr(module, "__all__", ())):
+            summary = _first_sentence(_first_paragraph(getattr(module, name)))
+            lines.append(f"- `{name}`" + (f": {summary}" if summary else ""))
+        lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -5,7 +5,7 @@ noisy target and a clean context object. In training the context object's class 
 target's "partner" class 90% of the time; in the test split it is uniform, so a model that
 reads the context instead of the target fails out of distribution.
 
-Model: :class:`causalvl.TinyRegionClassifier`, a CNN over each region crop (region features
+Model: :class:`causalvl.models.TinyRegionClassifier`, a CNN over each region crop (region features
 ``(B, 2, D)``) whose mixer sees both regions, so the context can leak into the prediction.
 
 Steps:
@@ -101,7 +101,7 @@ def run(
 
     with torch.random.fork_rng():  # model init draws from the global RNG: keep it local
         torch.manual_seed(seed)
-        net = causalvl.TinyRegionClassifier(num_classes=k, hidden=hidden, width=width)
+        net = causalvl.models.TinyRegionClassifier(num_classes=k, hidden=hidden, width=width)
         oracle_net = copy.deepcopy(net)
     plain = causalvl.intervene(net, causalvl.IdentityConfig())
     fit(plain, make_loader(train, 64, seed + 1), epochs, lr)

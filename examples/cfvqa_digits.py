@@ -3,7 +3,7 @@
 The data are causalvl.datasets.PriorShiftVQA over real handwritten digits (scikit-learn):
 templated questions whose answers follow a strong prior per question type in training
 (``prior_strength=0.9``), with the image left visible (``noise_std=0``). The same small VQA
-model (causalvl.TinyVQA, the same initial weights) is trained with causalvl.Trainer three ways:
+model (causalvl.models.TinyVQA, the same initial weights) is trained with causalvl.Trainer three ways:
 
 * plain: cross-entropy on the biased training split;
 * CF-VQA: a question-only branch (simple graph, sum fusion, branch MLP (256, 256)), prediction

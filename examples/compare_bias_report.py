@@ -1,6 +1,6 @@
 """A bias report comparing a plain model with two debiased ones on the same benchmark.
 
-Trains ``causalvl.TinyVQA`` three times on ``PriorShiftVQA`` over real digits (plain, CF-VQA,
+Trains ``causalvl.models.TinyVQA`` three times on ``PriorShiftVQA`` over real digits (plain, CF-VQA,
 LMH), measures each with ``causalvl.diagnose`` on the in-distribution and the shifted split,
 adds a dowhy estimate of how much agreeing with the training prior drives correctness, and
 writes one report: ``index.html`` (open it in a browser), ``report.json`` and ``summary.md``.
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     for name, cfg in methods.items():
         with torch.random.fork_rng():
             torch.manual_seed(args.seed)
-            net = causalvl.TinyVQA(
+            net = causalvl.models.TinyVQA(
                 vocab_size=len(train.tokenizer),
                 num_answers=train.num_answers,
                 image_size=train.config.image_size,

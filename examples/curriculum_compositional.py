@@ -59,7 +59,7 @@ def train_and_score(
 ) -> dict[str, float]:
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # the same initial weights for both arms
-        net = causalvl.TinyContrastive(vocab_size=vocab)
+        net = causalvl.models.TinyContrastive(vocab_size=vocab)
         before = winoground_evaluate(net, test)
         Trainer(
             net,

@@ -50,7 +50,7 @@ def main(out: Path) -> None:
 
     with torch.random.fork_rng():
         torch.manual_seed(0)  # same initial weights on every rank
-        net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+        net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
     vl = causalvl.intervene(net, causalvl.IdentityConfig())
     cfg = causalvl.TrainConfig(
         epochs=2, batch_size=4, lr=0.01, seed=1, device="cpu", output_dir=str(out / "run")

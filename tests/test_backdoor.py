@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from torch import nn
 
 import causalvl
-from causalvl import BackdoorConfig, ConfounderDictionary, NWGMAttention
+from causalvl import BackdoorConfig, ConfounderDictionary
 from causalvl.errors import CheckpointError, ConfigError, InputError, InterventionStateError
 from causalvl.hooks import count_hooks
+from causalvl.interventions.backdoor import NWGMAttention
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -129,7 +130,7 @@ def test_save_load_round_trip_and_corrupt_files(tmp_path):
 
 
 def test_collect_captures_pooled_and_region_features_without_leaving_hooks():
-    net = causalvl.TinyRegionClassifier(num_classes=3, hidden=8, width=4)
+    net = causalvl.models.TinyRegionClassifier(num_classes=3, hidden=8, width=4)
     g = _gen(2)
     batches = [
         {
@@ -353,7 +354,7 @@ def test_generic_module_tuple_output_context_query_and_hooks_after_errors():
 
 
 def test_save_pretrained_and_load_restore_the_dictionary(tmp_path):
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
     d = _random_dictionary(5, 16)
     vl = causalvl.intervene(net, BackdoorConfig(dictionary=d, normalize=True)).eval()
     g = _gen(7)
@@ -375,7 +376,7 @@ def test_save_pretrained_and_load_restore_the_dictionary(tmp_path):
 
 
 def test_dtype_follows_the_model():
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16).double()
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16).double()
     vl = causalvl.intervene(net, BackdoorConfig(dictionary=_random_dictionary(3, 16)))
     impl = vl.interventions["0_backdoor"]
     assert (
@@ -391,7 +392,7 @@ def test_dtype_follows_the_model():
 
 # -- stacking --------------------------------------------------------------------------------
 def test_stacks_with_identity_and_prior_subtraction():
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
     d = _random_dictionary(5, 16)
     g = _gen(8)
     batch = {
@@ -454,7 +455,7 @@ def _direct_vc_losses(head, y, labels, n_valid, query_from, pair_normalization):
 def test_vc_rcnn_losses_equal_direct_computation(query_from, pair_normalization):
     g = _gen(9)
     d = ConfounderDictionary.from_tensors(torch.randn(4, 5, generator=g))
-    head = causalvl.VCRCNNHead(
+    head = causalvl.interventions.backdoor.VCRCNNHead(
         6, 4, d, embed_dim=3, query_from=query_from, pair_normalization=pair_normalization
     )
     with torch.no_grad():
@@ -467,7 +468,7 @@ def test_vc_rcnn_losses_equal_direct_computation(query_from, pair_normalization)
     ctx, self_loss = _direct_vc_losses(head, y, labels, [4, 3], query_from, pair_normalization)
     torch.testing.assert_close(parts["vc_context"], ctx)
     torch.testing.assert_close(parts["vc_self"], self_loss)
-    mean_parts = causalvl.vc_rcnn_loss(
+    mean_parts = causalvl.interventions.backdoor.vc_rcnn_loss(
         y,
         labels,
         (head.prototypes, head.prior),
@@ -502,14 +503,14 @@ def test_vc_rcnn_leak_is_only_in_the_target_query():
     y2[0, 1] += 3.0  # change the target region j = 1 only
     labels = torch.tensor([[0, 1]])
     for query_from, leaks in (("context", False), ("target", True)):
-        head = causalvl.VCRCNNHead(4, 3, d, query_from=query_from)
+        head = causalvl.interventions.backdoor.VCRCNNHead(4, 3, d, query_from=query_from)
         with torch.no_grad():
             head.attention.query.weight.normal_(generator=g)
             head.attention.key.weight.normal_(generator=g)
         rec = _Recorder(head.context_classifier)
         seen = []
         for feats in (y, y2):
-            causalvl.vc_rcnn_loss(
+            causalvl.interventions.backdoor.vc_rcnn_loss(
                 feats,
                 labels,
                 (head.prototypes, head.prior),
@@ -552,7 +553,7 @@ def test_vc_rcnn_target_query_leaks_the_label_when_trained():
     for query_from in ("context", "target"):
         with torch.random.fork_rng():  # layer init draws from the global RNG
             torch.manual_seed(0)
-            head = causalvl.VCRCNNHead(
+            head = causalvl.interventions.backdoor.VCRCNNHead(
                 d,
                 c,
                 dictionary,

@@ -58,7 +58,7 @@ def test_backdoor_beats_plain_on_the_shifted_test_split():
     test = ContextShift(split="test", num_examples=1000, **data)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        net = causalvl.TinyRegionClassifier(num_classes=10, hidden=24, width=12)
+        net = causalvl.models.TinyRegionClassifier(num_classes=10, hidden=24, width=12)
     plain = causalvl.intervene(net, causalvl.IdentityConfig())
     _fit(plain, _loader(train, 64, seed=1), epochs=6)
 

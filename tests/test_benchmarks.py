@@ -146,7 +146,7 @@ def test_adapter_input_keys_follow_a_reassigned_forward() -> None:
 
     import causalvl
 
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
     vl = causalvl.intervene(net, causalvl.IdentityConfig())
     before = vl.adapter.input_keys
     assert before is not None and "pixel_values" in before

@@ -41,7 +41,7 @@ def _grads(vl, epoch):
 def test_branch_trains_alone_during_warmup(config):
     torch.manual_seed(0)
     vl = causalvl.intervene(
-        causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16), config
+        causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16), config
     )
     parts, base, branch = _grads(vl, 1)
     assert parts <= {"question_ce", "vision_ce"}
@@ -53,7 +53,7 @@ def test_branch_trains_alone_during_warmup(config):
 
 def test_warmup_needs_the_epoch_and_a_valid_count():
     vl = causalvl.intervene(
-        causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16), CONFIGS[0]
+        causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16), CONFIGS[0]
     ).train()
     with pytest.raises(InterventionStateError, match="set_epoch"):
         vl.objective(vl(**BATCH), BATCH)

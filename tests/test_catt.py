@@ -321,7 +321,7 @@ def test_find_attention_blocks_and_bad_targets():
         causalvl.intervene(bert, causalvl.CATTConfig(target="decoder.*"), adapter=adapter)
     with pytest.raises(causalvl.UnsupportedModelError, match="BERT-style"):
         causalvl.intervene(bert, causalvl.CATTConfig(target="pooler"), adapter=adapter)
-    net = causalvl.TinyVQA(vocab_size=10, num_answers=3)
+    net = causalvl.models.TinyVQA(vocab_size=10, num_answers=3)
     with pytest.raises(causalvl.NoMatchingModuleError, match="attention_layers"):
         causalvl.intervene(net, causalvl.CATTConfig())
 

@@ -163,7 +163,7 @@ def test_checkpoint_and_saved_weights_follow_the_umask(tmp_path):
     previous = os.umask(0o022)
     try:
         _save(tmp_path / "run" / "last", 1)
-        net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+        net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
         causalvl.intervene(net, causalvl.IdentityConfig()).save_pretrained(tmp_path / "sp")
         causalvl.ConfounderDictionary(torch.eye(2)).save(tmp_path / "sp")
     finally:
@@ -263,7 +263,7 @@ def test_prior_subtraction_random_modes_resume_exactly(tmp_path, mode):
     def wrapped():
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+            net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
         cfg = causalvl.PriorSubtractionConfig(mode=mode, train_on="debiased", alpha=1.0)
         return causalvl.intervene(net, cfg, seed=7)
 
@@ -294,7 +294,8 @@ def test_prior_subtraction_random_modes_resume_exactly(tmp_path, mode):
 
 def test_set_rng_state_rejects_unknown_or_malformed_states():
     vl = causalvl.intervene(
-        causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8), causalvl.IdentityConfig()
+        causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8),
+        causalvl.IdentityConfig(),
     )
     state = vl.rng_state()
     assert set(state) == {"wrapper"}

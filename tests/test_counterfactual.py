@@ -19,10 +19,10 @@ from causalvl.interventions.fusion import effects, fuse
 SMALL = dict(hidden=(16,))
 
 
-def tiny_vqa(seed: int = 0, answers: int = 4) -> causalvl.TinyVQA:
+def tiny_vqa(seed: int = 0, answers: int = 4) -> causalvl.models.TinyVQA:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return causalvl.TinyVQA(vocab_size=20, num_answers=answers, image_size=8, hidden=16)
+        return causalvl.models.TinyVQA(vocab_size=20, num_answers=answers, image_size=8, hidden=16)
 
 
 def vqa_batch(n: int = 6, seed: int = 0, answers: int = 4) -> dict[str, torch.Tensor]:
@@ -173,7 +173,7 @@ def test_cfvqa_contrastive_question_prior_per_candidate(hf_models):
     )
     assert torch.equal(out.branch_logits["question_head"], zq)
     # the same on the reference contrastive model, trained one step without labels (diagonal)
-    net = causalvl.TinyContrastive(vocab_size=20, hidden=16, embed_dim=8)
+    net = causalvl.models.TinyContrastive(vocab_size=20, hidden=16, embed_dim=8)
     vl2 = causalvl.intervene(net, CounterfactualConfig(graph="simple", **SMALL))
     b = vqa_batch(n=4)
     b.pop("labels")

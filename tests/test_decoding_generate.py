@@ -279,7 +279,7 @@ def test_unknown_family_error_names_supported_ones() -> None:
         CounterfactualLogitsProcessor.from_inputs(gpt, inputs)
     with pytest.raises(UnsupportedModelError, match="llava"):
         causalvl.intervene(gpt, causalvl.CounterfactualDecodingConfig())
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     with pytest.raises(UnsupportedModelError, match="generative families: idefics3, llava"):
         causalvl.intervene(net, causalvl.CounterfactualDecodingConfig())
 

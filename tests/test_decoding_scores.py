@@ -152,7 +152,7 @@ def test_pai_scores_by_hand() -> None:
     expected = 1.1 * ls - 0.1 * lus
     torch.testing.assert_close(s[0, :2], expected[0, :2])
     assert s[0, 2].item() == float("-inf")
-    assert torch.equal(s, causalvl.vcd_scores(fact, lu, 0.1, 0.1, "log_softmax"))
+    assert torch.equal(s, causalvl.decoding.vcd_scores(fact, lu, 0.1, 0.1, "log_softmax"))
     # a token removed by an earlier processor stays removed at gamma = 1
     removed = fact.clone()
     removed[0, 1] = float("-inf")

@@ -38,7 +38,9 @@ def _prior(seed=0) -> torch.Tensor:
 def _tiny_vqa(seed=0, num_answers=A):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return causalvl.TinyVQA(vocab_size=20, num_answers=num_answers, image_size=8, hidden=16)
+        return causalvl.models.TinyVQA(
+            vocab_size=20, num_answers=num_answers, image_size=8, hidden=16
+        )
 
 
 def _tiny_batch(batch=6, seed=0, soft=False):
@@ -619,7 +621,7 @@ def _train_eval(cfg, data, prior, *, epochs, seed=0):
     train, evals, vocab, num_answers = data
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = causalvl.TinyVQA(vocab_size=vocab, num_answers=num_answers, image_size=16)
+        net = causalvl.models.TinyVQA(vocab_size=vocab, num_answers=num_answers, image_size=16)
     vl = causalvl.intervene(net, cfg)
     if not isinstance(cfg, causalvl.IdentityConfig):
         set_bias_prior(vl, prior)

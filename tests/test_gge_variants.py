@@ -39,7 +39,7 @@ def _batch(batch=6, seed=0):
 def _wrapped(cfg):
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        net = causalvl.TinyVQA(vocab_size=20, num_answers=A, image_size=8, hidden=16)
+        net = causalvl.models.TinyVQA(vocab_size=20, num_answers=A, image_size=8, hidden=16)
     vl = causalvl.intervene(net, cfg)
     if cfg.bias != "question":
         set_bias_prior(vl, _prior())

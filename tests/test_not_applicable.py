@@ -22,7 +22,7 @@ def _batch(n: int = 32, seed: int = 0) -> dict:
 
 def _diagnose(config) -> causalvl.Diagnostics:
     torch.manual_seed(0)
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
     vl = causalvl.intervene(net, config).eval()
     return causalvl.diagnose(vl, {"id": _batch(seed=0), "ood": _batch(seed=1)}, progress=False)
 

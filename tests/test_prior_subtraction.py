@@ -12,7 +12,7 @@ from causalvl.errors import ConfigError
 
 def _net():
     torch.manual_seed(0)
-    return causalvl.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
+    return causalvl.models.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
 
 
 BATCH = {

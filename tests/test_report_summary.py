@@ -91,7 +91,7 @@ def test_vision_only_model_gets_no_language_prior_and_named_groups():
 
     data = ContextShift(split="test", num_examples=40, seed=0)
     torch.manual_seed(0)
-    model = causalvl.TinyRegionClassifier(num_classes=data.num_classes, hidden=8, width=8)
+    model = causalvl.models.TinyRegionClassifier(num_classes=data.num_classes, hidden=8, width=8)
     d = causalvl.diagnose(model, {"ood": data}, progress=False)
     split = d["ood"]
     assert split.language_prior is None  # no question: nothing to be blind to

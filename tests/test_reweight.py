@@ -56,7 +56,7 @@ def test_rare_answers_get_most_weight():
 
 
 def test_wrapped_reweight_trains_saves_and_loads(tmp_path):
-    net = causalvl.TinyVQA(vocab_size=12, num_answers=4)
+    net = causalvl.models.TinyVQA(vocab_size=12, num_answers=4)
     vl = causalvl.intervene(net, causalvl.ReweightConfig(kind="lmh_ce"))
     prior = torch.tensor([[0.7, 0.3, 0.0, 0.0], [0.0, 0.0, 0.5, 0.5]])
     set_bias_prior(vl, prior)
@@ -74,7 +74,7 @@ def test_wrapped_reweight_trains_saves_and_loads(tmp_path):
     )
     assert torch.allclose(parts["reweighted"], want)
     vl.save_pretrained(tmp_path)
-    again = causalvl.load(tmp_path, causalvl.TinyVQA(vocab_size=12, num_answers=4))
+    again = causalvl.load(tmp_path, causalvl.models.TinyVQA(vocab_size=12, num_answers=4))
     assert torch.equal(again.interventions["0_reweight"].prior, prior)
 
 
@@ -84,7 +84,7 @@ def test_reweight_errors():
     with pytest.raises(ConfigError, match="min_prior"):
         causalvl.ReweightConfig(min_prior=0)
     vl = causalvl.intervene(
-        causalvl.TinyVQA(vocab_size=12, num_answers=4), causalvl.ReweightConfig()
+        causalvl.models.TinyVQA(vocab_size=12, num_answers=4), causalvl.ReweightConfig()
     )
     with pytest.raises(InputError, match="3 answer columns but the model has 4"):
         set_bias_prior(vl, torch.full((2, 3), 0.3))

@@ -61,10 +61,12 @@ class VQAData(Dataset):
         }
 
 
-def tiny_vqa(seed: int = 0, num_answers: int = 3) -> causalvl.TinyVQA:
+def tiny_vqa(seed: int = 0, num_answers: int = 3) -> causalvl.models.TinyVQA:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        return causalvl.TinyVQA(vocab_size=20, num_answers=num_answers, image_size=8, hidden=16)
+        return causalvl.models.TinyVQA(
+            vocab_size=20, num_answers=num_answers, image_size=8, hidden=16
+        )
 
 
 def dro(num_groups: int = 6, **kw) -> causalvl.IntervenedModel:

@@ -343,7 +343,8 @@ def test_intervened_model_eval_metrics_early_stopping_and_best(tmp_path):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         vl = causalvl.intervene(
-            causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8), causalvl.IdentityConfig()
+            causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8),
+            causalvl.IdentityConfig(),
         )
     cfg = TrainConfig(
         epochs=5,
@@ -474,7 +475,7 @@ def test_gge_iterative_takes_one_optimizer_step_per_stage():
     def wrapped():
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            net = causalvl.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
+            net = causalvl.models.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
         vl = causalvl.intervene(net, causalvl.GGEConfig(hidden=(8,)))
         set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
         return vl
@@ -510,11 +511,11 @@ def test_gge_iterative_takes_one_optimizer_step_per_stage():
 
 
 def make_net_vqa():
-    return causalvl.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
+    return causalvl.models.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
 
 
 def test_intervention_lr_puts_intervention_parameters_in_their_own_group():
-    net = causalvl.TinyVQA(vocab_size=12, num_answers=3, image_size=8, hidden=8)
+    net = causalvl.models.TinyVQA(vocab_size=12, num_answers=3, image_size=8, hidden=8)
     vl = causalvl.intervene(net, causalvl.RUBiConfig(hidden=(8,)))
     data = [
         {

@@ -151,7 +151,7 @@ def test_hard_negative_fraction_follows_schedule_during_training():
     cc = CurriculumConfig(schedule="linear", start=0.0, end=1.0, ramp_fraction=0.5)
     obj = CurriculumContrastiveObjective(cc)
     rec = Record()
-    net = causalvl.TinyContrastive(vocab_size=16, hidden=16, embed_dim=8)
+    net = causalvl.models.TinyContrastive(vocab_size=16, hidden=16, embed_dim=8)
     result = Trainer(
         net, Pairs(40), config=TrainConfig(epochs=3, batch_size=8), objective=obj, callbacks=[rec]
     ).fit()
@@ -170,7 +170,7 @@ def test_hard_negative_fraction_follows_schedule_during_training():
 def test_curriculum_objective_appends_hard_candidates():
     calls = []
 
-    class Spy(causalvl.TinyContrastive):
+    class Spy(causalvl.models.TinyContrastive):
         def forward(self, pixel_values, input_ids, attention_mask=None):
             calls.append((pixel_values.clone(), input_ids.clone()))
             return super().forward(pixel_values, input_ids, attention_mask)
@@ -276,7 +276,7 @@ def test_comparative_objective_learns_pair_statements():
     train, test = Statements(256, 0), Statements(128, 1)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        net = causalvl.TinyContrastive(vocab_size=12, channels=4, hidden=32, embed_dim=16)
+        net = causalvl.models.TinyContrastive(vocab_size=12, channels=4, hidden=32, embed_dim=16)
     objective = ComparativeObjective()
     result = Trainer(
         net,

@@ -20,7 +20,7 @@ def train_data():
 
 def _weights(data, **config) -> torch.Tensor:
     torch.manual_seed(0)
-    net = causalvl.TinyVQA(
+    net = causalvl.models.TinyVQA(
         vocab_size=len(data.tokenizer), num_answers=data.num_answers, image_size=16, hidden=16
     )
     vl = causalvl.intervene(net, causalvl.IdentityConfig())
@@ -69,7 +69,7 @@ def test_balanced_weights_equalise_answers_within_each_type(train_data):
 def test_balanced_sampler_draws_answers_uniformly_within_type(train_data):
     trainer = Trainer(
         causalvl.intervene(
-            causalvl.TinyVQA(
+            causalvl.models.TinyVQA(
                 vocab_size=len(train_data.tokenizer), num_answers=train_data.num_answers
             ),
             causalvl.IdentityConfig(),
@@ -102,7 +102,7 @@ def test_balanced_sampler_errors(train_data):
     from torch.utils.data import DataLoader
 
     vl = causalvl.intervene(
-        causalvl.TinyVQA(vocab_size=50, num_answers=30), causalvl.IdentityConfig()
+        causalvl.models.TinyVQA(vocab_size=50, num_answers=30), causalvl.IdentityConfig()
     )
     with pytest.raises(ConfigError, match="needs the Dataset"):
         Trainer(vl, DataLoader(train_data), config=TrainConfig(sampler="balanced"))

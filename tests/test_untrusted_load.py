@@ -26,7 +26,7 @@ from causalvl.errors import CheckpointError
 def _net():
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        return causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+        return causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
 
 
 def _saved(tmp: Path, cfg=None) -> Path:

@@ -43,7 +43,7 @@ def test_identity_equals_bare_model_for_every_family(hf_models, hf_family, train
 
 
 def test_identity_equals_bare_tinyvqa_and_generic_module():
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     batch = {"pixel_values": torch.rand(3, 3, 8, 8), "input_ids": torch.randint(1, 20, (3, 5))}
     vl = causalvl.intervene(net, causalvl.IdentityConfig(capture_roles=("fused",)))
     assert torch.equal(vl(**batch).logits, net(**batch))
@@ -127,7 +127,7 @@ def test_nothing_is_set_on_the_users_model(hf_models):
 
 
 def test_disable_interventions_and_double_wrap():
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     vl = causalvl.intervene(net, _ScaleConfig(scale=3.0))
     batch = {"pixel_values": torch.rand(2, 3, 8, 8), "input_ids": torch.randint(1, 20, (2, 5))}
     scaled = vl(**batch).logits
@@ -140,7 +140,7 @@ def test_disable_interventions_and_double_wrap():
 
 
 def test_output_is_frozen_with_the_same_fields_every_call():
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     vl = causalvl.intervene(net, causalvl.IdentityConfig())
     batch = {"pixel_values": torch.rand(2, 3, 8, 8), "input_ids": torch.randint(1, 20, (2, 5))}
     out = vl(**batch)
@@ -208,7 +208,7 @@ def test_counterfactual_inputs_change_only_the_removed_part(hf_models, hf_family
 
 
 def test_shuffle_is_a_derangement_and_noise_is_seeded():
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     adapter = causalvl.intervene(net, causalvl.IdentityConfig()).adapter
     pix = torch.arange(5.0).view(5, 1, 1, 1).expand(5, 3, 8, 8).contiguous()
     inputs = {"pixel_values": pix, "input_ids": torch.randint(1, 20, (5, 4))}
@@ -258,7 +258,7 @@ class _Scale(Intervention):
 
 
 def test_to_dtype_moves_intervention_parameters():
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     vl = causalvl.intervene(net, _ScaleConfig(scale=2.0))
     vl.to(torch.float64)
     assert vl.interventions["0_test_scale"].scale.dtype == torch.float64
@@ -278,7 +278,7 @@ def test_to_dtype_moves_intervention_parameters():
 
 
 def test_save_load_restores_weights_and_config(tmp_path):
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     vl = causalvl.intervene(
         net, [_ScaleConfig(scale=2.5), causalvl.IdentityConfig(capture_roles=("fused",))]
     )
@@ -306,7 +306,7 @@ def test_save_load_restores_weights_and_config(tmp_path):
 
 
 def test_load_rejects_corrupted_and_mismatched_files(tmp_path):
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     vl = causalvl.intervene(net, _ScaleConfig(scale=2.0))
     vl.save_pretrained(tmp_path / "ok")
     with pytest.raises(causalvl.CheckpointError, match="missing"):
@@ -368,7 +368,7 @@ def test_config_validation_and_json_round_trip(tmp_path):
     with pytest.raises(causalvl.ConfigError, match="capture_roles"):
         causalvl.IdentityConfig(capture_roles="fused")
     with pytest.raises(causalvl.ConfigError, match="at least one"):
-        causalvl.intervene(causalvl.TinyVQA(vocab_size=5, num_answers=2), [])
+        causalvl.intervene(causalvl.models.TinyVQA(vocab_size=5, num_answers=2), [])
 
 
 # -- bad input --------------------------------------------------------------------------------
@@ -427,7 +427,7 @@ def test_bad_inputs_get_clear_errors(hf_models):
 
 
 def test_objective_task_loss_forms():
-    net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     vl = causalvl.intervene(net, causalvl.IdentityConfig())
     batch = {
         "pixel_values": torch.rand(3, 3, 8, 8),

@@ -3,7 +3,7 @@
 :class:`FeatureVQA` replaces each example's pixels and token ids by fixed feature vectors from
 real pretrained encoders (EfficientNet-Lite0 for the image, all-MiniLM-L6-v2 for the question;
 see :mod:`causalvl.pretrained`) and keeps every metadata field, so a small answer head
-(:class:`~causalvl.FrozenFeatureVQA`) trains on it in seconds and every intervention and
+(:class:`~causalvl.models.FrozenFeatureVQA`) trains on it in seconds and every intervention and
 diagnostic works unchanged.
 """
 

@@ -22,7 +22,7 @@ Three pieces live here:
 
 Example:
     >>> import torch, causalvl
-    >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
     >>> d = causalvl.ConfounderDictionary.from_tensors(torch.randn(5, 16))
     >>> vl = causalvl.intervene(net, causalvl.BackdoorConfig(dictionary=d))
     >>> out = vl(pixel_values=torch.rand(2, 3, 8, 8), input_ids=torch.randint(1, 20, (2, 4)))
@@ -364,7 +364,7 @@ class BackdoorAdjustment(Intervention):
 
         Example:
             >>> import torch, causalvl
-            >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, hidden=16)
+            >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, hidden=16)
             >>> cfg = causalvl.BackdoorConfig(num_prototypes=3, feature_dim=16)
             >>> vl = causalvl.intervene(net, cfg)
             >>> vl.interventions["0_backdoor"].set_dictionary(

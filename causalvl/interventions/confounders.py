@@ -315,7 +315,7 @@ class ConfounderDictionary:
 
         Example:
             >>> import torch, causalvl
-            >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+            >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
             >>> batches = [{"pixel_values": torch.rand(4, 3, 8, 8),
             ...             "input_ids": torch.randint(1, 20, (4, 5)),
             ...             "labels": torch.tensor([0, 1, 0, 1])}]

@@ -200,7 +200,7 @@ class CounterfactualConfig(InterventionConfig):
 
     Example:
         >>> import torch, causalvl
-        >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+        >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
         >>> vl = causalvl.intervene(net, causalvl.CounterfactualConfig(hidden=(32,)))
         >>> batch = {"pixel_values": torch.rand(2, 3, 8, 8),
         ...          "input_ids": torch.randint(1, 20, (2, 5)), "labels": torch.tensor([0, 3])}
@@ -459,7 +459,7 @@ class PriorSubtractionConfig(InterventionConfig):
 
     Example:
         >>> import torch, causalvl
-        >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+        >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
         >>> vl = causalvl.intervene(net, causalvl.PriorSubtractionConfig(alpha=1.0)).eval()
         >>> out = vl(pixel_values=torch.rand(2, 3, 8, 8), input_ids=torch.randint(1, 20, (2, 5)))
         >>> torch.allclose(out.logits, 2 * out.factual_logits - out.counterfactual_logits)

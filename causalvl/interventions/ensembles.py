@@ -26,7 +26,7 @@ The pure functions (:func:`lmh_bce_loss`, :func:`lmh_softmax_loss`, :func:`bias_
 Example:
     >>> import torch, causalvl
     >>> from causalvl.interventions.ensembles import question_type_prior, set_bias_prior
-    >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     >>> qtype, labels = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 2, 3])
     >>> prior = question_type_prior(qtype, labels, num_types=2, num_answers=4)
     >>> vl = causalvl.intervene(net, causalvl.LMHConfig())
@@ -935,7 +935,7 @@ def set_bias_prior(vl: Any, prior: torch.Tensor) -> None:
 
     Example:
         >>> import causalvl
-        >>> vl = causalvl.intervene(causalvl.TinyVQA(vocab_size=9, num_answers=3),
+        >>> vl = causalvl.intervene(causalvl.models.TinyVQA(vocab_size=9, num_answers=3),
         ...                         causalvl.LMHConfig())
         >>> set_bias_prior(vl, torch.tensor([[0.5, 0.5, 0.0]]))
         >>> vl.interventions["0_lmh"].prior.shape

@@ -18,7 +18,7 @@ the Trainer's checkpoints keep it, and ``fit(resume=True)`` continues with the s
 
 Example:
     >>> import torch, causalvl
-    >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=3, image_size=8)
+    >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=3, image_size=8)
     >>> vl = causalvl.intervene(net, causalvl.GroupDROConfig(num_groups=2, eta=0.1))
     >>> batch = {"pixel_values": torch.rand(4, 3, 8, 8), "input_ids": torch.randint(1, 20, (4, 5)),
     ...          "labels": torch.tensor([0, 1, 2, 0]), "group": torch.tensor([0, 0, 1, 1])}

@@ -58,7 +58,7 @@ class RUBiConfig(InterventionConfig):
 
     Example:
         >>> import torch, causalvl
-        >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+        >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
         >>> vl = causalvl.intervene(net, causalvl.RUBiConfig(hidden=(32,)))
         >>> batch = {"pixel_values": torch.rand(2, 3, 8, 8),
         ...          "input_ids": torch.randint(1, 20, (2, 5)), "labels": torch.tensor([0, 3])}

@@ -11,7 +11,7 @@ from .curriculum import (
     winoground_evaluate,
 )
 from .dfr import RefitResult, refit_last_layer
-from .hard_negatives import HardNegativeGenerator, perturb_caption, swap_image_halves
+from .hard_negatives import HardNegativeGenerator, swap_image_halves
 from .jtt import JTTResult, UpsampledDataset, jtt_error_set, train_jtt, upsample
 from .samplers import balanced_weights
 from .schedules import ban_factor, lr_factor
@@ -37,7 +37,6 @@ __all__ = [
     "jtt_error_set",
     "load_checkpoint",
     "lr_factor",
-    "perturb_caption",
     "refit_last_layer",
     "save_checkpoint",
     "swap_image_halves",

@@ -132,7 +132,7 @@ def pair_logits(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> torch.T
     """Image-text logits ``(num_images, num_texts)`` of a contrastive model.
 
     Works with an :class:`~causalvl.IntervenedModel` (``.logits``), a module returning a tensor
-    (:class:`~causalvl.TinyContrastive`) or a Hugging Face dual encoder (``logits_per_image``).
+    (:class:`~causalvl.models.TinyContrastive`) or a Hugging Face dual encoder (``logits_per_image``).
     """
     return logits_of(model(**inputs))
 
@@ -285,7 +285,7 @@ class ComparativeObjective(nn.Module):
 
     Example:
         >>> import torch, causalvl
-        >>> net = causalvl.TinyContrastive(vocab_size=20)
+        >>> net = causalvl.models.TinyContrastive(vocab_size=20)
         >>> batch = {"pixel_values": torch.rand(4, 2, 3, 16, 16),
         ...          "input_ids": torch.randint(1, 20, (4, 6)), "labels": torch.tensor([1, 0, 1, 0])}
         >>> out = ComparativeObjective()(net, batch)

@@ -9,7 +9,7 @@ evaluation per split, early stopping, lr schedules, mixed precision and torchrun
     ...         g = torch.Generator().manual_seed(i)
     ...         return {"pixel_values": torch.rand(3, 8, 8, generator=g),
     ...                 "input_ids": torch.randint(1, 20, (5,), generator=g), "labels": i % 4}
-    >>> vl = causalvl.intervene(causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8),
+    >>> vl = causalvl.intervene(causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8),
     ...                         causalvl.IdentityConfig())
     >>> result = causalvl.Trainer(vl, Data(), eval_data={"id": Data()},
     ...                           config=causalvl.TrainConfig(epochs=2, batch_size=8)).fit()
