@@ -30,6 +30,7 @@ Hyperparameters are the published defaults or fixed up front; any choice is made
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import logging
@@ -874,8 +875,75 @@ def table(summary: Mapping[str, Any], *, title: str = "") -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------------------
+# the command line of the example scripts
+# ---------------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser, *, fast_epochs: int = 2) -> None:
+    """The options every efficacy script shares: ``--fast``, ``--seeds``, ``--epochs`` and
+    ``--threads``."""
+    parser.add_argument("--fast", action="store_true", help="tiny smoke run (numbers mean nothing)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"default: the setting's budget (--fast: {fast_epochs})",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default: 1, fastest for these small models; 0: every core)",
+    )
+
+
+def settings_from_arguments(args: argparse.Namespace, *, fast_epochs: int = 2) -> EfficacySettings:
+    """Apply ``--threads`` and return the demo (or ``--fast`` smoke) settings with ``--epochs``."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.fast:
+        return dataclasses.replace(EfficacySettings.smoke(), epochs=args.epochs or fast_epochs)
+    settings = EfficacySettings.demo()
+    return dataclasses.replace(settings, epochs=args.epochs or settings.epochs)
+
+
+def compare_and_print(
+    settings: EfficacySettings,
+    seeds: Sequence[int],
+    methods: Mapping[str, Method],
+    *,
+    title: str,
+    smoke: bool,
+    source: Any = None,
+    detail: str = "",
+) -> dict[str, dict[str, float]]:
+    """:func:`compare` the methods over ``seeds``, print the :func:`report` titled ``title``
+    and a line with the time taken, and return :func:`mean_accuracies`."""
+    start = time.perf_counter()
+    summary = compare(settings, seeds, methods, source=source)
+    listed = ", ".join(str(s) for s in seeds)
+    print(report(summary, methods, title=f"{title}, seeds {listed}", smoke=smoke))
+    print(
+        f"({time.perf_counter() - start:.0f} s; {settings.num_train} training questions, "
+        f"epochs: {settings.epochs}{detail})"
+    )
+    return mean_accuracies(summary)
+
+
 __all__ = [
     "BLIND_RULES",
+    "add_arguments",
+    "compare_and_print",
+    "positive_int",
+    "settings_from_arguments",
     "EVAL_SPLITS",
     "PROBE",
     "EfficacyData",

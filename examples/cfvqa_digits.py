@@ -29,10 +29,6 @@ rule wins. Measured numbers of every method: docs/efficacy.md.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import time
-
-import torch
 
 import causalvl
 from causalvl import efficacy
@@ -58,26 +54,15 @@ def methods(settings: efficacy.EfficacySettings, warmup: int) -> dict[str, effic
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="tiny smoke run (numbers mean nothing)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=_positive, default=None, help="default: 30 (--fast: 2)")
+    efficacy.add_arguments(parser)
     parser.add_argument(
         "--warmup-epochs",
         type=int,
         default=None,
         help="epochs the CF-VQA question branch trains alone (default: a tenth of the epochs)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default: 1, fastest for these small models; 0: every core)",
-    )
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = efficacy.EfficacySettings.smoke() if args.fast else efficacy.EfficacySettings.demo()
-    settings = dataclasses.replace(settings, epochs=args.epochs or (2 if args.fast else 30))
+    settings = efficacy.settings_from_arguments(args)
     warmup = args.warmup_epochs
     if warmup is None:
         warmup = max(1, settings.epochs // 10)
@@ -87,31 +72,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             "or the base model never trains"
         )
 
-    start = time.perf_counter()
-    chosen = methods(settings, warmup)
-    summary = efficacy.compare(settings, args.seeds, chosen)
-    seeds = ", ".join(str(s) for s in args.seeds)
-    print(
-        efficacy.report(
-            summary,
-            chosen,
-            title=f"CF-VQA vs plain on PriorShiftVQA digits, seeds {seeds}",
-            smoke=args.fast,
-        )
+    return efficacy.compare_and_print(
+        settings,
+        args.seeds,
+        methods(settings, warmup),
+        title="CF-VQA vs plain on PriorShiftVQA digits",
+        smoke=args.fast,
+        detail=f", of which the CF-VQA branch trains alone: {warmup}",
     )
-    print(
-        f"({time.perf_counter() - start:.0f} s; {settings.num_train} training questions, "
-        f"epochs: {settings.epochs}, of which the CF-VQA branch trains alone: {warmup})"
-    )
-    return efficacy.mean_accuracies(summary)
-
-
-def _positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 if __name__ == "__main__":

@@ -35,10 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
-
-import torch
 
 import causalvl
 from causalvl import efficacy
@@ -74,23 +71,14 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         default=None if default is None else Path(default) / "cifar-10-batches-py",
         help="folder of the python version of CIFAR-10",
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=_positive, default=None, help="default: 30 (--fast: 2)")
-    parser.add_argument("--fast", action="store_true", help="tiny smoke run (numbers mean nothing)")
+    efficacy.add_arguments(parser)
     parser.add_argument(
         "--pretrained",
         action="store_true",
         help="frozen pretrained image and question features (the [pretrained] extra)",
     )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default: 1, fastest for these small models; 0: every core)",
-    )
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    settings = efficacy.settings_from_arguments(args)
     if args.cifar is None:
         parser.error("give --cifar PATH (the cifar-10-batches-py folder)")
 
@@ -110,34 +98,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     else:
         # the fast run reads one training batch file (10,000 photos) instead of five
         source = cifar10(args.cifar, split="train", batches=(1,) if args.fast else None)
-        fresh = efficacy.EfficacySettings.smoke() if args.fast else efficacy.EfficacySettings.demo()
-        settings = dataclasses.replace(fresh, epochs=args.epochs or (2 if args.fast else 30))
 
-    start = time.perf_counter()
-    chosen = methods(settings)
-    summary = efficacy.compare(settings, args.seeds, chosen, source=source)
-    seeds = ", ".join(str(s) for s in args.seeds)
-    print(
-        efficacy.report(
-            summary,
-            chosen,
-            title=f"PriorShiftVQA over CIFAR-10 photos, seeds {seeds}",
-            smoke=args.fast,
-        )
+    return efficacy.compare_and_print(
+        settings,
+        args.seeds,
+        methods(settings),
+        title="PriorShiftVQA over CIFAR-10 photos",
+        smoke=args.fast,
+        source=source,
     )
-    print(
-        f"({time.perf_counter() - start:.0f} s; {settings.num_train} training questions, "
-        f"epochs: {settings.epochs})"
-    )
-    return efficacy.mean_accuracies(summary)
-
-
-def _positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 if __name__ == "__main__":

@@ -31,11 +31,7 @@ over-corrected ensemble look better than the oracle. Measured numbers: docs/effi
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import time
-
-import torch
 
 from causalvl import efficacy
 
@@ -44,52 +40,23 @@ METHODS = ("plain", "BiasProduct", "LMH", "RUBi", "oracle")
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fast", action="store_true", help="tiny smoke run (numbers mean nothing)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--epochs", type=_positive, default=None, help="default: 30 (--fast: 1)")
+    efficacy.add_arguments(parser, fast_epochs=1)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default: 1, fastest for these small models; 0: every core)",
-    )
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = efficacy.EfficacySettings.smoke() if args.fast else efficacy.EfficacySettings.demo()
-    if args.epochs is not None:
-        settings = dataclasses.replace(settings, epochs=args.epochs)
-
-    start = time.perf_counter()
+    settings = efficacy.settings_from_arguments(args, fast_epochs=1)
     every = efficacy.default_methods(settings)
     methods = {name: every[name] for name in METHODS}
-    summary = efficacy.compare(settings, args.seeds, methods)
     if args.json:
+        summary = efficacy.compare(settings, args.seeds, methods)
         print(json.dumps({"summary": summary, "verdict": efficacy.verdict(summary)}, indent=2))
         return efficacy.mean_accuracies(summary)
-    seeds = ", ".join(str(s) for s in args.seeds)
-    print(
-        efficacy.report(
-            summary,
-            methods,
-            title=f"LMH vs RUBi on PriorShiftVQA digits, seeds {seeds}",
-            smoke=args.fast,
-        )
+    return efficacy.compare_and_print(
+        settings,
+        args.seeds,
+        methods,
+        title="LMH vs RUBi on PriorShiftVQA digits",
+        smoke=args.fast,
     )
-    print(
-        f"({time.perf_counter() - start:.0f} s; {settings.num_train} training questions, "
-        f"epochs: {settings.epochs})"
-    )
-    return efficacy.mean_accuracies(summary)
-
-
-def _positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 if __name__ == "__main__":
