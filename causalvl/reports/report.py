@@ -224,7 +224,7 @@ class BiasReport:
         baseline, the ID to OOD change, the worst group); the per-model numbers are in
         :meth:`summary_rows`.
         """
-        return headline_sentences(self.view())
+        return headline_sentences(self._view())
 
     def summary_rows(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
         """The per-model summary table: ``(column names, [(model, values)])``.
@@ -234,9 +234,9 @@ class BiasReport:
         answer and the context flip rate on the focus split; a column no model has a value for
         is left out.
         """
-        return summary_rows(self.view())
+        return summary_rows(self._view())
 
-    def view(self) -> ReportView:
+    def _view(self) -> ReportView:
         """The models, baseline and audit as the section builders read them."""
         return ReportView(self.models, str(self.baseline), self.audit)
 
@@ -244,7 +244,7 @@ class BiasReport:
         """The report as a renderer-neutral :class:`~causalvl.reports.document.Document`:
         the summary, one section per diagnostic (:data:`~causalvl.reports.builders.DIAGNOSTIC_SECTIONS`),
         the audit, the extra tables, every number and the provenance."""
-        view = self.view()
+        view = self._view()
         splits = sorted({s for _, s in view.cols})
         subtitle = f"Models: {', '.join(self.models)} · splits: {', '.join(splits)}"
         created = (self.provenance or {}).get("created")
@@ -254,7 +254,7 @@ class BiasReport:
         sections += [s for build in DIAGNOSTIC_SECTIONS if (s := build(view)) is not None]
         if self.audit is not None:
             sections.append(audit_section(self.audit))
-        sections += [metric_table_section(t, title) for title, t in self.tables()]
+        sections += [metric_table_section(t, title) for title, t in self._tables()]
         sections.append(numbers_section(view))
         sections.append(
             provenance_section(
@@ -263,7 +263,7 @@ class BiasReport:
         )
         return Document(self.title, tuple(sections), subtitle=subtitle, notes=self.notes)
 
-    def tables(self) -> list[tuple[str, MetricTable]]:
+    def _tables(self) -> list[tuple[str, MetricTable]]:
         """Every extra table with its displayed title: each model's ``extras`` (titled with
         the model's name when there are several models), then ``extra_sections``."""
         out = []
