@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..errors import DataError
 from .document import (
     Block,
     BulletList,
@@ -91,7 +92,7 @@ def _blocks(blocks: Sequence[Block], brief: bool) -> list[str]:
         elif isinstance(b, Figure):
             continue  # figures are in the HTML page
         else:  # a block type this renderer does not know is a bug, not a silent gap
-            raise TypeError(f"render_markdown cannot show a {type(b).__name__} block")
+            raise DataError(f"render_markdown cannot show a {type(b).__name__} block.")
     return [x for x in out if x]
 
 
