@@ -20,6 +20,7 @@ by :func:`audit_section`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -114,12 +115,14 @@ class ReportView:
     baseline: str
     audit: BlindSolvabilityAudit | None = None
 
-    @property
+    @functools.cached_property
     def cols(self) -> list[tuple[str, str]]:
+        """Every ``(model, split)`` pair, models in display order."""
         return [(m, s) for m, d in self.models.items() for s in d.splits]
 
-    @property
+    @functools.cached_property
     def split(self) -> str | None:
+        """The focus split: the first OOD split, else the first split."""
         return focus_split(self.models)
 
     def split_of(self, model: str, split: str) -> SplitDiagnostics:
