@@ -39,8 +39,9 @@ import random
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from ..diagnostics.results import Metric, MetricKind, MetricTable, Result
 from ..errors import ConfigError, DataError
 
 Setting = Literal["random", "popular", "adversarial"]
@@ -251,8 +252,13 @@ def _as_yes(value: Any, what: str) -> bool:
 
 
 @dataclass(frozen=True)
-class POPEMetrics:
-    """POPE metrics of one setting (fractions in [0, 1]; see :data:`DEFINITIONS`)."""
+class POPEMetrics(Result):
+    """POPE metrics of one setting (fractions in [0, 1]; see :data:`DEFINITIONS`).
+
+    A result like the diagnostics' own: values are checked on construction (the four counts
+    must add up to ``n``), :meth:`metrics` lists every number with its definition, and
+    :meth:`from_dict` reads :meth:`to_dict` back.
+    """
 
     accuracy: float
     precision: float
@@ -265,19 +271,23 @@ class POPEMetrics:
     tn: int
     fn: int
 
+    KINDS: ClassVar[dict[str, MetricKind]] = {
+        **{k: "fraction" for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")},
+        **{k: "count" for k in ("n", "tp", "fp", "tn", "fn")},
+    }
+    DEFINITIONS: ClassVar[dict[str, str]] = DEFINITIONS
+    LABELS: ClassVar[dict[str, str]] = {"f1": "F1", "yes_ratio": "yes-ratio"}
+
+    def _validate(self) -> None:
+        if self.tp + self.fp + self.tn + self.fn != self.n:
+            raise DataError(
+                f"POPEMetrics: tp + fp + tn + fn = {self.tp + self.fp + self.tn + self.fn} "
+                f"but n = {self.n}; the four counts must add up to the number of questions."
+            )
+
     def to_dict(self) -> dict[str, float | int]:
-        return {
-            "accuracy": self.accuracy,
-            "precision": self.precision,
-            "recall": self.recall,
-            "f1": self.f1,
-            "yes_ratio": self.yes_ratio,
-            "n": self.n,
-            "tp": self.tp,
-            "fp": self.fp,
-            "tn": self.tn,
-            "fn": self.fn,
-        }
+        """``{metric: value}`` (the definitions are in :data:`DEFINITIONS`)."""
+        return {k: getattr(self, k) for k in self.KINDS}
 
 
 def pope_metrics(predictions: Sequence[Any], labels: Sequence[Any]) -> POPEMetrics:
@@ -324,18 +334,37 @@ def pope_metrics(predictions: Sequence[Any], labels: Sequence[Any]) -> POPEMetri
 
 
 @dataclass(frozen=True)
-class POPEResult:
+class POPEResult(Result):
     """POPE metrics per setting for one answerer (e.g. one decoding method).
+
+    An ordinary result: :meth:`metrics` lists every number (keys ``"<setting>.<metric>"``),
+    :meth:`to_dict` / :meth:`from_dict` round-trip it, and a
+    :class:`~causalvl.BiasReport` shows it directly (``extra_sections=[result]``) through
+    :meth:`to_metric_table`, as it shows any table of numbers.
 
     Attributes:
         name: what was evaluated, e.g. ``"greedy"`` or ``"VCD alpha=1"``.
         settings: ``{setting: POPEMetrics}``.
-        answers: ``{setting: tuple of parsed answers}`` in question order.
+        answers: ``{setting: tuple of parsed answers}`` in question order (not serialised).
     """
 
     name: str
     settings: Mapping[str, POPEMetrics]
     answers: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False)
+
+    def _validate(self) -> None:
+        for s, m in self.settings.items():
+            if s not in SETTING_DEFINITIONS:
+                raise DataError(f"POPEResult: unknown setting {s!r}; settings are {SETTINGS}.")
+            if not isinstance(m, POPEMetrics):
+                raise DataError(
+                    f"POPEResult: setting {s!r} holds a {type(m).__name__}; expected the "
+                    "POPEMetrics of pope_metrics()."
+                )
+
+    def metrics(self, prefix: str = "") -> list[Metric]:
+        """Every number of every setting; keys ``"<setting>.<metric>"``."""
+        return [x for s, m in self.settings.items() for x in m.metrics(f"{prefix}{s}.")]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"name", "settings": {setting: metrics}, "definitions",
@@ -347,15 +376,23 @@ class POPEResult:
             "setting_definitions": {s: SETTING_DEFINITIONS[s] for s in self.settings},
         }
 
-    def to_metric_table(self, title: str | None = None) -> Any:
-        """The result as a :class:`causalvl.MetricTable` (columns = settings), for
-        ``Diagnostics.with_extras(...)`` or ``BiasReport(extra_sections=[...])``."""
-        from ..diagnostics.results import MetricTable
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> POPEResult:
+        """Rebuild from :meth:`to_dict` output (definitions are ignored)."""
+        if not isinstance(data, Mapping) or not isinstance(data.get("settings"), Mapping):
+            raise DataError(
+                "POPEResult.from_dict expects {'name': ..., 'settings': {setting: metrics}}, got "
+                f"{type(data).__name__}."
+            )
+        return cls(
+            name=str(data.get("name", "model")),
+            settings={s: POPEMetrics.from_dict(m) for s, m in data["settings"].items()},
+        )
 
+    def to_metric_table(self, title: str | None = None) -> MetricTable:
+        """The result as a :class:`causalvl.MetricTable` (columns = settings), the form a
+        report shows, for ``Diagnostics.with_extras(...)`` or ``BiasReport(extra_sections=[...])``."""
         values = {s: m.to_dict() for s, m in self.settings.items()}
-        kinds = {
-            k: ("count" if k in ("n", "tp", "fp", "tn", "fn") else "fraction") for k in DEFINITIONS
-        }
         description = (
             "Object-hallucination yes/no questions (POPE). "
             + "; ".join(f"{s}: {SETTING_DEFINITIONS[s]}" for s in self.settings)
@@ -365,7 +402,7 @@ class POPEResult:
             title or f"Hallucination (POPE): {self.name}",
             values,
             definitions=DEFINITIONS,
-            kinds=kinds,
+            kinds=dict(POPEMetrics.KINDS),
             description=description,
         )
 
