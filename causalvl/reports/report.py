@@ -33,6 +33,7 @@ from .._version import __version__
 from ..config import Config, atomic_write_text, read_json
 from ..diagnostics.results import BlindSolvabilityAudit, Diagnostics, MetricTable
 from ..errors import DataError
+from ..runtime import package_version
 from .builders import (
     DIAGNOSTIC_SECTIONS,
     GLANCE,
@@ -71,18 +72,7 @@ _PACKAGES = (
 
 
 def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out: dict[str, str | None] = {}
-    for name in _PACKAGES:
-        if name == "causalvl":
-            out[name] = __version__
-            continue
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {name: package_version(name) for name in _PACKAGES}
 
 
 def _as_tables(extra: Any) -> tuple[MetricTable, ...]:
