@@ -849,3 +849,28 @@ def test_evaluation_does_not_draw_from_the_wrappers_generator():
         return torch.cat([p.detach().flatten() for p in vl.parameters()])
 
     assert torch.equal(weights(None), weights({"val": VQAData(8, 1)}))
+
+
+def test_user_objective_gets_the_epoch_schedule():
+    from causalvl.interventions.ensembles import set_bias_prior
+
+    def wrapped():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = make_net_vqa()
+        cfg = causalvl.GGEConfig(
+            loss="decompose", variant="together", weight_schedule="sin", hidden=(8,)
+        )
+        vl = causalvl.intervene(net, cfg)
+        set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
+        return vl
+
+    def objective(model, batch):  # one stage: no stage argument needed
+        return model.objective(model(batch), batch)
+
+    cfg = TrainConfig(epochs=2, lr=0.1, optimizer="sgd")
+    default, mine = wrapped(), wrapped()
+    Trainer(default, _gge_batches(), config=cfg).fit()
+    Trainer(mine, _gge_batches(), config=cfg, objective=objective).fit()
+    for (name, a), (_, b) in zip(default.state_dict().items(), mine.state_dict().items()):
+        assert torch.equal(a, b), name

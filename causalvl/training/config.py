@@ -30,6 +30,7 @@ BAN_WARMUP: tuple[float, float, int] = (0.5, 2.0, 7)
 Schedule = Literal["constant", "warmup_cosine", "step", "ban"]
 OptimizerName = Literal["adam", "adamw", "adamax", "sgd"]
 
+
 @dataclasses.dataclass(kw_only=True)
 class TrainConfig(Config):
     """Settings of :class:`~causalvl.training.Trainer`.

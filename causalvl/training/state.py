@@ -166,10 +166,10 @@ class TrainState:
             bad_epochs=int(raw.get("bad_epochs", 0)),
             lr_factor=float(factor) if isinstance(factor, (int, float)) else 1.0,
             model=dict(checkpoint.model),
-            objective=_strip(extra, OBJECTIVE_PREFIX),
+            objective=strip_prefix(extra, OBJECTIVE_PREFIX),
             optimizer=checkpoint.optimizer,
             scaler=dict(raw["scaler"]) if raw.get("scaler") else None,
-            rng=_strip(extra, RNG_PREFIX),
+            rng=strip_prefix(extra, RNG_PREFIX),
             world_size=_int_or(raw.get("world_size"), 1),
             config=dict(raw["config"]) if isinstance(raw.get("config"), Mapping) else {},
         )
@@ -193,8 +193,9 @@ def _int_or(value: Any, default: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
-def _strip(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def strip_prefix(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors whose key starts with ``prefix``, keyed without it."""
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-__all__ = ["TrainState", "is_improvement"]
+__all__ = ["TrainState", "is_improvement", "strip_prefix"]

@@ -22,7 +22,8 @@ does not depend on what ran before). Global RNGs are never reseeded; dropout dra
 global torch RNG, whose state (CPU and CUDA, per rank) is saved in every checkpoint and restored
 by ``fit(resume=True)`` so that a resumed run ends with bitwise the same weights (on CPU) as an
 uninterrupted one. Seed the global RNG yourself before building the model if two fresh runs
-must agree.
+must agree. Evaluation runs with every generator training draws from put back afterwards, so
+evaluation splits, progress bars and logging never change the trained weights.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from .checkpoint import (
 from .config import TrainConfig, check_select_metric
 from .samplers import balanced_weights
 from .schedules import lr_factor
-from .state import RNG_PREFIX, TrainState, is_improvement
+from .state import OBJECTIVE_PREFIX, RNG_PREFIX, TrainState, is_improvement, strip_prefix
 
 logger = logging.getLogger("causalvl.training")
 
@@ -224,6 +225,9 @@ class Trainer:
         objective: ``objective(model, batch) -> ObjectiveOutput | Tensor``. If it is an
             ``nn.Module`` its parameters are trained and checkpointed too; if it has
             ``set_progress(step, total_steps)``, that is called before every step (curricula).
+            For a model with several optimizer stages it must also take ``stage=``:
+            ``def objective(model, batch, stage=None): return model.objective(model(batch),
+            batch, stage=stage)``.
         callbacks: :class:`Callback` instances.
         predict: ``predict(model, batch) -> logits`` for evaluation (default
             :func:`default_predict`, or ``objective.predict`` when the objective has one).
@@ -234,6 +238,12 @@ class Trainer:
     logits without labels), ``"<split>/worst_group_accuracy"`` when batches carry ``group``,
     and ``"<split>/loss"``. Under torchrun every rank evaluates the full splits (so early
     stopping agrees); only rank 0 logs and writes files.
+
+    ``trainer.state`` is the run's :class:`~causalvl.training.state.TrainState` (epochs
+    completed, steps, history, best-so-far): what every checkpoint holds and what
+    ``fit(resume=True)`` restores. A model with several optimizer stages
+    (``vl.stages()``, GGE-iter) takes one optimizer step per stage and batch; a custom
+    ``objective`` is then called as ``objective(model, batch, stage=i)`` and must accept it.
     """
 
     def __init__(
@@ -1054,12 +1064,7 @@ class Trainer:
         ckpt = load_checkpoint(self.output_dir / "best")
         self.model.load_state_dict(ckpt.model, strict=True)
         if isinstance(self.objective, nn.Module):
-            obj = {
-                k[len("objective/") :]: v
-                for k, v in ckpt.extra_tensors.items()
-                if k.startswith("objective/")
-            }
-            self.objective.load_state_dict(obj, strict=True)
+            self.objective.load_state_dict(strip_prefix(ckpt.extra_tensors, OBJECTIVE_PREFIX))
 
 
 __all__: Sequence[str] = ["Callback", "Trainer", "TrainResult", "as_objective_output"]
