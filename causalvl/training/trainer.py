@@ -579,7 +579,10 @@ class Trainer:
         if self.device.type == "cuda" and torch.cuda.is_initialized():
             cuda = torch.cuda.get_rng_state(self.device)
         get_model_rng = getattr(self.model, "rng_state", None)
-        model_rng = get_model_rng() if callable(get_model_rng) else None
+        has_model_rng = callable(get_model_rng) and callable(
+            getattr(self.model, "set_rng_state", None)
+        )
+        model_rng = get_model_rng() if has_model_rng else None  # type: ignore[misc]
         try:
             yield
         finally:
@@ -608,7 +611,8 @@ class Trainer:
 
     def _restore(self, state: TrainState, where: Path) -> None:
         """Load a :class:`TrainState` into the model, objective, optimizer, scaler and
-        generators; nothing is changed when a part does not fit."""
+        generators, and keep its counters as :attr:`state`. The RNG states are checked before
+        anything is loaded; a part that does not fit is a :class:`CheckpointError`."""
         assert self.optimizer is not None
         self._check_rng(state.rng, where)
         try:
