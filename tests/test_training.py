@@ -534,3 +534,344 @@ def test_intervention_lr_puts_intervention_parameters_in_their_own_group():
     assert [g["initial_lr"] for g in groups] == [1e-3, 1e-2]
     assert {id(p) for p in groups[1]["params"]} == {id(p) for p in vl.intervention_parameters()}
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in net.parameters()}
+
+
+# -- TrainState: the one thing a checkpoint holds and a resume restores ------------------------
+#: The fields of checkpoint.json's training state and the extra tensors, as written since
+#: format 1; a checkpoint with exactly these must keep resuming.
+FORMAT_1_STATE_KEYS = {
+    "epoch",
+    "step",
+    "history",
+    "best",
+    "bad_epochs",
+    "scheduler",
+    "world_size",
+    "config",
+    "scaler",
+}
+
+
+def _as_format_1(directory: Path) -> None:
+    """Rewrite the checkpoint in ``directory`` field by field as format 1 wrote it (the
+    training state built by hand, RNG states under their format-1 names only)."""
+    ck = load_checkpoint(directory)
+    s = ck.state
+    state = {
+        "epoch": s["epoch"],
+        "step": s["step"],
+        "history": s["history"],
+        "best": {
+            "metric": s["best"]["metric"],
+            "value": s["best"]["value"],
+            "epoch": s["best"]["epoch"],
+        },
+        "bad_epochs": s["bad_epochs"],
+        "scheduler": {"name": s["scheduler"]["name"], "factor": s["scheduler"]["factor"]},
+        "world_size": 1,
+        "config": s["config"],
+        "scaler": None,
+    }
+    extra = {
+        "rng/data": ck.extra_tensors["rng/data"],
+        "rng/torch_cpu/rank0": ck.extra_tensors["rng/torch_cpu/rank0"],
+    }
+    ckpt_mod._discard(directory)
+    ckpt_mod.save_checkpoint(
+        directory,
+        ckpt_mod.Checkpoint(
+            model=ck.model, optimizer=ck.optimizer, extra_tensors=extra, state=state
+        ),
+    )
+
+
+def test_format_1_checkpoint_resumes_bitwise(tmp_path):
+    data, val = Blobs(48, 0), Blobs(24, 1)
+    with torch.random.fork_rng():
+        torch.manual_seed(11)
+        full = make_net()
+        Trainer(
+            full,
+            data,
+            eval_data={"val": val},
+            config=_cfg(tmp_path / "full"),
+            objective=ce_objective,
+        ).fit()
+        torch.manual_seed(11)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(
+                make_net(),
+                data,
+                eval_data={"val": val},
+                config=_cfg(tmp_path / "cut"),
+                objective=ce_objective,
+                callbacks=[StopAfter(1)],
+            ).fit()
+        written = load_checkpoint(tmp_path / "cut" / "last")
+        # what this version writes keeps format 1's fields, so earlier versions read it too
+        assert set(written.state) == FORMAT_1_STATE_KEYS
+        assert {"rng/data", "rng/torch_cpu/rank0"} <= set(written.extra_tensors)
+        _as_format_1(tmp_path / "cut" / "last")
+        torch.manual_seed(999)
+        resumed = make_net(seed=5)
+        result = Trainer(
+            resumed,
+            data,
+            eval_data={"val": val},
+            config=_cfg(tmp_path / "cut"),
+            objective=ce_objective,
+        ).fit(resume=True)
+    assert result.epochs_completed == 4
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_train_state_checkpoint_roundtrip(tmp_path):
+    from causalvl.training.state import TrainState
+
+    net = make_net()
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    net(torch.randn(4, 8)).sum().backward()
+    opt.step()
+    state = TrainState(
+        epoch=2,
+        step=12,
+        history=[{"epoch": 1.0, "val/accuracy": 0.5}, {"epoch": 2.0, "val/accuracy": 0.75}],
+        best_value=0.75,
+        best_epoch=2,
+        bad_epochs=0,
+        lr_factor=0.5,
+        model=net.state_dict(),
+        objective={"w": torch.ones(3)},
+        optimizer=opt.state_dict(),
+        scaler={"scale": 1024.0, "_growth_tracker": 3},
+        rng={"data": torch.Generator().manual_seed(1).get_state()},
+        world_size=1,
+        config=TrainConfig(epochs=3, select_metric="val/accuracy").to_dict(),
+    )
+    ckpt_mod.save_checkpoint(tmp_path / "last", state.to_checkpoint())
+    back = TrainState.from_checkpoint(load_checkpoint(tmp_path / "last"), tmp_path, epochs=3)
+    for name in ("epoch", "step", "history", "best_value", "best_epoch", "bad_epochs"):
+        assert getattr(back, name) == getattr(state, name), name
+    assert back.lr_factor == 0.5 and back.scaler == state.scaler and back.config == state.config
+    assert all(torch.equal(back.model[k], v) for k, v in state.model.items())
+    assert torch.equal(back.objective["w"], torch.ones(3))
+    assert torch.equal(back.rng["data"], state.rng["data"])
+    assert back.optimizer["param_groups"] == state.optimizer["param_groups"]
+    counters = back.counters()
+    assert counters.model is None and counters.optimizer is None and counters.rng == {}
+    with pytest.raises(CheckpointError, match="epoch"):  # more epochs than the run has
+        TrainState.from_checkpoint(load_checkpoint(tmp_path / "last"), tmp_path, epochs=1)
+
+
+# -- model selection: the comparison and its delta ---------------------------------------------
+@pytest.mark.parametrize(
+    "mode, min_delta, value, best, better",
+    [
+        ("max", 0.0, 0.75, 0.5, True),
+        ("max", 0.0, 0.5, 0.75, False),
+        ("max", 0.0, 0.5, 0.5, False),  # a tie is no improvement
+        ("max", 0.25, 0.625, 0.5, False),  # better, but by less than min_delta
+        ("max", 0.25, 0.75, 0.5, False),  # better by exactly min_delta
+        ("max", 0.25, 0.875, 0.5, True),
+        ("max", 0.25, 0.375, 0.5, False),
+        ("min", 0.0, 0.25, 0.5, True),
+        ("min", 0.0, 0.75, 0.5, False),
+        ("min", 0.0, 0.5, 0.5, False),
+        ("min", 0.25, 0.375, 0.5, False),
+        ("min", 0.25, 0.25, 0.5, False),
+        ("min", 0.25, 0.125, 0.5, True),
+        ("min", 0.25, 0.625, 0.5, False),
+        ("max", 0.25, 0.0, None, True),  # the first value always counts
+        ("min", 0.0, 5.0, float("nan"), True),
+        ("max", 0.0, float("nan"), 0.5, False),
+        ("max", 0.0, float("nan"), None, False),
+    ],
+)
+def test_is_better_follows_mode_and_min_delta(mode, min_delta, value, best, better):
+    trainer = Trainer(
+        make_net(),
+        Blobs(8),
+        config=TrainConfig(select_metric="val/loss", select_mode=mode, min_delta=min_delta),
+        objective=ce_objective,
+    )
+    assert trainer._is_better(value, best) is better
+
+
+def test_selection_in_min_mode_keeps_the_lowest_loss_epoch(tmp_path):
+    cfg = TrainConfig(
+        epochs=4,
+        batch_size=8,
+        lr=0.05,
+        seed=1,
+        output_dir=str(tmp_path),
+        select_metric="val/loss",
+        select_mode="min",
+    )
+    result = Trainer(
+        make_net(), Blobs(24), eval_data={"val": Blobs(12, 1)}, config=cfg, objective=ce_objective
+    ).fit()
+    losses = [h["val/loss"] for h in result.history]
+    assert result.best_epoch == 1 + losses.index(min(losses))
+    assert result.best_value == min(losses)
+    assert load_checkpoint(tmp_path / "best").state["epoch"] == result.best_epoch
+
+
+# -- optimizer stages with a user objective -----------------------------------------------------
+def _gge_iter():
+    from causalvl.interventions.ensembles import set_bias_prior
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = causalvl.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
+    vl = causalvl.intervene(net, causalvl.GGEConfig(hidden=(8,)))
+    set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
+    return vl
+
+
+def _gge_batches():
+    out = []
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        out.append(
+            {
+                "pixel_values": torch.rand(6, 3, 8, 8, generator=g),
+                "input_ids": torch.randint(1, 20, (6, 5), generator=g),
+                "question_type": torch.randint(0, 3, (6,), generator=g),
+                "labels": torch.randint(0, 5, (6,), generator=g),
+            }
+        )
+    return torch.utils.data.DataLoader(out, batch_size=None)
+
+
+def test_user_objective_with_stage_keeps_the_optimizer_stages():
+    cfg = TrainConfig(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0)
+    default = _gge_iter()
+    Trainer(default, _gge_batches(), config=cfg).fit()
+    stages_seen = []
+
+    def objective(model, batch, stage=None):
+        stages_seen.append(stage)
+        return model.objective(model(batch), batch, stage=stage)
+
+    mine = _gge_iter()
+    Trainer(mine, _gge_batches(), config=cfg, objective=objective).fit()
+    assert stages_seen == [0, 1] * 3
+    for (name, a), (_, b) in zip(default.state_dict().items(), mine.state_dict().items()):
+        assert torch.equal(a, b), name
+
+    class KwargsObjective(nn.Module):  # an nn.Module objective taking **kwargs works too
+        def forward(self, model, batch, **kwargs):
+            return model.objective(model(batch), batch, stage=kwargs.get("stage"))
+
+    third = _gge_iter()
+    Trainer(third, _gge_batches(), config=cfg, objective=KwargsObjective()).fit()
+    assert torch.equal(third.base_model.classifier.weight, default.base_model.classifier.weight)
+
+
+def test_user_objective_without_stage_is_rejected_for_a_staged_model():
+    calls = []
+
+    def objective(model, batch):
+        calls.append(1)
+        return model.objective(model(batch), batch)
+
+    trainer = Trainer(
+        _gge_iter(), _gge_batches(), config=TrainConfig(epochs=1), objective=objective
+    )
+    with pytest.raises(ConfigError, match="2 optimizer stages") as info:
+        trainer.fit()
+    assert "def objective(model, batch, stage=None)" in str(info.value)
+    assert "stage=stage" in str(info.value)
+    assert calls == []  # rejected before any step
+    # a model with one stage takes any objective
+    plain = causalvl.intervene(make_net_vqa(), causalvl.IdentityConfig())
+    Trainer(plain, _gge_batches(), config=TrainConfig(epochs=1), objective=objective).fit()
+    assert len(calls) == 3
+
+
+# -- evaluation, logging and display never touch training's random state -----------------------
+def noisy_objective(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Draws from the global RNG at every call, in training and in evaluation."""
+    x = batch["x"] + 0.1 * torch.randn_like(batch["x"])
+    return F.cross_entropy(model(x), batch["labels"])
+
+
+def test_evaluation_logging_and_bars_do_not_change_trained_weights(caplog):
+    caplog.set_level("INFO", logger="causalvl.training")
+
+    def weights(**kw):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = make_net()
+            Trainer(
+                net,
+                Blobs(24),
+                config=TrainConfig(
+                    **{"epochs": 3, "batch_size": 8, "seed": 2, **kw.pop("config", {})}
+                ),
+                objective=noisy_objective,
+                **kw,
+            ).fit()
+        return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+    quiet = weights()
+    busy = weights(
+        eval_data={"a": Blobs(8, 1), "b": Blobs(8, 2)},
+        config={"progress": True, "log_every": 1, "select_metric": "a/loss"},
+    )
+    assert torch.equal(quiet, busy)
+    assert not torch.equal(quiet, weights(config={"seed": 5}))  # not vacuous
+
+
+def test_evaluation_does_not_draw_from_the_wrappers_generator():
+    class VQAData(Dataset):
+        def __init__(self, n, seed):
+            g = torch.Generator().manual_seed(seed)
+            self.px = torch.rand(n, 3, 8, 8, generator=g)
+            self.ids = torch.randint(1, 20, (n, 5), generator=g)
+            self.labels = torch.randint(0, 4, (n,), generator=g)
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return {"pixel_values": self.px[i], "input_ids": self.ids[i], "labels": self.labels[i]}
+
+    def weights(eval_data):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+        cfg = causalvl.PriorSubtractionConfig(mode="noise", train_on="debiased", alpha=1.0)
+        vl = causalvl.intervene(net, cfg, seed=7)
+        Trainer(
+            vl, VQAData(16, 0), eval_data=eval_data, config=TrainConfig(epochs=2, batch_size=8)
+        ).fit()
+        return torch.cat([p.detach().flatten() for p in vl.parameters()])
+
+    assert torch.equal(weights(None), weights({"val": VQAData(8, 1)}))
+
+
+def test_user_objective_gets_the_epoch_schedule():
+    from causalvl.interventions.ensembles import set_bias_prior
+
+    def wrapped():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            net = make_net_vqa()
+        cfg = causalvl.GGEConfig(
+            loss="decompose", variant="together", weight_schedule="sin", hidden=(8,)
+        )
+        vl = causalvl.intervene(net, cfg)
+        set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
+        return vl
+
+    def objective(model, batch):  # one stage: no stage argument needed
+        return model.objective(model(batch), batch)
+
+    cfg = TrainConfig(epochs=2, lr=0.1, optimizer="sgd")
+    default, mine = wrapped(), wrapped()
+    Trainer(default, _gge_batches(), config=cfg).fit()
+    Trainer(mine, _gge_batches(), config=cfg, objective=objective).fit()
+    for (name, a), (_, b) in zip(default.state_dict().items(), mine.state_dict().items()):
+        assert torch.equal(a, b), name

@@ -196,8 +196,10 @@ class Checkpoint:
         model: the model's ``state_dict`` (CPU tensors).
         optimizer: the optimizer's ``state_dict`` (or ``None``).
         extra_tensors: other named tensors: RNG states (``rng/torch_cpu``,
-            ``rng/torch_cuda/<i>``, ``rng/data``, per-rank states ``rng/torch_cpu/rank<r>``),
-            objective parameters (``objective/<name>``).
+            ``rng/torch_cuda/<i>``, ``rng/data`` and ``rng/loader`` (the trainer's sampler and
+            DataLoader generators), per-rank states ``rng/torch_cpu/rank<r>``), objective
+            parameters (``objective/<name>``). :class:`~causalvl.training.state.TrainState`
+            builds and reads them.
         state: JSON-ready training state: ``epoch`` (epochs completed), ``step`` (global
             steps taken), scheduler / scaler state, metrics history, best-so-far, config.
     """

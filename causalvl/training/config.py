@@ -30,8 +30,6 @@ BAN_WARMUP: tuple[float, float, int] = (0.5, 2.0, 7)
 Schedule = Literal["constant", "warmup_cosine", "step", "ban"]
 OptimizerName = Literal["adam", "adamw", "adamax", "sgd"]
 
-_METRIC_SUFFIXES = ("accuracy", "worst_group_accuracy", "loss")
-
 
 @dataclasses.dataclass(kw_only=True)
 class TrainConfig(Config):

@@ -22,18 +22,21 @@ does not depend on what ran before). Global RNGs are never reseeded; dropout dra
 global torch RNG, whose state (CPU and CUDA, per rank) is saved in every checkpoint and restored
 by ``fit(resume=True)`` so that a resumed run ends with bitwise the same weights (on CPU) as an
 uninterrupted one. Seed the global RNG yourself before building the model if two fresh runs
-must agree.
+must agree. Evaluation runs with every generator training draws from put back afterwards, so
+evaluation splits, progress bars and logging never change the trained weights.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import inspect
 import json
 import logging
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,17 +59,16 @@ from ..outputs import ObjectiveOutput
 from ..progress import progress_bar
 from . import distributed as _dist
 from .checkpoint import (
-    Checkpoint,
     check_rng_states,
     checkpoint_exists,
     checkpoint_traces,
     load_checkpoint,
     save_checkpoint,
-    validate_train_state,
 )
 from .config import TrainConfig, check_select_metric
 from .samplers import balanced_weights
 from .schedules import lr_factor
+from .state import OBJECTIVE_PREFIX, RNG_PREFIX, TrainState, is_improvement, strip_prefix
 
 logger = logging.getLogger("causalvl.training")
 
@@ -163,6 +165,21 @@ def _intervened_objective(
     return model.objective(model(batch), batch, stage=stage)  # type: ignore[operator]
 
 
+def accepts_stage(objective: Callable[..., Any]) -> bool:
+    """Whether ``objective`` can be called with a ``stage=`` keyword (a ``stage`` parameter
+    or ``**kwargs``; for an ``nn.Module``, its ``forward``)."""
+    target = objective.forward if isinstance(objective, nn.Module) else objective
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # builtins and other callables without a signature
+        return False
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD or (p.name == "stage" and p.kind in keyword)
+        for p in params
+    )
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
 
@@ -188,7 +205,7 @@ class _LossModule(nn.Module):
         if stage is None:
             out = self._objective(self.model, batch)
         else:
-            out = self._objective(self.model, batch, stage)  # type: ignore[call-arg]
+            out = self._objective(self.model, batch, stage=stage)  # type: ignore[call-arg]
         out = as_objective_output(out)
         return out.loss, dict(out.parts)
 
@@ -208,6 +225,9 @@ class Trainer:
         objective: ``objective(model, batch) -> ObjectiveOutput | Tensor``. If it is an
             ``nn.Module`` its parameters are trained and checkpointed too; if it has
             ``set_progress(step, total_steps)``, that is called before every step (curricula).
+            For a model with several optimizer stages it must also take ``stage=``:
+            ``def objective(model, batch, stage=None): return model.objective(model(batch),
+            batch, stage=stage)``.
         callbacks: :class:`Callback` instances.
         predict: ``predict(model, batch) -> logits`` for evaluation (default
             :func:`default_predict`, or ``objective.predict`` when the objective has one).
@@ -218,6 +238,12 @@ class Trainer:
     logits without labels), ``"<split>/worst_group_accuracy"`` when batches carry ``group``,
     and ``"<split>/loss"``. Under torchrun every rank evaluates the full splits (so early
     stopping agrees); only rank 0 logs and writes files.
+
+    ``trainer.state`` is the run's :class:`~causalvl.training.state.TrainState` (epochs
+    completed, steps, history, best-so-far): what every checkpoint holds and what
+    ``fit(resume=True)`` restores. A model with several optimizer stages
+    (``vl.stages()``, GGE-iter) takes one optimizer step per stage and batch; a custom
+    ``objective`` is then called as ``objective(model, batch, stage=i)`` and must accept it.
     """
 
     def __init__(
@@ -293,8 +319,7 @@ class Trainer:
             self.eval_data = {"eval": eval_data}
         self.should_stop = False
         self.epoch = 0
-        self.global_step = 0
-        self.history: list[dict[str, float]] = []
+        self.state = TrainState()
         self.device = torch.device("cpu")
         self.dist = _dist.DistInfo()
         self._data_gen = torch.Generator()
@@ -302,6 +327,29 @@ class Trainer:
         self._eval_gen = torch.Generator()
         self._balance_weights: torch.Tensor | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self._loss_module: nn.Module | None = None
+        self._params: list[nn.Parameter] = []
+        self._stages: list[int | None] = [None]
+        self._total_steps = 0
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken so far (batches; GGE-iter's stages count once)."""
+        return self.state.step
+
+    @global_step.setter
+    def global_step(self, value: int) -> None:
+        self.state.step = int(value)
+
+    @property
+    def history(self) -> list[dict[str, float]]:
+        """One metrics row per completed epoch (see :class:`TrainResult`)."""
+        return self.state.history
+
+    @history.setter
+    def history(self, value: list[dict[str, float]]) -> None:
+        self.state.history = list(value)
 
     # -- setup ----------------------------------------------------------------------------
     def _resolve_device(self) -> torch.device:
@@ -401,7 +449,8 @@ class Trainer:
     def _check_eval_splits(self) -> None:
         has_group: dict[str, bool] = {}
         for name, data in self.eval_data.items():
-            batch = next(iter(self._eval_loader(data)), None)
+            with self._isolated_rng():  # a dataset that draws must not shift training
+                batch = next(iter(self._eval_loader(data)), None)
             if batch is None:
                 raise ConfigError(f"eval split {name!r} is empty; drop it or pass data.")
             has_group[name] = isinstance(batch, Mapping) and "group" in batch
@@ -462,76 +511,165 @@ class Trainer:
         return Path(self.config.output_dir) if self.config.output_dir is not None else None
 
     def _rng_tensors(self) -> dict[str, torch.Tensor]:
-        out = {"rng/data": self._data_gen.get_state()}
+        """Every generator training draws from, by :attr:`TrainState.rng` name (a collective
+        under torchrun: every rank must call it)."""
+        out = {"data": self._data_gen.get_state(), "loader": self._loader_gen.get_state()}
         cpu = torch.get_rng_state()
         for r, state in enumerate(_dist.gather_tensor(self.dist, cpu)):
-            out[f"rng/torch_cpu/rank{r}"] = state
+            out[f"torch_cpu/rank{r}"] = state
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
                 gathered = _dist.gather_tensor(self.dist, state)
                 for r, s in enumerate(gathered):
-                    out[f"rng/torch_cuda/{i}/rank{r}"] = s
+                    out[f"torch_cuda/{i}/rank{r}"] = s
         # the model's own generators (IntervenedModel: shuffle / noise counterfactual inputs)
         model_rng = getattr(self.model, "rng_state", None)
         if callable(model_rng):
             for k, v in model_rng().items():
-                out[f"rng/model/{k}"] = v
+                out[f"model/{k}"] = v
         return out
 
-    def _check_rng(self, tensors: Mapping[str, torch.Tensor], where: Any) -> None:
-        live = {"rng/data": self._data_gen.get_state()}
-        live.update({k: torch.get_rng_state() for k in tensors if k.startswith("rng/torch_cpu/")})
+    def _check_rng(self, rng: Mapping[str, torch.Tensor], where: Any) -> None:
+        live = {"data": self._data_gen.get_state(), "loader": self._loader_gen.get_state()}
+        live.update({k: torch.get_rng_state() for k in rng if k.startswith("torch_cpu/")})
         model_rng = getattr(self.model, "rng_state", None)
         if callable(model_rng):
-            live.update({f"rng/model/{k}": v for k, v in model_rng().items()})
-        check_rng_states(tensors, live, where)
+            live.update({f"model/{k}": v for k, v in model_rng().items()})
+        check_rng_states(
+            {RNG_PREFIX + k: v for k, v in rng.items()},
+            {RNG_PREFIX + k: v for k, v in live.items()},
+            where,
+        )
 
-    def _restore_rng(self, tensors: Mapping[str, torch.Tensor]) -> None:
+    def _restore_rng(self, rng: Mapping[str, torch.Tensor]) -> None:
         if callable(getattr(self.model, "set_rng_state", None)):
-            n = len("rng/model/")
-            mine = {k[n:]: v for k, v in tensors.items() if k.startswith("rng/model/")}
+            n = len("model/")
+            mine = {k[n:]: v for k, v in rng.items() if k.startswith("model/")}
             self.model.set_rng_state(mine)  # type: ignore[operator]
         rank = self.dist.rank
-        key = f"rng/torch_cpu/rank{rank}"
-        if key not in tensors:
-            key = "rng/torch_cpu/rank0"
+        key = f"torch_cpu/rank{rank}"
+        if key not in rng:
+            key = "torch_cpu/rank0"
             if self.dist.enabled:
                 warnings.warn(
                     f"the checkpoint has no RNG state for rank {rank} (saved with fewer "
                     "processes); using rank 0's, so dropout will not resume exactly.",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=6,
                 )
-        if key in tensors:
-            torch.set_rng_state(tensors[key])
-        if "rng/data" in tensors:
-            self._data_gen.set_state(tensors["rng/data"])
+        if key in rng:
+            torch.set_rng_state(rng[key])
+        if "data" in rng:
+            self._data_gen.set_state(rng["data"])
+        if "loader" in rng:  # absent from checkpoints of earlier versions (reseeded per epoch)
+            self._loader_gen.set_state(rng["loader"])
         if torch.cuda.is_available():
             for i in range(torch.cuda.device_count()):
-                k = f"rng/torch_cuda/{i}/rank{rank}"
-                if k in tensors:
-                    torch.cuda.set_rng_state(tensors[k], i)
+                k = f"torch_cuda/{i}/rank{rank}"
+                if k in rng:
+                    torch.cuda.set_rng_state(rng[k], i)
 
-    def _save(
-        self, name: str, optimizer: torch.optim.Optimizer, state: dict[str, Any], scaler: Any
-    ) -> None:
-        extra = self._rng_tensors()  # collective under torchrun: every rank takes part
-        if not self.dist.is_main or self.output_dir is None:
-            return
-        if isinstance(self.objective, nn.Module):
-            for k, v in self.objective.state_dict().items():
-                extra[f"objective/{k}"] = v
-        full_state = dict(state)
-        full_state["scaler"] = scaler.state_dict() if scaler is not None else None
-        save_checkpoint(
-            self.output_dir / name,
-            Checkpoint(
-                model=self.model.state_dict(),
-                optimizer=optimizer.state_dict(),
-                extra_tensors=extra,
-                state=full_state,
-            ),
+    @contextlib.contextmanager
+    def _isolated_rng(self) -> Iterator[None]:
+        """Run the block without touching training's random state: the global CPU (and this
+        device's CUDA) generator and the model's own generators are put back afterwards, so
+        evaluation, logging and display cannot change what training draws next."""
+        cpu = torch.get_rng_state()
+        cuda = None
+        if self.device.type == "cuda" and torch.cuda.is_initialized():
+            cuda = torch.cuda.get_rng_state(self.device)
+        get_model_rng = getattr(self.model, "rng_state", None)
+        has_model_rng = callable(get_model_rng) and callable(
+            getattr(self.model, "set_rng_state", None)
         )
+        model_rng = get_model_rng() if has_model_rng else None  # type: ignore[misc]
+        try:
+            yield
+        finally:
+            torch.set_rng_state(cpu)
+            if cuda is not None:
+                torch.cuda.set_rng_state(cuda, self.device)
+            if model_rng is not None:
+                self.model.set_rng_state(model_rng)  # type: ignore[operator]
+
+    def _snapshot(self) -> TrainState:
+        """The current :class:`TrainState` with the weights, optimizer, scaler and RNG states
+        (a collective under torchrun: every rank must call it)."""
+        assert self.optimizer is not None
+        rng = self._rng_tensors()
+        objective = {}
+        if isinstance(self.objective, nn.Module):
+            objective = dict(self.objective.state_dict())
+        return dataclasses.replace(
+            self.state,
+            model=self.model.state_dict(),
+            objective=objective,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else None,
+            rng=rng,
+        )
+
+    def _restore(self, state: TrainState, where: Path) -> None:
+        """Load a :class:`TrainState` into the model, objective, optimizer, scaler and
+        generators, and keep its counters as :attr:`state`. The RNG states are checked before
+        anything is loaded; a part that does not fit is a :class:`CheckpointError`."""
+        assert self.optimizer is not None
+        self._check_rng(state.rng, where)
+        try:
+            self.model.load_state_dict(state.model or {}, strict=True)
+            if isinstance(self.objective, nn.Module):
+                self.objective.load_state_dict(state.objective, strict=True)
+            if state.optimizer is not None:
+                self.optimizer.load_state_dict(state.optimizer)
+            if self.scaler is not None and state.scaler:
+                self.scaler.load_state_dict(state.scaler)
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"the checkpoint in {str(where)!r} does not match this model / optimizer "
+                f"({exc}); resume with the same model and TrainConfig."
+            ) from exc
+        self._restore_rng(state.rng)
+        self.state = dataclasses.replace(
+            state.counters(), world_size=self.dist.world_size, config=self.config.to_dict()
+        )
+
+    def _resume(self) -> int | None:
+        """Restore ``<output_dir>/last``; returns the epochs it had completed (``None`` when
+        there is no checkpoint: training starts from scratch with a warning)."""
+        last = self.output_dir / "last"  # type: ignore[operator]
+        if not checkpoint_exists(last):
+            # metrics.jsonl is written only after last/ was: a run that wrote it had one
+            traces = checkpoint_traces(last, evidence=[last.parent / "metrics.jsonl"])
+            if traces:
+                raise CheckpointError(
+                    f"fit(resume=True): a checkpoint was written to {str(last)!r} but none "
+                    f"is complete now ({'; '.join(traces)}). Restore it from a copy, or "
+                    "call fit(resume=False) to train from scratch."
+                )
+            warnings.warn(
+                f"fit(resume=True): no checkpoint in {str(last)!r}; starting from scratch.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return None
+        state = TrainState.from_checkpoint(load_checkpoint(last), last, epochs=self.config.epochs)
+        self._restore(state, last)
+        if self.dist.is_main:
+            logger.info("resumed from %s after epoch %d", last, state.epoch)
+        return state.epoch
+
+    def _checkpoint(self, *, improved: bool) -> None:
+        """Write ``last/`` (and ``best/`` when the epoch improved) and ``metrics.jsonl``."""
+        if self.output_dir is None:
+            return
+        snapshot = self._snapshot()  # every rank takes part in gathering the RNG states
+        if self.dist.is_main:
+            checkpoint = snapshot.to_checkpoint()
+            if improved and self.config.save_best:
+                save_checkpoint(self.output_dir / "best", checkpoint)
+            save_checkpoint(self.output_dir / "last", checkpoint)
+            self._write_metrics()
+        _dist.barrier(self.dist)
 
     def _write_run_files(self, *, resumed_from: int | None) -> None:
         if not self.dist.is_main or self.output_dir is None:
@@ -612,11 +750,9 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _is_better(self, value: float, best: float | None) -> bool:
-        if best is None or math.isnan(best):
-            return not math.isnan(value)
-        if self.config.select_mode == "max":
-            return value > best + self.config.min_delta
-        return value < best - self.config.min_delta
+        return is_improvement(
+            value, best, mode=self.config.select_mode, min_delta=self.config.min_delta
+        )
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train for ``config.epochs`` epochs (fewer with early stopping).
@@ -650,8 +786,30 @@ class Trainer:
             _dist.teardown(self.dist)
 
     def _fit(self, resume: bool) -> TrainResult:
-        from ..model import IntervenedModel
+        cfg = self.config
+        self._setup()
+        self.state = TrainState(world_size=self.dist.world_size, config=cfg.to_dict())
+        resumed_from = self._resume() if resume else None
+        self._write_run_files(resumed_from=resumed_from)
+        self.should_stop = False
+        # a run that had already stopped early stays stopped when resumed
+        stopped_early = self.state.patience_exhausted(cfg.patience)
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        for epoch in range(self.state.epoch, cfg.epochs):
+            if stopped_early or self.should_stop:
+                break
+            train_metrics = self._train_epoch(epoch)
+            if self._end_epoch(epoch, train_metrics):
+                stopped_early = True
+            elif self.should_stop:
+                stopped_early = epoch + 1 < cfg.epochs
+        return self._finish(stopped_early=stopped_early)
 
+    # -- the steps of fit -------------------------------------------------------------------
+    def _setup(self) -> None:
+        """Device, optimizer, GradScaler, the (DDP-wrapped) loss module and the optimizer
+        stages; every setting is checked here, before the first step."""
         cfg = self.config
         self.device = self._resolve_device()
         if cfg.amp and self.device.type != "cuda":
@@ -659,255 +817,231 @@ class Trainer:
                 f"TrainConfig.amp=True has no effect on device {self.device} (mixed precision "
                 "runs on CUDA only); training in full precision.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         self.model.to(self.device)
         if isinstance(self.objective, nn.Module):
             self.objective.to(self.device)
         self._check_eval_splits()
-        steps_per_epoch = self._steps_per_epoch()
-        total_steps = steps_per_epoch * cfg.epochs
-        optimizer = self._build_optimizer(self._trainable())
-        self.optimizer = optimizer
-        scaler = None
+        self._stages = self._optimizer_stages()
+        self._total_steps = self._steps_per_epoch() * cfg.epochs
+        self._params = self._trainable()
+        self.optimizer = self._build_optimizer(self._params)
+        self.scaler = None
         if cfg.amp and self.device.type == "cuda" and cfg.amp_dtype == "float16":
-            scaler = torch.amp.GradScaler("cuda")
+            self.scaler = torch.amp.GradScaler("cuda")
+        self._loss_module = self._wrap_loss_module()
+
+    def _wrap_loss_module(self) -> nn.Module:
+        from ..model import IntervenedModel
+
         loss_module: nn.Module = _LossModule(self.model, self.objective)
-        if self.dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel
+        if not self.dist.enabled:
+            return loss_module
+        from torch.nn.parallel import DistributedDataParallel
 
-            unused = cfg.find_unused_parameters
-            if unused is None:
-                unused = isinstance(self.model, IntervenedModel)
-            loss_module = DistributedDataParallel(
-                loss_module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=unused,
+        unused = self.config.find_unused_parameters
+        if unused is None:
+            unused = isinstance(self.model, IntervenedModel)
+        if isinstance(self.train_data, DataLoader) and not isinstance(
+            getattr(self.train_data, "sampler", None), DistributedSampler
+        ):
+            warnings.warn(
+                "train_data is a DataLoader without a DistributedSampler: every rank will "
+                "see the same batches. Pass the Dataset and let the Trainer shard it.",
+                UserWarning,
+                stacklevel=5,
             )
-            if isinstance(self.train_data, DataLoader) and not isinstance(
-                getattr(self.train_data, "sampler", None), DistributedSampler
-            ):
-                warnings.warn(
-                    "train_data is a DataLoader without a DistributedSampler: every rank will "
-                    "see the same batches. Pass the Dataset and let the Trainer shard it.",
-                    UserWarning,
-                    stacklevel=3,
-                )
+        return DistributedDataParallel(
+            loss_module,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
 
-        # -- resume -----------------------------------------------------------------------
-        start_epoch = 0
-        best_value: float | None = None
-        best_epoch: int | None = None
-        bad_epochs = 0
-        resumed_from = None
-        self.history = []
-        self.global_step = 0
-        if resume:
-            last = self.output_dir / "last"  # type: ignore[operator]
-            if not checkpoint_exists(last):
-                # metrics.jsonl is written only after last/ was: a run that wrote it had one
-                traces = checkpoint_traces(last, evidence=[last.parent / "metrics.jsonl"])
-                if traces:
-                    raise CheckpointError(
-                        f"fit(resume=True): a checkpoint was written to {str(last)!r} but none "
-                        f"is complete now ({'; '.join(traces)}). Restore it from a copy, or "
-                        "call fit(resume=False) to train from scratch."
-                    )
-                warnings.warn(
-                    f"fit(resume=True): no checkpoint in {str(last)!r}; starting from scratch.",
-                    UserWarning,
-                    stacklevel=3,
-                )
-            else:
-                ckpt = load_checkpoint(last)
-                state = validate_train_state(ckpt.state, last, epochs=cfg.epochs)
-                self._check_rng(ckpt.extra_tensors, last)
-                try:
-                    self.model.load_state_dict(ckpt.model, strict=True)
-                    if isinstance(self.objective, nn.Module):
-                        obj = {
-                            k[len("objective/") :]: v
-                            for k, v in ckpt.extra_tensors.items()
-                            if k.startswith("objective/")
-                        }
-                        self.objective.load_state_dict(obj, strict=True)
-                    if ckpt.optimizer is not None:
-                        optimizer.load_state_dict(ckpt.optimizer)
-                    if scaler is not None and state.get("scaler"):
-                        scaler.load_state_dict(state["scaler"])
-                except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-                    raise CheckpointError(
-                        f"the checkpoint in {str(last)!r} does not match this model / optimizer "
-                        f"({exc}); resume with the same model and TrainConfig."
-                    ) from exc
-                start_epoch = int(state["epoch"])
-                self.global_step = int(state["step"])
-                self.history = [dict(h) for h in state.get("history", [])]
-                best = state.get("best") or {}
-                best_value, best_epoch = best.get("value"), best.get("epoch")
-                bad_epochs = int(state.get("bad_epochs", 0))
-                self._restore_rng(ckpt.extra_tensors)
-                resumed_from = start_epoch
-                if self.dist.is_main:
-                    logger.info("resumed from %s after epoch %d", last, start_epoch)
-        self._write_run_files(resumed_from=resumed_from)
+    def _optimizer_stages(self) -> list[int | None]:
+        """``[None]`` (one optimizer step per batch on the whole objective), or one index per
+        optimizer stage of an IntervenedModel that declares several (GGE-iter)."""
+        from ..model import IntervenedModel
 
-        self.should_stop = False
-        # a run that had already stopped early stays stopped when resumed
-        stopped_early = cfg.patience is not None and bad_epochs >= cfg.patience
+        if not isinstance(self.model, IntervenedModel):
+            return [None]
+        stages = self.model.stages()
+        if len(stages) <= 1:
+            return [None]
+        if self.objective is not _intervened_objective and not accepts_stage(self.objective):
+            name = getattr(self.objective, "__qualname__", type(self.objective).__name__)
+            raise ConfigError(
+                f"the model trains in {len(stages)} optimizer stages per batch {stages} (one "
+                f"forward pass and optimizer step each, objective(model, batch, stage=i)), but "
+                f"the objective {name} takes no 'stage' argument, so the stages would be lost. "
+                "Accept it and pass it on, e.g.\n"
+                "    def objective(model, batch, stage=None):\n"
+                "        return model.objective(model(batch), batch, stage=stage)"
+            )
+        if self.dist.is_main:
+            logger.info("%d optimizer steps per batch: %s", len(stages), stages)
+        return list(range(len(stages)))
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training data; returns ``"train/<part>"`` means over its steps."""
+        from ..model import IntervenedModel
+
+        cfg = self.config
+        self.epoch = epoch
+        if isinstance(self.model, IntervenedModel):  # epoch-scheduled losses (GGE-Decompose)
+            self.model.set_epoch(epoch, cfg.epochs)
         for cb in self.callbacks:
-            cb.on_train_begin(self)
-        set_progress = getattr(self.objective, "set_progress", None)
-        params = self._trainable()
-        stages: list[int | None] = [None]
-        if self.objective is _intervened_objective:
-            n_stages = len(self.model.stages())  # type: ignore[operator]
-            if n_stages > 1:
-                stages = list(range(n_stages))
-                if self.dist.is_main:
-                    logger.info("%d optimizer steps per batch: %s", n_stages, self.model.stages())  # type: ignore[operator]
-        for epoch in range(start_epoch, cfg.epochs):
-            if self.should_stop or stopped_early:
-                break
-            self.epoch = epoch
-            if self.objective is _intervened_objective:  # epoch-scheduled losses (GGE-Decompose)
-                self.model.set_epoch(epoch, cfg.epochs)  # type: ignore[operator]
-            for cb in self.callbacks:
-                cb.on_epoch_begin(self, epoch)
-            self.model.train()
-            if isinstance(self.objective, nn.Module):
-                self.objective.train()
-            sums: dict[str, torch.Tensor] = {}
-            steps = 0
-            loader = self._train_loader(epoch)
-            bar = progress_bar(
-                loader, enabled=cfg.progress and self.dist.is_main, desc=self._bar_label(epoch)
-            )
-            factor = 1.0
-            for batch in bar:
-                batch = to_device(batch, self.device)
-                factor = lr_factor(cfg, epoch=epoch, step=self.global_step, total_steps=total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * factor
-                if callable(set_progress):
-                    set_progress(self.global_step, total_steps)
-                loss = torch.zeros((), device=self.device)
-                parts: dict[str, torch.Tensor] = {}
-                # several stages (GGE-iter): one forward pass and optimizer step each, the
-                # gradients of earlier stages kept, as in the published recipe
-                for stage in stages:
-                    with self._autocast():
-                        stage_loss, parts = loss_module(batch, stage)
-                    if not torch.isfinite(stage_loss.detach()):
-                        raise InputError(
-                            f"the training loss is {float(stage_loss)} at epoch {epoch + 1}, step "
-                            f"{self.global_step + 1}; lower TrainConfig.lr or set grad_clip."
-                        )
-                    if scaler is not None:
-                        scaler.scale(stage_loss).backward()
-                        scaler.unscale_(optimizer)
-                    else:
-                        stage_loss.backward()
-                    if cfg.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    if scaler is not None:
-                        scaler.step(optimizer)
-                        scaler.update()
-                    else:
-                        optimizer.step()
-                    loss = loss + stage_loss.detach().float()
-                optimizer.zero_grad(set_to_none=True)
-                self.global_step += 1
-                steps += 1
-                record = {"loss": loss.detach().float(), **{k: v.float() for k, v in parts.items()}}
-                for k, v in record.items():  # no zeros tensor per key and step: add in place
-                    if k in sums:
-                        sums[k].add_(v)
-                    else:
-                        sums[k] = v.detach().clone()
-                if cfg.progress and self.dist.is_main and hasattr(bar, "set_postfix"):
-                    bar.set_postfix(loss=f"{float(record['loss']):.4f}", refresh=False)
-                if cfg.log_every and self.global_step % cfg.log_every == 0 and self.dist.is_main:
-                    logger.info(
-                        "epoch %d step %d: loss %.4f", epoch + 1, self.global_step, float(loss)
-                    )
-                for cb in self.callbacks:
-                    cb.on_step_end(self, self.global_step, parts)
-            if steps == 0:
-                raise ConfigError(
-                    "an epoch had no training batches (drop_last=True with fewer examples than "
-                    "batch_size?); lower batch_size or set drop_last=False."
-                )
-            train_metrics = self._reduce_means(sums, steps)
-            metrics = {f"train/{k}": v for k, v in train_metrics.items()}
-            metrics.update(self.evaluate())
-            row = {"epoch": float(epoch + 1), "lr": cfg.lr * factor, **metrics}
-            self.history.append(row)
-            improved = False
-            if cfg.select_metric is not None:
-                value = metrics.get(cfg.select_metric)
-                if value is None:
-                    raise ConfigError(
-                        f"TrainConfig.select_metric = {cfg.select_metric!r} was not produced "
-                        f"by evaluation; available: {sorted(metrics)}."
-                    )
-                if self._is_better(value, best_value):
-                    best_value, best_epoch, bad_epochs, improved = value, epoch + 1, 0, True
+            cb.on_epoch_begin(self, epoch)
+        self.model.train()
+        if isinstance(self.objective, nn.Module):
+            self.objective.train()
+        sums: dict[str, torch.Tensor] = {}
+        steps = 0
+        show = cfg.progress and self.dist.is_main
+        bar = progress_bar(self._train_loader(epoch), enabled=show, desc=self._bar_label(epoch))
+        for batch in bar:
+            record, parts = self._train_batch(to_device(batch, self.device), epoch)
+            steps += 1
+            for k, v in record.items():  # no zeros tensor per key and step: add in place
+                if k in sums:
+                    sums[k].add_(v)
                 else:
-                    bad_epochs += 1
-            if self.dist.is_main:
+                    sums[k] = v.detach().clone()
+            if show and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{float(record['loss']):.4f}", refresh=False)
+            if cfg.log_every and self.global_step % cfg.log_every == 0 and self.dist.is_main:
                 logger.info(
-                    "epoch %d/%d: %s",
+                    "epoch %d step %d: loss %.4f",
                     epoch + 1,
-                    cfg.epochs,
-                    ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+                    self.global_step,
+                    float(record["loss"]),
                 )
-            if cfg.patience is not None and bad_epochs >= cfg.patience:
-                stopped_early = True
-            state = {
-                "epoch": epoch + 1,
-                "step": self.global_step,
-                "history": self.history,
-                "best": {"metric": cfg.select_metric, "value": best_value, "epoch": best_epoch},
-                "bad_epochs": bad_epochs,
-                "scheduler": {"name": cfg.schedule, "factor": factor},
-                "world_size": self.dist.world_size,
-                "config": cfg.to_dict(),
-            }
-            if self.output_dir is not None:
-                if improved and cfg.save_best:
-                    self._save("best", optimizer, state, scaler)
-                self._save("last", optimizer, state, scaler)
-                self._write_metrics()
-                _dist.barrier(self.dist)
             for cb in self.callbacks:
-                cb.on_epoch_end(self, epoch, metrics)
-            if stopped_early:
-                if self.dist.is_main:
-                    logger.info(
-                        "early stopping after epoch %d: %s did not improve for %d epochs",
-                        epoch + 1,
-                        cfg.select_metric,
-                        bad_epochs,
-                    )
-                break
-            if self.should_stop:
-                stopped_early = epoch + 1 < cfg.epochs
-                break
+                cb.on_step_end(self, self.global_step, parts)
+        if steps == 0:
+            raise ConfigError(
+                "an epoch had no training batches (drop_last=True with fewer examples than "
+                "batch_size?); lower batch_size or set drop_last=False."
+            )
+        return {f"train/{k}": v for k, v in self._reduce_means(sums, steps).items()}
 
-        if cfg.load_best_at_end and best_epoch is not None:
+    def _train_batch(
+        self, batch: Any, epoch: int
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Set the lr, then take one optimizer step per stage on ``batch``; returns the
+        record (``"loss"``: summed over the stages, and the parts) and the last stage's parts."""
+        assert self.optimizer is not None
+        factor = lr_factor(
+            self.config, epoch=epoch, step=self.global_step, total_steps=self._total_steps
+        )
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        self.state.lr_factor = factor
+        set_progress = getattr(self.objective, "set_progress", None)
+        if callable(set_progress):
+            set_progress(self.global_step, self._total_steps)
+        loss = torch.zeros((), device=self.device)
+        parts: dict[str, torch.Tensor] = {}
+        # several stages (GGE-iter): one forward pass and optimizer step each, the gradients
+        # of earlier stages kept, as in the published recipe
+        for stage in self._stages:
+            stage_loss, parts = self._step(batch, stage, epoch)
+            loss = loss + stage_loss.detach().float()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        record = {"loss": loss.detach().float(), **{k: v.float() for k, v in parts.items()}}
+        return record, parts
+
+    def _step(
+        self, batch: Any, stage: int | None, epoch: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Forward, backward and one optimizer step (GradScaler and gradient clipping
+        included) on ``stage`` of the objective; gradients are not zeroed."""
+        assert self.optimizer is not None and self._loss_module is not None
+        with self._autocast():
+            loss, parts = self._loss_module(batch, stage)
+        if not torch.isfinite(loss.detach()):
+            raise InputError(
+                f"the training loss is {float(loss)} at epoch {epoch + 1}, step "
+                f"{self.global_step + 1}; lower TrainConfig.lr or set grad_clip."
+            )
+        scaler = self.scaler
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._params, self.config.grad_clip)
+        if scaler is not None:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        return loss, parts
+
+    def _end_epoch(self, epoch: int, train_metrics: Mapping[str, float]) -> bool:
+        """Evaluate, record the epoch, select, checkpoint and call back; returns whether early
+        stopping triggered."""
+        cfg = self.config
+        metrics = dict(train_metrics)
+        with self._isolated_rng():
+            metrics.update(self.evaluate())
+        state = self.state
+        state.history.append({"epoch": float(epoch + 1), "lr": cfg.lr * state.lr_factor, **metrics})
+        state.epoch = epoch + 1
+        improved = self._select(metrics, epoch)
+        if self.dist.is_main:
+            logger.info(
+                "epoch %d/%d: %s",
+                epoch + 1,
+                cfg.epochs,
+                ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
+            )
+        stop = state.patience_exhausted(cfg.patience)
+        self._checkpoint(improved=improved)
+        for cb in self.callbacks:
+            cb.on_epoch_end(self, epoch, metrics)
+        if stop and self.dist.is_main:
+            logger.info(
+                "early stopping after epoch %d: %s did not improve for %d epochs",
+                epoch + 1,
+                cfg.select_metric,
+                state.bad_epochs,
+            )
+        return stop
+
+    def _select(self, metrics: Mapping[str, float], epoch: int) -> bool:
+        """Track ``select_metric``; returns whether epoch ``epoch`` (0-based) is the best."""
+        cfg = self.config
+        if cfg.select_metric is None:
+            return False
+        value = metrics.get(cfg.select_metric)
+        if value is None:
+            raise ConfigError(
+                f"TrainConfig.select_metric = {cfg.select_metric!r} was not produced "
+                f"by evaluation; available: {sorted(metrics)}."
+            )
+        return self.state.update_best(
+            value, epoch=epoch + 1, mode=cfg.select_mode, min_delta=cfg.min_delta
+        )
+
+    def _finish(self, *, stopped_early: bool) -> TrainResult:
+        """Load ``best/`` if asked, build the :class:`TrainResult` and call back."""
+        cfg, state = self.config, self.state
+        if cfg.load_best_at_end and state.best_epoch is not None:
             self.load_best()
-        final = {k: v for k, v in (self.history[-1] if self.history else {}).items()}
+        final = dict(state.history[-1]) if state.history else {}
         final.pop("epoch", None)
         final.pop("lr", None)
         result = TrainResult(
-            epochs_completed=len(self.history),
-            global_step=self.global_step,
-            history=tuple(dict(h) for h in self.history),
+            epochs_completed=len(state.history),
+            global_step=state.step,
+            history=tuple(dict(h) for h in state.history),
             final_metrics=final,
             best_metric=cfg.select_metric,
-            best_value=best_value,
-            best_epoch=best_epoch,
+            best_value=state.best_value,
+            best_epoch=state.best_epoch,
             stopped_early=stopped_early,
             output_dir=cfg.output_dir,
         )
@@ -934,12 +1068,7 @@ class Trainer:
         ckpt = load_checkpoint(self.output_dir / "best")
         self.model.load_state_dict(ckpt.model, strict=True)
         if isinstance(self.objective, nn.Module):
-            obj = {
-                k[len("objective/") :]: v
-                for k, v in ckpt.extra_tensors.items()
-                if k.startswith("objective/")
-            }
-            self.objective.load_state_dict(obj, strict=True)
+            self.objective.load_state_dict(strip_prefix(ckpt.extra_tensors, OBJECTIVE_PREFIX))
 
 
 __all__: Sequence[str] = ["Callback", "Trainer", "TrainResult", "as_objective_output"]
