@@ -723,7 +723,7 @@ def _gge_iter():
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        net = causalvl.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
+        net = causalvl.models.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
     vl = causalvl.intervene(net, causalvl.GGEConfig(hidden=(8,)))
     set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
     return vl
@@ -841,7 +841,7 @@ def test_evaluation_does_not_draw_from_the_wrappers_generator():
     def weights(eval_data):
         with torch.random.fork_rng():
             torch.manual_seed(0)
-            net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+            net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
         cfg = causalvl.PriorSubtractionConfig(mode="noise", train_on="debiased", alpha=1.0)
         vl = causalvl.intervene(net, cfg, seed=7)
         Trainer(

@@ -15,6 +15,7 @@ from .hard_negatives import HardNegativeGenerator, swap_image_halves
 from .jtt import JTTResult, UpsampledDataset, jtt_error_set, train_jtt, upsample
 from .samplers import balanced_weights
 from .schedules import ban_factor, lr_factor
+from .state import TrainState
 from .trainer import Callback, Trainer, TrainResult
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "RefitResult",
     "TrainConfig",
     "TrainResult",
+    "TrainState",
     "Trainer",
     "UpsampledDataset",
     "balanced_weights",
