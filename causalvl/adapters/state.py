@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from .base import GenericAdapter, ModelAdapter
+from .registry import is_registered
 
 ADAPTER_STATE_NAME = "adapter_state.safetensors"
 _MEAN_PREFIX = "vision_mean."
@@ -82,10 +83,8 @@ def adapter_for_load(
         return adapter
     spec = meta.get("adapter_spec")
     if spec is None:
-        from .base import _REGISTRY
-
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type in _REGISTRY or type(model).__name__ in _REGISTRY:
+        if is_registered(model_type) or is_registered(type(model).__name__):
             return adapter
         raise UnsupportedModelError(
             f"{config_path} was saved with a GenericAdapter and does not describe it; pass the "
