@@ -24,7 +24,7 @@ from causalvl.adapters.registry import (
 )
 from causalvl.adapters.spec import FAMILY_SPECS, MIRRORED_FIELDS
 from causalvl.decoding.tiny import TINY_FAMILIES, tiny_generative_model
-from causalvl.errors import UnsupportedModelError
+from causalvl.errors import ConfigError, UnsupportedModelError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,3 +212,17 @@ def test_adapter_modules_import_one_way():
                 assert imported <= allowed, (name, imported)
             if isinstance(node, ast.ImportFrom) and node.level == 2:
                 assert node.module in ("errors", "config"), (name, node.module)
+
+
+def test_a_class_cannot_set_spec_and_a_disagreeing_attribute():
+    with pytest.raises(ConfigError, match="sets both spec and vision_keys"):
+
+        class Both(ModelAdapter):
+            spec = FAMILY_SPECS["clip"]
+            vision_keys = ("image",)
+
+    class Agreeing(ModelAdapter):  # the same value twice is fine
+        spec = FAMILY_SPECS["clip"]
+        vision_keys = ("pixel_values",)
+
+    assert Agreeing.vision_keys == ("pixel_values",)

@@ -34,7 +34,13 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ..errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
+from ..errors import (
+    ConfigError,
+    InputError,
+    InterventionStateError,
+    NoMatchingModuleError,
+    UnsupportedModelError,
+)
 from . import transforms as _transforms
 from .registry import _REGISTRY, adapter_class, is_registered, known_families, register_adapter
 from .spec import MIRRORED_FIELDS, AdapterSpec
@@ -80,7 +86,8 @@ class ModelAdapter:
         vision_keys / language_keys: input keys of each modality.
         required_keys: keys the forward cannot run without.
         roles: role name -> module path (relative to the model).
-        vision_mask_key: an input key that masks vision out (``"mask"`` mode), if any.
+        vision_mask_key: an input key that masks vision out (the ``vision_attention_mask``
+            transform, ``mode="mask"``), if any.
     """
 
     #: the frozen description of the family (see :class:`~causalvl.adapters.spec.AdapterSpec`)
@@ -117,7 +124,14 @@ class ModelAdapter:
             # the spec is the source; its fields are mirrored as class attributes
             for name in MIRRORED_FIELDS:
                 value = getattr(own, name)
-                setattr(cls, name, dict(value) if isinstance(value, Mapping) else value)
+                value = dict(value) if isinstance(value, Mapping) else value
+                if name in cls.__dict__ and cls.__dict__[name] != value:
+                    raise ConfigError(
+                        f"{cls.__name__} sets both spec and {name} = {cls.__dict__[name]!r}, "
+                        f"which disagree (the spec says {value!r}); set it once, in the spec: "
+                        f"spec = ....replace({name}=...)."
+                    )
+                setattr(cls, name, value)
         else:
             # written with class attributes: the parent's spec with those attributes applied
             parent = next(c.__dict__["spec"] for c in cls.__mro__[1:] if "spec" in c.__dict__)
@@ -483,11 +497,13 @@ class ModelAdapter:
         Raises:
             ConfigError: unknown transform, unknown option, or a transform this adapter does not
                 support (the message says why).
+            InterventionStateError: the transform needs a fitted vision mean and none was fitted.
         """
         t = _transforms.get_transform(name)
         reason = t.unsupported_reason(self)
-        if reason is not None and not (t.needs_fitted_state and not self.vision_mean):
-            raise ConfigError(
+        if reason is not None:
+            missing_state = t.needs_fitted_state and not self.vision_mean
+            raise (InterventionStateError if missing_state else ConfigError)(
                 f"{reason}; transforms the {self.family or 'generic'} adapter supports: "
                 f"{', '.join(self.supported_transforms())}."
             )

@@ -1,6 +1,11 @@
 """What :meth:`~causalvl.IntervenedModel.save_pretrained` keeps of the adapter, and how
 :func:`causalvl.load` gets it back.
 
+A built-in family's description is its frozen :class:`~causalvl.adapters.spec.AdapterSpec`, which
+is code and never saved (the file records the family name). What an adapter *learns* is its
+fitted state: the vision mean, one tensor per vision input, which the ``vision_mean`` /
+``vision_fitted_mean`` input transforms read.
+
 * A :class:`~causalvl.GenericAdapter` is described in ``intervention_config.json``
   (``"adapter_spec"``: its keys, roles and kind), so a model saved with one loads without
   passing the adapter again. A ``logits`` callable cannot be saved: loading then asks for the
