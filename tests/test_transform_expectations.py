@@ -196,6 +196,12 @@ def cases() -> Iterator[tuple[str, Callable[[], dict[str, Any]]]]:
             )
 
 
+def _dumps(cases: dict[str, Any]) -> str:
+    """One line per case (a readable diff when a case changes)."""
+    rows = [f"{json.dumps(k)}: {json.dumps(v, sort_keys=True)}" for k, v in sorted(cases.items())]
+    return "{\n" + ",\n".join(rows) + "\n}\n"
+
+
 def record() -> dict[str, Any]:
     return {case: _run(fn) for case, fn in cases()}
 
@@ -214,5 +220,5 @@ def test_entry_points_match_the_recorded_tensors(expected):
 
 if __name__ == "__main__":
     EXPECTED.parent.mkdir(exist_ok=True)
-    EXPECTED.write_text(json.dumps(record(), indent=1, sort_keys=True) + "\n")
+    EXPECTED.write_text(_dumps(record()))
     print(f"wrote {EXPECTED}")
