@@ -226,3 +226,22 @@ def test_a_class_cannot_set_spec_and_a_disagreeing_attribute():
         vision_keys = ("pixel_values",)
 
     assert Agreeing.vision_keys == ("pixel_values",)
+
+
+def test_attributes_set_on_an_instance_describe_the_bound_adapter():
+    class Net(torch.nn.Module):
+        def forward(self, image, text):
+            return image.sum(-1, keepdim=True) + text.sum(-1, keepdim=True)
+
+    class OwnInit(ModelAdapter):
+        def __init__(self):
+            super().__init__()
+            self.vision_keys = ("image",)
+            self.language_keys = ("text",)
+
+    vl = causalvl.intervene(Net(), causalvl.IdentityConfig(), adapter=OwnInit())
+    assert vl.adapter.spec.vision_keys == ("image",)
+    out = vl.adapter.counterfactual_inputs(
+        {"image": torch.ones(2, 3), "text": torch.ones(2, 3)}, remove="vision"
+    )
+    assert not bool(out["image"].any()) and bool(out["text"].all())

@@ -149,6 +149,9 @@ class ModelAdapter:
         for cache in ("_found_layouts", "_batch_first_flags", "_warned_undeclared"):
             bound.__dict__.pop(cache, None)  # per-model state starts afresh
         bound.vision_mean = dict(self.vision_mean)
+        if any(name in bound.__dict__ for name in MIRRORED_FIELDS):
+            # attributes set on the instance (e.g. in a subclass's __init__) describe it too
+            bound.spec = AdapterSpec.from_attributes(bound, base=type(bound).spec)  # type: ignore[misc]
         bound.model = model
         bound._check_roles(model)
         return bound
