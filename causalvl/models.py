@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters.base import ModelAdapter, register_adapter
+from .adapters.base import ModelAdapter
 from .errors import ConfigError, InputError
 
 
@@ -180,7 +180,6 @@ class SequenceEncoder(nn.Module):
         return states[torch.arange(states.shape[0], device=states.device), last]
 
 
-@register_adapter("TinyVQA")
 class TinyVQAAdapter(ModelAdapter):
     """Adapter of :class:`TinyVQA`."""
 
@@ -196,7 +195,6 @@ class TinyVQAAdapter(ModelAdapter):
     }
 
 
-@register_adapter("TinyContrastive")
 class TinyContrastiveAdapter(TinyVQAAdapter):
     """Adapter of :class:`TinyContrastive`."""
 
@@ -276,7 +274,6 @@ class TinyRegionClassifier(nn.Module):
         return self.classifier(self.mixer(regions.flatten(1)))
 
 
-@register_adapter("TinyRegionClassifier")
 class TinyRegionClassifierAdapter(ModelAdapter):
     """Adapter of :class:`TinyRegionClassifier` (vision only: no language input)."""
 
@@ -372,7 +369,6 @@ def _projection(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register_adapter("FrozenFeatureVQA")
 class FrozenFeatureVQAAdapter(ModelAdapter):
     """Adapter of :class:`FrozenFeatureVQA`."""
 

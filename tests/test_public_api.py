@@ -40,7 +40,7 @@ def test_howto_snippets_run(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", (DOCS / "howto.md").read_text(), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     for block in blocks:
         exec(compile(block, "howto.md", "exec"), {})
     assert (tmp_path / "confounders").is_dir()

@@ -5,11 +5,18 @@ An adapter tells causalvl, for one model family,
 * which input keys carry vision and which carry language (``vision_keys``, ``language_keys``);
 * which module gives which feature (``roles``: role name -> module path);
 * how to read the answer logits from the model's output (:meth:`ModelAdapter.logits`);
-* how to build counterfactual inputs with the vision or the language part removed
-  (:meth:`ModelAdapter.counterfactual_inputs`).
+* which input transforms it supports (:meth:`ModelAdapter.supports`).
 
-Family adapters are found by ``model.config.model_type`` (see :func:`get_adapter`); any other
-``nn.Module`` or callable is described with :class:`GenericAdapter`.
+What a family *is* lives in its frozen :class:`~causalvl.adapters.spec.AdapterSpec` (the adapter
+classes read their spec); how inputs are *edited* (removing the image, the text, the context)
+lives in the one registry of input transforms, :mod:`causalvl.adapters.transforms`, which
+:meth:`ModelAdapter.transform` and the older :meth:`ModelAdapter.counterfactual_inputs` run. The
+adapter's only fitted state is the vision mean (:meth:`ModelAdapter.fit_vision_mean`), saved and
+restored by :mod:`causalvl.adapters.state`.
+
+Family adapters are found by ``model.config.model_type`` (see :func:`get_adapter`, and the table
+in :mod:`causalvl.adapters.registry`); any other ``nn.Module`` or callable is described with
+:class:`GenericAdapter`.
 """
 
 from __future__ import annotations
@@ -27,7 +34,17 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from ..errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
+from ..errors import (
+    ConfigError,
+    InputError,
+    InterventionStateError,
+    NoMatchingModuleError,
+    UnsupportedModelError,
+)
+from . import transforms as _transforms
+from .registry import _REGISTRY, adapter_class, is_registered, known_families, register_adapter
+from .spec import MIRRORED_FIELDS, AdapterSpec
+from .transforms import derangement
 
 #: batch keys that are labels or metadata, never model inputs (see docs/architecture.md)
 BATCH_METADATA_KEYS = frozenset(
@@ -58,16 +75,23 @@ ROLE_NAMES = ("vision_features", "language_features", "fused")
 class ModelAdapter:
     """Describes one model family to causalvl. Subclass it to support a new family.
 
-    Class attributes a subclass sets:
+    A subclass sets ``spec`` (an :class:`~causalvl.adapters.spec.AdapterSpec`); its fields are
+    also readable as attributes (``adapter.vision_keys``, ...). A subclass may instead set those
+    class attributes directly, and its spec is then built from them (and its parent's spec).
+
+    Class attributes (mirrors of the spec):
         family: registry key (``model.config.model_type``).
         kind: ``"classifier"`` (logits ``(batch, num_answers)``) or ``"contrastive"``
             (logits ``(num_images, num_texts)``; the language input is a set of candidate texts).
         vision_keys / language_keys: input keys of each modality.
         required_keys: keys the forward cannot run without.
         roles: role name -> module path (relative to the model).
-        vision_mask_key: an input key that masks vision out (``"mask"`` mode), if any.
+        vision_mask_key: an input key that masks vision out (the ``vision_attention_mask``
+            transform, ``mode="mask"``), if any.
     """
 
+    #: the frozen description of the family (see :class:`~causalvl.adapters.spec.AdapterSpec`)
+    spec: ClassVar[AdapterSpec] = AdapterSpec()
     family: ClassVar[str] = ""
     kind: ClassVar[Literal["classifier", "contrastive"]] = "classifier"
     vision_keys: tuple[str, ...] = ()
@@ -93,8 +117,29 @@ class ModelAdapter:
     #: vision / language keys whose first dimension is not the batch (e.g. Qwen2-VL's patches)
     unbatched_keys: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("spec")
+        if isinstance(own, AdapterSpec):
+            # the spec is the source; its fields are mirrored as class attributes
+            for name in MIRRORED_FIELDS:
+                value = getattr(own, name)
+                value = dict(value) if isinstance(value, Mapping) else value
+                if name in cls.__dict__ and cls.__dict__[name] != value:
+                    raise ConfigError(
+                        f"{cls.__name__} sets both spec and {name} = {cls.__dict__[name]!r}, "
+                        f"which disagree (the spec says {value!r}); set it once, in the spec: "
+                        f"spec = ....replace({name}=...)."
+                    )
+                setattr(cls, name, value)
+        else:
+            # written with class attributes: the parent's spec with those attributes applied
+            parent = next(c.__dict__["spec"] for c in cls.__mro__[1:] if "spec" in c.__dict__)
+            cls.spec = AdapterSpec.from_attributes(cls, base=parent)
+
     def __init__(self) -> None:
         self.model: nn.Module | None = None
+        #: fitted state: ``{vision input key: mean of shape (1, ...)}`` (see fit_vision_mean)
         self.vision_mean: dict[str, torch.Tensor] = {}
 
     # -- binding --------------------------------------------------------------------------
@@ -104,6 +149,9 @@ class ModelAdapter:
         for cache in ("_found_layouts", "_batch_first_flags", "_warned_undeclared"):
             bound.__dict__.pop(cache, None)  # per-model state starts afresh
         bound.vision_mean = dict(self.vision_mean)
+        if any(name in bound.__dict__ for name in MIRRORED_FIELDS):
+            # attributes set on the instance (e.g. in a subclass's __init__) describe it too
+            bound.spec = AdapterSpec.from_attributes(bound, base=type(bound).spec)  # type: ignore[misc]
         bound.model = model
         bound._check_roles(model)
         return bound
@@ -132,8 +180,12 @@ class ModelAdapter:
 
     @property
     def pad_token_id(self) -> int:
-        cfg = getattr(self.model, "config", None)
-        for source in (cfg, getattr(cfg, "text_config", None)):
+        """The pad token id: the first integer ``pad_token_id`` on the spec's
+        ``pad_token_from`` paths (e.g. ``config``, ``config.text_config``), else 0."""
+        for path in self.spec.pad_token_from:
+            source: Any = self.model
+            for part in path.split("."):
+                source = getattr(source, part, None)
             pad = getattr(source, "pad_token_id", None)
             if isinstance(pad, int):
                 return pad
@@ -295,6 +347,16 @@ class ModelAdapter:
     def logits(self, output: Any, inputs: Mapping[str, Any]) -> torch.Tensor:
         """The answer logits in the model's output. Default: a tensor output, or its
         ``logits`` field."""
+        field = self.spec.logits_field
+        if field is not None:
+            value = _field(output, field)
+            if isinstance(value, torch.Tensor):
+                return value
+            raise UnsupportedModelError(
+                f"the {self.family or 'generic'} adapter reads the logits from the output field "
+                f"{field!r}, and a {type(output).__name__} output has none; pass "
+                "GenericAdapter(logits=lambda out: ...) to say where they are."
+            )
         if isinstance(output, torch.Tensor):
             return output
         for name in ("logits", "logits_per_image", "question_answering_score"):
@@ -398,13 +460,58 @@ class ModelAdapter:
         return None
 
     def _pool_mask(self, role: str, inputs: Mapping[str, Any], length: int) -> torch.Tensor | None:
-        key = "attention_mask" if role == "language_features" else self.vision_mask_key
+        key = self.spec.pool_mask_key(role)
         mask = inputs.get(key) if key else None
         if isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.shape[1] == length:
             return mask
         return None
 
-    # -- counterfactual inputs ------------------------------------------------------------
+    # -- input transforms -----------------------------------------------------------------
+    def supports(self, transform: str) -> bool:
+        """Whether this (bound) adapter can run the input transform named ``transform``.
+
+        Raises:
+            ConfigError: unknown transform name (the message suggests the closest names).
+
+        Example:
+            >>> import causalvl
+            >>> from causalvl.models import TinyVQA
+            >>> vl = causalvl.intervene(TinyVQA(num_answers=3, vocab_size=10), causalvl.IdentityConfig())
+            >>> vl.adapter.supports("vision_shuffle"), vl.adapter.supports("vision_attention_mask")
+            (True, False)
+        """
+        return _transforms.get_transform(transform).supported(self)
+
+    def supported_transforms(self) -> list[str]:
+        """The names of the input transforms this adapter can run."""
+        return [n for n in _transforms.transform_names() if self.supports(n)]
+
+    def transform(
+        self,
+        name: str,
+        inputs: Mapping[str, Any],
+        *,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Run the input transform ``name`` (see :mod:`causalvl.adapters.transforms`) on
+        ``inputs``; a new dict, ``inputs`` is not modified.
+
+        Raises:
+            ConfigError: unknown transform, unknown option, or a transform this adapter does not
+                support (the message says why).
+            InterventionStateError: the transform needs a fitted vision mean and none was fitted.
+        """
+        t = _transforms.get_transform(name)
+        reason = t.unsupported_reason(self)
+        if reason is not None:
+            missing_state = t.needs_fitted_state and not self.vision_mean
+            raise (InterventionStateError if missing_state else ConfigError)(
+                f"{reason}; transforms the {self.family or 'generic'} adapter supports: "
+                f"{', '.join(self.supported_transforms())}."
+            )
+        return t(self, inputs, generator=generator, **options)
+
     def counterfactual_inputs(
         self,
         inputs: Mapping[str, Any],
@@ -415,118 +522,47 @@ class ModelAdapter:
     ) -> dict[str, Any]:
         """Inputs with the vision (or language) part replaced by a null value.
 
-        Vision modes: ``"zeros"``; ``"mean"`` (the mean fitted with :meth:`fit_vision_mean`, else
-        the batch mean); ``"shuffle"`` (another example's image: a derangement within the batch);
-        ``"noise"`` (Gaussian noise with the batch's mean and std); ``"mask"`` (the model's own
-        vision mask, where it has one). Language modes: ``"zeros"`` (content tokens replaced by
-        the pad token, special tokens kept), ``"mask"`` (content tokens masked out of attention),
-        ``"shuffle"`` (another example's text). Only the removed part differs from ``inputs``;
-        nothing in ``inputs`` is modified.
+        The ``(remove, mode)`` spelling of the input transforms
+        (:data:`causalvl.adapters.transforms.COUNTERFACTUAL_MODES`); :meth:`transform` takes
+        their names. Vision modes: ``"zeros"`` (``vision_zeros``); ``"mean"`` (``vision_mean``:
+        the mean fitted with :meth:`fit_vision_mean`, else the batch mean); ``"shuffle"``
+        (``vision_shuffle``: another example's image, a derangement within the batch);
+        ``"noise"`` (``vision_noise_image``: Gaussian noise with the batch's mean and std);
+        ``"mask"`` (``vision_attention_mask``: the model's own vision mask, where it has one).
+        Language modes: ``"zeros"`` (``language_pad``: content tokens replaced by the pad token,
+        special tokens kept), ``"mask"`` (``language_attention_mask``: content tokens masked out
+        of attention), ``"shuffle"`` (``language_shuffle``: another example's text). Only the
+        removed part differs from ``inputs``; nothing in ``inputs`` is modified.
         """
         if remove == "vision":
             if mode not in VISION_MODES:
                 raise ConfigError(
                     f"vision removal mode {mode!r} unknown; choose one of {VISION_MODES}."
                 )
-            return self._remove_vision(dict(inputs), mode, generator)
-        if remove == "language":
+        elif remove == "language":
             if mode not in LANGUAGE_MODES:
                 raise ConfigError(
                     f"language removal mode {mode!r} unknown; choose one of {LANGUAGE_MODES}."
                 )
-            return self._remove_language(dict(inputs), mode, generator)
-        raise ConfigError(f"remove={remove!r} unknown; choose 'vision' or 'language'.")
+        else:
+            raise ConfigError(f"remove={remove!r} unknown; choose 'vision' or 'language'.")
+        name = _transforms.COUNTERFACTUAL_MODES[(remove, mode)]
+        return _transforms.get_transform(name)(self, inputs, generator=generator)
+
+    @property
+    def _custom_vision_mask(self) -> bool:
+        """Whether a subclass overrides :meth:`_mask_vision` (so it can mask without a key)."""
+        return type(self)._mask_vision is not ModelAdapter._mask_vision
+
+    def _mask_vision(self, inputs: dict[str, Any], keys: list[str]) -> dict[str, Any]:
+        """Mask vision out of ``inputs`` (a copy, edited in place): the hook of the
+        ``vision_attention_mask`` transform (see :func:`causalvl.adapters.transforms.mask_vision`)."""
+        return _transforms.mask_vision(self, inputs, keys)
 
     def _present(self, inputs: Mapping[str, Any], keys: Iterable[str]) -> list[str]:
         return [k for k in keys if isinstance(inputs.get(k), torch.Tensor)]
 
-    def _remove_vision(
-        self, inputs: dict[str, Any], mode: str, generator: torch.Generator | None
-    ) -> dict[str, Any]:
-        keys = [k for k in self._present(inputs, self.vision_keys) if k != self.vision_mask_key]
-        if not keys:
-            raise InputError(
-                f"no vision input among {sorted(inputs)}; the adapter's vision keys are "
-                f"{list(self.vision_keys)}."
-            )
-        if mode == "mask":
-            return self._mask_vision(inputs, keys)
-        if mode == "shuffle":
-            perm = derangement(self.batch_size(inputs), generator, device=inputs[keys[0]].device)
-            for k in self._present(inputs, self.vision_keys):
-                inputs[k] = inputs[k][perm]
-            return inputs
-        for k in keys:
-            x = inputs[k]
-            if not x.is_floating_point():
-                continue  # integer vision inputs (e.g. masks) are kept unless mode == "mask"
-            if mode == "zeros":
-                inputs[k] = torch.zeros_like(x)
-            elif mode == "mean":
-                mean = self.vision_mean.get(k)
-                mean = x.mean(0, keepdim=True) if mean is None else mean.to(x.device, x.dtype)
-                inputs[k] = mean.expand_as(x).clone()
-            else:  # noise
-                noise = torch.randn(x.shape, generator=generator, device="cpu", dtype=torch.float32)
-                noise = noise.to(device=x.device, dtype=x.dtype)
-                inputs[k] = noise * x.std() + x.mean()
-        return inputs
-
-    def _mask_vision(self, inputs: dict[str, Any], keys: list[str]) -> dict[str, Any]:
-        if self.vision_mask_key is None:
-            raise ConfigError(
-                f"the {self.family or 'generic'} adapter has no vision mask; use mode 'zeros', "
-                "'mean', 'shuffle' or 'noise'."
-            )
-        ref = inputs[keys[0]]
-        mask = inputs.get(self.vision_mask_key)
-        if not isinstance(mask, torch.Tensor):
-            mask = torch.ones(ref.shape[:2], dtype=torch.long, device=ref.device)
-        inputs[self.vision_mask_key] = torch.zeros_like(mask)
-        for k in keys:
-            if inputs[k].is_floating_point():
-                inputs[k] = torch.zeros_like(inputs[k])
-        return inputs
-
-    def _remove_language(
-        self, inputs: dict[str, Any], mode: str, generator: torch.Generator | None
-    ) -> dict[str, Any]:
-        keys = self._present(inputs, self.language_keys)
-        if not keys:
-            raise InputError(
-                f"no language input among {sorted(inputs)}; the adapter's language keys are "
-                f"{list(self.language_keys)}."
-            )
-        if mode == "shuffle":
-            n = int(inputs[keys[0]].shape[0])
-            perm = derangement(n, generator, device=inputs[keys[0]].device)
-            for k in keys:
-                inputs[k] = inputs[k][perm]
-            return inputs
-        ids_key = next((k for k in keys if k.endswith("input_ids")), None)
-        if ids_key is None:  # continuous language input (e.g. a generic model's embeddings)
-            for k in keys:
-                if inputs[k].is_floating_point():
-                    inputs[k] = torch.zeros_like(inputs[k])
-            return inputs
-        ids = inputs[ids_key]
-        content = torch.ones_like(ids, dtype=torch.bool)
-        for tok in self.special_token_ids:
-            content &= ids != tok
-        if mode == "zeros":
-            inputs[ids_key] = torch.where(content, torch.full_like(ids, self.pad_token_id), ids)
-        else:  # mask
-            if "attention_mask" not in self.language_keys:
-                raise ConfigError(
-                    f"the {self.family or 'generic'} adapter has no attention mask among its "
-                    "language keys; use language mode 'zeros' or 'shuffle'."
-                )
-            am = inputs.get("attention_mask")
-            if not isinstance(am, torch.Tensor):
-                am = torch.ones_like(ids)
-            inputs["attention_mask"] = torch.where(content, torch.zeros_like(am), am)
-        return inputs
-
+    # -- fitted state (saved by causalvl.adapters.state) ----------------------------------
     def fit_vision_mean(self, batches: Iterable[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Fit the dataset mean of each floating vision input (used by mode ``"mean"``).
 
@@ -666,6 +702,7 @@ class GenericAdapter(ModelAdapter):
             if required_keys is not None
             else self.vision_keys + self.language_keys
         )
+        self.spec = AdapterSpec.from_attributes(self, base=type(self).spec)  # type: ignore[misc]
 
     @property
     def pad_token_id(self) -> int:
@@ -722,39 +759,10 @@ class GenericAdapter(ModelAdapter):
         return super().logits(output, inputs)
 
 
-# -- registry ---------------------------------------------------------------------------
-_REGISTRY: dict[str, type[ModelAdapter]] = {}
-
-
-def register_adapter(*families: str) -> Callable[[type[ModelAdapter]], type[ModelAdapter]]:
-    """Class decorator registering an adapter for ``model.config.model_type`` values or model
-    class names.
-
-    Example:
-        >>> @register_adapter("my_vlm")                      # doctest: +SKIP
-        ... class MyAdapter(ModelAdapter): ...
-    """
-
-    def deco(cls: type[ModelAdapter]) -> type[ModelAdapter]:
-        for fam in families:
-            _REGISTRY[fam] = cls
-        return cls
-
-    return deco
-
-
-def known_families() -> list[str]:
-    """Registered family names (``model.config.model_type`` values)."""
-    from . import families  # noqa: F401  (registers the built-in families)
-
-    return sorted(k for k in _REGISTRY if not k[:1].isupper())
-
-
+# -- registry: the table and register_adapter live in causalvl.adapters.registry ------------
 def get_adapter(model: nn.Module, adapter: ModelAdapter | str = "auto") -> ModelAdapter:
     """The adapter bound to ``model``: an adapter instance, a family name, or ``"auto"``
     (found by ``model.config.model_type``, then by class name)."""
-    from . import families  # noqa: F401  (registers the built-in families)
-
     if isinstance(adapter, ModelAdapter):
         return adapter.bind(model)
     if not isinstance(adapter, str):
@@ -762,15 +770,11 @@ def get_adapter(model: nn.Module, adapter: ModelAdapter | str = "auto") -> Model
             f"adapter must be 'auto', a family name or a ModelAdapter, got {type(adapter).__name__}."
         )
     if adapter != "auto":
-        if adapter not in _REGISTRY:
-            raise UnsupportedModelError(
-                f"unknown adapter {adapter!r}; known families: {', '.join(known_families())}."
-            )
-        return _REGISTRY[adapter]().bind(model)
+        return adapter_class(adapter)().bind(model)
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     for key in (model_type, type(model).__name__):
-        if key in _REGISTRY:
-            return _REGISTRY[key]().bind(model)
+        if is_registered(key):
+            return adapter_class(key)().bind(model)
     raise UnsupportedModelError(
         f"no adapter for {type(model).__name__} (model_type={model_type!r}). Known families: "
         f"{', '.join(known_families())}. Describe your model with the generic adapter, e.g. "
@@ -879,20 +883,6 @@ def resolve_module(
     )
 
 
-def derangement(
-    n: int, generator: torch.Generator | None, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """A random permutation of ``range(n)`` with no fixed point (``n >= 2``; identity for 1)."""
-    if n < 2:
-        return torch.zeros(n, dtype=torch.long, device=device)
-    perm = torch.randperm(n, generator=generator)
-    # rotate by a random non-zero shift over a random order: perm[i] -> perm[(i+s) % n]
-    shift = int(torch.randint(1, n, (1,), generator=generator))
-    out = torch.empty(n, dtype=torch.long)
-    out[perm] = perm.roll(-shift)
-    return out.to(device)
-
-
 def _forward_keys(model: nn.Module) -> frozenset[str] | None:
     forward = getattr(model, "forward", model)
     try:
@@ -932,3 +922,22 @@ def _key_tuple(name: str, keys: Iterable[str] | None) -> tuple[str, ...]:
         if not isinstance(k, str) or not k:
             raise ConfigError(f"{name} holds {k!r}; input names are non-empty strings.")
     return out
+
+
+__all__ = [
+    "BATCH_METADATA_KEYS",
+    "LANGUAGE_MODES",
+    "ROLE_NAMES",
+    "VISION_MODES",
+    "_REGISTRY",
+    "AdapterSpec",
+    "GenericAdapter",
+    "ModelAdapter",
+    "derangement",
+    "get_adapter",
+    "known_families",
+    "literal_targets",
+    "record_regex_targets",
+    "register_adapter",
+    "resolve_module",
+]

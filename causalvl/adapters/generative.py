@@ -3,21 +3,22 @@ SmolVLM, PaliGemma).
 
 Besides the usual input roles, a :class:`GenerativeAdapter` knows the image-token layout of its
 family (the image token id, where image tokens sit in ``input_ids``, which pixel keys go with
-them) and builds the counterfactual inputs of contrastive decoding
-(:meth:`GenerativeAdapter.decoding_counterfactual`):
+them; the data is in its :class:`~causalvl.adapters.spec.AdapterSpec`). The counterfactual
+inputs of contrastive decoding are input transforms (:mod:`causalvl.adapters.transforms`);
+:meth:`GenerativeAdapter.decoding_counterfactual` runs them under their decoding names:
 
-``"noise"``
+``"noise"`` (transform ``diffusion_noise``)
     VCD's forward diffusion at step ``t`` on the processed ``pixel_values`` (same shape, same
-    image-token layout).
-``"blank"``
+    image-token layout). Not a noise *image*: that is ``vision_noise_image``.
+``"blank"`` (transform ``blank_image``)
     zeros in processed space. For mean/std-normalised processors (CLIP, SigLIP, Qwen2-VL,
     Idefics3) this is the image filled with the processor's mean colour. (Idefics3 / SmolVLM
     skip all-zero images as padding, so their blank image holds 1e-6 instead.)
-``"no_image"``
+``"no_image"`` (transform ``drop_image_tokens``)
     the image tokens (and Qwen's vision start/end markers) are dropped from ``input_ids`` and
     every per-token input, and the pixel inputs are removed; the sequence gets shorter (rows are
     left-padded when they lose different numbers of tokens).
-``"instruction"``
+``"instruction"`` (transform ``instruction_disturbance``)
     the image is kept and a disturbance prefix (ICD) is inserted into the text part, right after
     the image block; the sequence gets longer, so the branch has its own ``input_ids`` and mask.
 
@@ -40,9 +41,12 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import ConfigError, InputError, UnsupportedModelError
-from .base import _REGISTRY, ModelAdapter, derangement, register_adapter
+from . import transforms as _transforms
+from .base import ModelAdapter
+from .registry import generative_families
+from .spec import FAMILY_SPECS, GENERATIVE_SPEC
 
-DECODING_COUNTERFACTUALS = ("noise", "blank", "no_image", "instruction")
+DECODING_COUNTERFACTUALS = tuple(_transforms.DECODING_MODES)
 
 #: ICD's disturbance instruction for LLaVA (p1k0pan/ICD, icd_sample_llava.py)
 DEFAULT_DISTURBANCE = (
@@ -53,7 +57,8 @@ DEFAULT_DISTURBANCE = (
 class GenerativeAdapter(ModelAdapter):
     """Base adapter of generative VLMs (``...ForConditionalGeneration`` models).
 
-    Class attributes a subclass sets (besides :class:`ModelAdapter`'s):
+    A subclass sets ``spec`` (``causalvl.adapters.spec.GENERATIVE_SPEC.replace(family=..., ...)``),
+    or, as before, these class attributes (besides :class:`ModelAdapter`'s):
         pixel_keys: the image inputs (dropped by ``"no_image"``).
         per_token_keys: inputs aligned with ``input_ids`` (``(B, L)``), edited with it.
         marker_attrs: config attributes holding ids of tokens that frame the image block
@@ -63,20 +68,15 @@ class GenerativeAdapter(ModelAdapter):
             Qwen2-VL's ``model.rope_deltas``) that a second decoding branch must not clobber.
     """
 
-    language_keys = ("input_ids", "attention_mask")
-    required_keys = ("input_ids", "pixel_values")
-    float_keys = ("pixel_values",)
-    generative: ClassVar[bool] = True
-    pixel_keys: ClassVar[tuple[str, ...]] = ("pixel_values",)
-    per_token_keys: ClassVar[tuple[str, ...]] = ("attention_mask",)
-    marker_attrs: ClassVar[tuple[str, ...]] = ()
-    allows_no_image: ClassVar[bool] = True
-    state_attrs: ClassVar[tuple[str, ...]] = ()
-    roles = {
-        "vision_features": "model.multi_modal_projector",
-        "language_features": "model.language_model.embed_tokens",
-        "fused": "model.language_model.norm",
-    }
+    spec = GENERATIVE_SPEC
+    # mirrored from the spec (set by ModelAdapter.__init_subclass__)
+    pixel_keys: ClassVar[tuple[str, ...]]
+    per_token_keys: ClassVar[tuple[str, ...]]
+    marker_attrs: ClassVar[tuple[str, ...]]
+    allows_no_image: ClassVar[bool]
+    state_attrs: ClassVar[tuple[str, ...]]
+    #: fill value of the ``"blank"`` image in processed space
+    blank_value: ClassVar[float]
 
     # -- layout -----------------------------------------------------------------------------
     @property
@@ -98,21 +98,6 @@ class GenerativeAdapter(ModelAdapter):
         return frozenset(
             v for a in self.marker_attrs if isinstance(v := getattr(cfg, a, None), int)
         )
-
-    #: fill value of the ``"blank"`` image in processed space
-    blank_value: ClassVar[float] = 0.0
-
-    @property
-    def pad_token_id(self) -> int:
-        cfg = getattr(self.model, "config", None)
-        for source in (
-            getattr(cfg, "text_config", None),
-            getattr(self.model, "generation_config", None),
-        ):
-            pad = getattr(source, "pad_token_id", None)
-            if isinstance(pad, int):
-                return pad
-        return 0
 
     @property
     def bos_token_id(self) -> int | None:
@@ -194,108 +179,17 @@ class GenerativeAdapter(ModelAdapter):
             raise ConfigError(
                 f"counterfactual = {mode!r} unknown; choose one of {DECODING_COUNTERFACTUALS}."
             )
-        ids = inputs.get("input_ids")
-        if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
-            raise InputError(
-                "contrastive decoding needs input_ids of shape (batch, length) with the image "
-                f"tokens expanded; got {type(ids).__name__}."
-            )
-        out = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
-        if mode in ("noise", "blank"):
-            present = [k for k in self.pixel_keys if isinstance(out.get(k), torch.Tensor)]
-            floating = [k for k in present if out[k].is_floating_point()]
-            if not floating:
-                raise InputError(
-                    f"mode {mode!r} distorts the pixel inputs, but none of {list(self.pixel_keys)} "
-                    f"is among the inputs {sorted(inputs)}."
-                )
-            from ..decoding.scores import diffusion_noise
-
-            for k in floating:
-                if mode == "blank":
-                    out[k] = torch.full_like(out[k], self.blank_value)
-                else:
-                    out[k] = diffusion_noise(out[k], noise_step, generator)
-            return out
-        if mode == "no_image":
-            return self._drop_image(out)
-        if disturbance_ids is None or len(disturbance_ids) == 0:
-            raise ConfigError(
-                "the 'instruction' counterfactual needs the disturbance token ids: set "
-                "CounterfactualDecodingConfig(disturbance_ids=[...]) or pass tokenizer=... to "
-                "generate so the disturbance text can be encoded."
-            )
-        return self._insert_text(out, torch.as_tensor(list(disturbance_ids), dtype=ids.dtype))
-
-    def _drop_image(self, out: dict[str, Any]) -> dict[str, Any]:
-        if not self.allows_no_image:
-            raise UnsupportedModelError(
-                f"the {self.family} model cannot run without an image (its forward needs "
-                "pixel_values for every prompt); use counterfactual='blank' or 'noise' instead."
-            )
-        ids = out["input_ids"]
-        keep = ~self.image_block_mask(ids)
-        if "attention_mask" in out and isinstance(out["attention_mask"], torch.Tensor):
-            keep_valid = keep & out["attention_mask"].bool()
-        else:
-            keep_valid = keep
-        counts = keep_valid.sum(1)
-        new_len = int(counts.max())
-        rows = ids.shape[0]
-        token_keys = [
-            "input_ids",
-            *[k for k in self.per_token_keys if isinstance(out.get(k), torch.Tensor)],
-        ]
-        new: dict[str, torch.Tensor] = {}
-        for k in token_keys:
-            src = out[k]
-            pad_value = self.pad_token_id if k == "input_ids" else 0
-            dst = torch.full((rows, new_len), pad_value, dtype=src.dtype, device=src.device)
-            for r in range(rows):
-                kept = src[r][keep_valid[r]]
-                if kept.numel():
-                    dst[r, new_len - kept.numel() :] = kept  # left-pad
-            new[k] = dst
-        if "attention_mask" not in new:
-            am = torch.zeros(rows, new_len, dtype=torch.long, device=ids.device)
-            for r in range(rows):
-                am[r, new_len - int(counts[r]) :] = 1
-            if not bool((am == 1).all()):
-                new["attention_mask"] = am
-        else:
-            am = torch.zeros_like(new["attention_mask"])
-            for r in range(rows):
-                am[r, new_len - int(counts[r]) :] = 1
-            new["attention_mask"] = am
-        out.update(new)
-        for k in self.pixel_keys:
-            out.pop(k, None)
-        return out
-
-    def _insert_text(self, out: dict[str, Any], prefix: torch.Tensor) -> dict[str, Any]:
-        ids = out["input_ids"]
-        prefix = prefix.to(ids.device)
-        pos = self.text_insert_position(ids)
-        n = prefix.numel()
-        rows, length = ids.shape
-        token_keys = [
-            "input_ids",
-            *[k for k in self.per_token_keys if isinstance(out.get(k), torch.Tensor)],
-        ]
-        for k in token_keys:
-            src = out[k]
-            dst = torch.empty((rows, length + n), dtype=src.dtype, device=src.device)
-            for r in range(rows):
-                p = int(pos[r])
-                if k == "input_ids":
-                    fill = prefix.to(src.dtype)
-                elif k == "attention_mask":
-                    fill = torch.ones(n, dtype=src.dtype, device=src.device)
-                else:  # token types: inserted text is text (0)
-                    fill = torch.zeros(n, dtype=src.dtype, device=src.device)
-                dst[r] = torch.cat([src[r, :p], fill, src[r, p:]])
-            out[k] = dst
-        return out
+        transform = _transforms.get_transform(_transforms.DECODING_MODES[mode])
+        options = {
+            "noise_step": noise_step,
+            "disturbance_ids": disturbance_ids,
+        }
+        return transform(
+            self,
+            inputs,
+            generator=generator,
+            **{k: v for k, v in options.items() if k in transform.options},
+        )
 
     # -- per-branch model state -------------------------------------------------------------
     @contextlib.contextmanager
@@ -335,168 +229,49 @@ class GenerativeAdapter(ModelAdapter):
         return (owner, parts[-1]) if hasattr(owner, parts[-1]) else (None, parts[-1])
 
 
-@register_adapter("llava")
 class LlavaAdapter(GenerativeAdapter):
     """``LlavaForConditionalGeneration``: ``pixel_values`` ``(B, 3, H, W)``; ``input_ids`` holds
     one image token per visual feature (576 for LLaVA-1.5-336)."""
 
-    family = "llava"
-    vision_keys = ("pixel_values", "image_sizes")
-    pixel_keys = ("pixel_values", "image_sizes")
-    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 4}
+    spec = FAMILY_SPECS["llava"]
 
 
-@register_adapter("qwen2_vl", "qwen2_5_vl")
 class Qwen2VLAdapter(GenerativeAdapter):
     """``Qwen2VLForConditionalGeneration`` / ``Qwen2_5_VLForConditionalGeneration``: flattened
     patches ``pixel_values`` ``(sum(t*h*w), 3*2*14*14)`` with ``image_grid_thw`` ``(n_images, 3)``;
     ``prod(grid)/merge^2`` image tokens framed by vision start/end markers;
     ``mm_token_type_ids`` (1 on image tokens) drives M-RoPE. The model caches ``rope_deltas``
-    between calls, which each decoding branch keeps separately."""
+    between calls, which each decoding branch keeps separately. Shuffling images
+    (``vision_shuffle``) moves whole images between examples of the same grid
+    (``image_layout="grid_patches"``)."""
 
-    family = "qwen2_vl"
-    vision_keys = ("pixel_values", "image_grid_thw")
-    language_keys = ("input_ids", "attention_mask", "mm_token_type_ids")
-    pixel_keys = ("pixel_values", "image_grid_thw")
-    per_token_keys = ("attention_mask", "mm_token_type_ids")
-    input_ranks = {
-        **ModelAdapter.input_ranks,
-        "mm_token_type_ids": 2,
-        "pixel_values": 2,
-        "image_grid_thw": 2,
-    }
-    unbatched_keys = ("pixel_values", "image_grid_thw")
-    marker_attrs = ("vision_start_token_id", "vision_end_token_id")
-    state_attrs = ("model.rope_deltas",)
-    roles = {
-        "vision_features": "model.visual.merger",
-        "language_features": "model.language_model.embed_tokens",
-        "fused": "model.language_model.norm",
-    }
-
-    def _remove_vision(
-        self, inputs: dict[str, Any], mode: str, generator: torch.Generator | None
-    ) -> dict[str, Any]:
-        if mode != "shuffle":
-            return super()._remove_vision(inputs, mode, generator)
-        # pixel_values holds the patches of every image one after another, not one row per
-        # example: shuffle whole images (image_grid_thw rows), and only between images of the
-        # same grid, which have the same number of image tokens in input_ids
-        pixels, grid = inputs.get("pixel_values"), inputs.get("image_grid_thw")
-        ids = inputs.get("input_ids")
-        if not isinstance(pixels, torch.Tensor) or not isinstance(grid, torch.Tensor):
-            raise InputError(
-                "the qwen2_vl 'shuffle' counterfactual needs pixel_values and image_grid_thw; "
-                f"got keys {sorted(inputs)}."
-            )
-        if grid.dim() != 2 or grid.shape[1] != 3:
-            raise InputError(
-                f"image_grid_thw must have shape (num_images, 3), got {tuple(grid.shape)}."
-            )
-        sizes = [int(n) for n in grid.long().prod(-1)]
-        if sum(sizes) != pixels.shape[0]:
-            raise InputError(
-                f"image_grid_thw describes {sum(sizes)} patches but pixel_values holds "
-                f"{pixels.shape[0]} rows; pass the processor's pixel_values and image_grid_thw "
-                "together."
-            )
-        if isinstance(ids, torch.Tensor) and ids.dim() == 2:
-            per_row = self.image_token_mask(ids).any(1)
-            if int(per_row.sum()) != len(sizes) or len(sizes) != ids.shape[0]:
-                raise InputError(
-                    f"the qwen2_vl 'shuffle' counterfactual swaps images between examples and "
-                    f"needs exactly one image per example; got {len(sizes)} images for "
-                    f"{ids.shape[0]} examples. Use mode 'zeros', 'mean' or 'noise'."
-                )
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, row in enumerate(grid.tolist()):
-            groups.setdefault(tuple(int(v) for v in row), []).append(i)
-        lonely = [g for g, members in groups.items() if len(members) < 2]
-        if len(sizes) >= 2 and lonely:
-            raise InputError(
-                f"the qwen2_vl 'shuffle' counterfactual swaps images only between examples of "
-                f"the same image grid (they take the same number of image tokens), and grid(s) "
-                f"{lonely} occur once in this batch (grids {grid.tolist()}). Resize the images "
-                "to one size, batch images of equal size together, or use mode 'zeros', 'mean' "
-                "or 'noise'."
-            )
-        order = list(range(len(sizes)))
-        for members in groups.values():
-            perm = derangement(len(members), generator)
-            for j, src in zip(members, perm.tolist(), strict=True):
-                order[j] = members[src]
-        starts = [0]
-        for n in sizes:
-            starts.append(starts[-1] + n)
-        chunks = [pixels[starts[i] : starts[i + 1]] for i in order]
-        inputs["pixel_values"] = torch.cat(chunks) if chunks else pixels.clone()
-        inputs["image_grid_thw"] = grid[torch.tensor(order, dtype=torch.long, device=grid.device)]
-        return inputs
+    spec = FAMILY_SPECS["qwen2_vl"]
 
 
-@register_adapter("idefics3", "smolvlm")
 class Idefics3Adapter(GenerativeAdapter):
     """``Idefics3ForConditionalGeneration`` / ``SmolVLMForConditionalGeneration``: ``pixel_values``
     ``(B, n_crops, 3, H, W)`` with ``pixel_attention_mask`` ``(B, n_crops, H, W)``;
-    ``n_crops * image_seq_len`` image tokens."""
+    ``n_crops * image_seq_len`` image tokens. An all-zero crop is padding to these models, so a
+    removed image holds the blank value 1e-6 instead (``zero_image_is_padding``)."""
 
-    family = "idefics3"
-    #: Idefics3 treats an all-zero image as padding and skips it; 1e-6 is the mean colour in
-    #: processed space to within float precision and is not skipped
-    blank_value = 1e-6
-    vision_keys = ("pixel_values", "pixel_attention_mask")
-    pixel_keys = ("pixel_values", "pixel_attention_mask")
-    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 5, "pixel_attention_mask": 4}
-    roles = {
-        "vision_features": "model.connector",
-        "language_features": "model.text_model.embed_tokens",
-        "fused": "model.text_model.norm",
-    }
-
-    def _remove_vision(
-        self, inputs: dict[str, Any], mode: str, generator: torch.Generator | None
-    ) -> dict[str, Any]:
-        # an all-zero crop is padding to Idefics3 / SmolVLM: the model drops it and the image
-        # tokens no longer match the image features. Crops that held an image get the blank
-        # value instead of zeros (crops that were padding in the inputs stay padding).
-        before = inputs.get("pixel_values")
-        out = super()._remove_vision(inputs, mode, generator)
-        after = out.get("pixel_values")
-        if (
-            isinstance(before, torch.Tensor)
-            and isinstance(after, torch.Tensor)
-            and after.is_floating_point()
-            and before.shape == after.shape
-            and before.dim() >= 3
-        ):
-            flat = before.dim() - 3  # the leading (batch, crops) dims of (..., 3, H, W)
-            was_image = (before != 0).flatten(flat).any(-1)
-            now_blank = (after == 0).flatten(flat).all(-1)
-            fix = was_image & now_blank
-            if bool(fix.any()):
-                after = after.clone()
-                after[fix] = self.blank_value
-                out["pixel_values"] = after
-        return out
+    spec = FAMILY_SPECS["idefics3"]
 
 
-@register_adapter("paligemma")
 class PaliGemmaAdapter(GenerativeAdapter):
     """``PaliGemmaForConditionalGeneration``: ``pixel_values`` ``(B, 3, H, W)``; ``input_ids`` =
     ``image_seq_length`` image tokens, then BOS and the prefix; ``token_type_ids`` 0 on the
     prefix (bidirectional attention), 1 on generated suffix tokens."""
 
-    family = "paligemma"
-    vision_keys = ("pixel_values",)
-    language_keys = ("input_ids", "attention_mask", "token_type_ids")
-    per_token_keys = ("attention_mask", "token_type_ids")
-    input_ranks = {**ModelAdapter.input_ranks, "pixel_values": 4}
+    spec = FAMILY_SPECS["paligemma"]
 
 
-def generative_families() -> list[str]:
-    """Registered families whose adapter is a :class:`GenerativeAdapter`."""
-    return sorted(
-        k
-        for k, v in _REGISTRY.items()
-        if isinstance(v, type) and issubclass(v, GenerativeAdapter) and not k[:1].isupper()
-    )
+__all__ = [
+    "DECODING_COUNTERFACTUALS",
+    "DEFAULT_DISTURBANCE",
+    "GenerativeAdapter",
+    "Idefics3Adapter",
+    "LlavaAdapter",
+    "PaliGemmaAdapter",
+    "Qwen2VLAdapter",
+    "generative_families",
+]

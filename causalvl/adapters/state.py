@@ -1,6 +1,11 @@
 """What :meth:`~causalvl.IntervenedModel.save_pretrained` keeps of the adapter, and how
 :func:`causalvl.load` gets it back.
 
+A built-in family's description is its frozen :class:`~causalvl.adapters.spec.AdapterSpec`, which
+is code and never saved (the file records the family name). What an adapter *learns* is its
+fitted state: the vision mean, one tensor per vision input, which the ``vision_mean`` /
+``vision_fitted_mean`` input transforms read.
+
 * A :class:`~causalvl.GenericAdapter` is described in ``intervention_config.json``
   (``"adapter_spec"``: its keys, roles and kind), so a model saved with one loads without
   passing the adapter again. A ``logits`` callable cannot be saved: loading then asks for the
@@ -21,6 +26,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError, UnsupportedModelError
 from .base import GenericAdapter, ModelAdapter
+from .registry import is_registered
 
 ADAPTER_STATE_NAME = "adapter_state.safetensors"
 _MEAN_PREFIX = "vision_mean."
@@ -82,10 +88,8 @@ def adapter_for_load(
         return adapter
     spec = meta.get("adapter_spec")
     if spec is None:
-        from .base import _REGISTRY
-
         model_type = getattr(getattr(model, "config", None), "model_type", None)
-        if model_type in _REGISTRY or type(model).__name__ in _REGISTRY:
+        if is_registered(model_type) or is_registered(type(model).__name__):
             return adapter
         raise UnsupportedModelError(
             f"{config_path} was saved with a GenericAdapter and does not describe it; pass the "

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..adapters.base import ModelAdapter
+from ..adapters.transforms import DECODING_MODES, get_transform
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, UnsupportedModelError
 from ..interventions.base import Intervention, implements
@@ -158,13 +159,13 @@ class CounterfactualDecoding(Intervention):
                     "disturbance_ids=[...])."
                 )
             disturbance = tokenizer(cfg.disturbance, add_special_tokens=False)["input_ids"]
-        g = torch.Generator().manual_seed(cfg.seed)
-        return adapter.decoding_counterfactual(  # type: ignore[attr-defined]
+        transform = get_transform(DECODING_MODES[cfg.counterfactual])
+        options = {"noise_step": cfg.noise_step, "disturbance_ids": disturbance}
+        return transform(
+            adapter,
             inputs,
-            cfg.counterfactual,
-            noise_step=cfg.noise_step,
-            generator=g,
-            disturbance_ids=disturbance,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            **{k: v for k, v in options.items() if k in transform.options},
         )
 
     @torch.no_grad()

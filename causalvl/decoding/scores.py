@@ -18,13 +18,14 @@ from typing import Literal
 
 import torch
 
+from ..adapters.transforms import NOISE_STEPS, diffusion_noise, noise_schedule
 from ..errors import ConfigError, InputError
 
 Space = Literal["logits", "log_softmax"]
 SPACES = ("logits", "log_softmax")
 
-#: length of the DDPM-style schedule used by :func:`diffusion_noise`
-NOISE_STEPS = 1000
+# the diffusion noise is an input transform ("diffusion_noise" in causalvl.adapters.transforms);
+# its schedule lives with it and is re-exported here
 
 
 def plausibility_mask(logits: torch.Tensor, beta: float) -> torch.Tensor:
@@ -146,56 +147,12 @@ def _check_beta(beta: float) -> None:
         )
 
 
-def noise_schedule(steps: int = NOISE_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """VCD's diffusion schedule: ``(sqrt(abar_t), sqrt(1 - abar_t))`` for ``t = 0 .. steps-1``.
-
-    ``beta_t = sigmoid(linspace(-6, 6, steps)) * (5e-3 - 1e-5) + 1e-5`` and
-    ``abar_t = prod_{s <= t} (1 - beta_s)``; at ``t = 500``: ``0.8630, 0.5052``.
-
-    Returns:
-        two float32 tensors of shape ``(steps,)``.
-
-    Example:
-        >>> a, b = noise_schedule()
-        >>> round(float(a[500]), 4), round(float(b[500]), 4)
-        (0.863, 0.5052)
-    """
-    betas = torch.sigmoid(torch.linspace(-6, 6, steps)) * (5e-3 - 1e-5) + 1e-5
-    abar = torch.cumprod(1 - betas, dim=0)
-    return abar.sqrt(), (1 - abar).sqrt()
-
-
-def diffusion_noise(
-    pixel_values: torch.Tensor, step: int, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Forward-diffuse processed pixel values to step ``t``: ``sqrt(abar_t) v + sqrt(1-abar_t) eps``.
-
-    Applied to the processor's output (normalised pixels, any shape), as VCD does, so the
-    counterfactual image has the same geometry and image-token layout as the real one.
-
-    Args:
-        pixel_values: processed pixel tensor of any shape (floating).
-        step: ``t`` in ``[0, 999]`` (VCD's default 500).
-        generator: CPU generator for ``eps ~ N(0, 1)`` (one draw of ``pixel_values``' shape).
-
-    Returns:
-        a new tensor, same shape, dtype and device as ``pixel_values``.
-
-    Example:
-        >>> v = torch.zeros(2, 3); g = torch.Generator().manual_seed(0)
-        >>> diffusion_noise(v, 999, g).shape
-        torch.Size([2, 3])
-    """
-    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step < NOISE_STEPS:
-        raise ConfigError(
-            f"noise step = {step!r} is invalid; pass an integer in [0, {NOISE_STEPS - 1}] (VCD uses 500)."
-        )
-    if not pixel_values.is_floating_point():
-        raise InputError(
-            f"diffusion_noise needs floating pixel values, got dtype {pixel_values.dtype}."
-        )
-    signal, noise_w = noise_schedule()
-    eps = torch.randn(pixel_values.shape, generator=generator, dtype=torch.float32)
-    eps = eps.to(device=pixel_values.device)
-    out = float(signal[step]) * pixel_values.float() + float(noise_w[step]) * eps
-    return out.to(pixel_values.dtype)
+__all__ = [
+    "NOISE_STEPS",
+    "SPACES",
+    "diffusion_noise",
+    "noise_schedule",
+    "pai_scores",
+    "plausibility_mask",
+    "vcd_scores",
+]

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
+from ..adapters.transforms import CONTEXT_MODES, apply_transform, context_boxes, locate_region
 from ..errors import InputError
 
 ContextMode = Literal["swap", "zeros"]
@@ -85,80 +86,9 @@ def mean_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------------------------
-# context replacement
+# context replacement: the "context_swap" / "context_zeros" input transforms
+# (causalvl.adapters.transforms, which also holds locate_region and context_boxes)
 # ---------------------------------------------------------------------------------------
-
-
-def locate_region(
-    composite: torch.Tensor,
-    patch: torch.Tensor,
-    *,
-    atol: float = 1e-5,
-    exclude: tuple[int, int] | None = None,
-) -> tuple[int, int] | None:
-    """Top-left ``(y, x)`` where ``patch`` ``(C, h, w)`` sits in ``composite`` ``(C, H, W)``.
-
-    Returns the first exact match (up to ``atol``) in row-major order other than ``exclude``
-    (used to skip the target's position when target and context look alike), or ``None``.
-    """
-    c, h, w = patch.shape
-    if (
-        composite.dim() != 3
-        or composite.shape[0] != c
-        or h > composite.shape[1]
-        or w > composite.shape[2]
-    ):
-        return None
-    windows = composite.unfold(1, h, 1).unfold(2, w, 1)  # (C, H-h+1, W-w+1, h, w)
-    diff = (windows - patch[:, None, None]).abs().amax(dim=(0, 3, 4))
-    for y, x in (diff <= atol).nonzero().tolist():
-        if (y, x) != exclude:
-            return int(y), int(x)
-    return None
-
-
-def context_boxes(batch: Mapping[str, Any]) -> torch.Tensor:
-    """Where each example's context region sits in ``pixel_values``: ``(B, 4)`` long
-    ``(y0, x0, y1, x1)`` (row/column slices).
-
-    Uses the batch key ``boxes`` ``(B, 2, 4)`` in ``(x0, y0, x1, y1)`` pixel coordinates when
-    present (region 1 is the context, as in :class:`~causalvl.datasets.context_shift.ContextShift`);
-    otherwise finds ``region_pixels[:, 1]`` in the composite by exact match.
-
-    Raises:
-        InputError: when the batch has no region data or a context region cannot be found.
-    """
-    regions = batch.get("region_pixels")
-    if not isinstance(regions, torch.Tensor) or regions.dim() != 5 or regions.shape[1] < 2:
-        raise InputError(
-            "context reliance needs 'region_pixels' of shape (B, 2, C, h, w) (region 0 target, "
-            f"1 context); got {None if regions is None else tuple(regions.shape)}."
-        )
-    boxes = batch.get("boxes")
-    if isinstance(boxes, torch.Tensor):
-        if boxes.dim() != 3 or boxes.shape[1] < 2 or boxes.shape[2] != 4:
-            raise InputError(
-                f"'boxes' must be (B, 2, 4) (x0, y0, x1, y1) per region, got {tuple(boxes.shape)}."
-            )
-        x0, y0, x1, y1 = boxes[:, 1].round().long().cpu().unbind(-1)
-        return torch.stack([y0, x0, y1, x1], dim=1)
-    composite = batch.get("pixel_values")
-    if not isinstance(composite, torch.Tensor) or composite.dim() != 4:
-        raise InputError("context reliance needs the composite image 'pixel_values' (B, C, H, W).")
-    h, w = regions.shape[-2:]
-    out = []
-    for i in range(regions.shape[0]):
-        image = composite[i].detach().cpu().float()
-        target = locate_region(image, regions[i, 0].detach().cpu().float())
-        loc = locate_region(image, regions[i, 1].detach().cpu().float(), exclude=target)
-        if loc is None:
-            raise InputError(
-                f"example {i}: the context region region_pixels[{i}, 1] does not appear in "
-                "pixel_values; add a 'boxes' key (B, 2, 4) with (x0, y0, x1, y1) per region "
-                "so the context can be replaced."
-            )
-        out.append((loc[0], loc[1], loc[0] + h, loc[1] + w))
-    return torch.tensor(out, dtype=torch.long)
 
 
 def replace_context(
@@ -172,45 +102,17 @@ def replace_context(
     ``mode="swap"``: each example gets another example's context (a seeded within-batch
     derangement); ``mode="zeros"``: the context becomes zeros. Both ``region_pixels[:, 1]`` and
     the matching pixels of the composite ``pixel_values`` are replaced (when the composite
-    is present). Nothing in ``batch`` is modified.
+    is present). Nothing in ``batch`` is modified. The same edit is the input transform
+    ``"context_swap"`` / ``"context_zeros"`` of :mod:`causalvl.adapters.transforms`.
 
     Args:
         batch: with ``region_pixels`` ``(B, 2, C, h, w)`` and ``pixel_values`` ``(B, C, H, W)``.
         mode: ``"swap"`` or ``"zeros"``.
         generator: seeds the derangement for ``"swap"``.
     """
-    if mode not in ("swap", "zeros"):
+    if mode not in CONTEXT_MODES:
         raise InputError(f"context replacement mode {mode!r} unknown; choose 'swap' or 'zeros'.")
-    boxes = context_boxes(batch)  # also checks region_pixels
-    regions = batch["region_pixels"]
-    b = regions.shape[0]
-    if mode == "swap":
-        from ..adapters.base import derangement
-
-        perm = derangement(b, generator).to(regions.device)
-        new_ctx = regions[perm, 1]
-    else:
-        new_ctx = torch.zeros_like(regions[:, 1])
-    out = dict(batch)
-    regions = regions.clone()
-    regions[:, 1] = new_ctx
-    out["region_pixels"] = regions
-    composite = batch.get("pixel_values")
-    if isinstance(composite, torch.Tensor) and composite.dim() == 4:
-        composite = composite.clone()
-        for i in range(b):
-            y0, x0, y1, x1 = (int(v) for v in boxes[i])
-            patch = new_ctx[i]
-            if patch.shape[-2:] != (y1 - y0, x1 - x0):
-                patch = F.interpolate(
-                    patch[None].float(),
-                    size=(y1 - y0, x1 - x0),
-                    mode="bilinear",
-                    align_corners=False,
-                )[0].to(composite.dtype)
-            composite[i, :, y0:y1, x0:x1] = patch
-        out["pixel_values"] = composite
-    return out
+    return apply_transform(CONTEXT_MODES[mode], None, batch, generator=generator)
 
 
 __all__ = [
