@@ -34,6 +34,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
+from ..batch import METADATA_KEYS
 from ..errors import (
     ConfigError,
     InputError,
@@ -46,30 +47,9 @@ from .registry import _REGISTRY, adapter_class, is_registered, known_families, r
 from .spec import MIRRORED_FIELDS, AdapterSpec
 from .transforms import derangement
 
-#: batch keys that are labels or metadata, never model inputs (see docs/architecture.md)
-BATCH_METADATA_KEYS = frozenset(
-    {
-        "labels",
-        "group",
-        "group_id",
-        "bias_aligned",
-        "question_type",
-        "context_class",
-        "position",
-        "image_index",
-        "image_label",
-        "colour",
-        "left_class",
-        "right_class",
-        "statement_type",
-        "target_position",
-    }
-)
-
 RemoveKind = Literal["vision", "language"]
 VISION_MODES = ("zeros", "mean", "shuffle", "noise", "mask")
 LANGUAGE_MODES = ("zeros", "mask", "shuffle")
-ROLE_NAMES = ("vision_features", "language_features", "fused")
 
 
 class ModelAdapter:
@@ -233,7 +213,7 @@ class ModelAdapter:
 
     def _warn_undeclared(self, dropped: list[str]) -> None:
         """Warn (once per key) that inputs of a ``forward(**kwargs)`` model were dropped."""
-        unknown = [k for k in dropped if k not in BATCH_METADATA_KEYS]
+        unknown = [k for k in dropped if k not in METADATA_KEYS]
         warned = self.__dict__.setdefault("_warned_undeclared", set())
         new = [k for k in unknown if k not in warned]
         if not new:
@@ -925,9 +905,7 @@ def _key_tuple(name: str, keys: Iterable[str] | None) -> tuple[str, ...]:
 
 
 __all__ = [
-    "BATCH_METADATA_KEYS",
     "LANGUAGE_MODES",
-    "ROLE_NAMES",
     "VISION_MODES",
     "_REGISTRY",
     "AdapterSpec",
