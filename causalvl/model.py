@@ -488,8 +488,10 @@ class IntervenedModel(nn.Module):
         save_adapter_state(self.adapter, directory)
         exact = getattr(self, "_regex_targets", {})
         saved = []
-        for cfg in self.configs:
-            d = cfg.to_dict()
+        # each intervention's own config: normalised, with what fitting recorded (the
+        # prior's row count, the dictionary's names); runtime tensors are in the weights
+        for impl in self.interventions.values():
+            d = impl.config.to_dict()
             saved.append({k: exact.get(v, v) if isinstance(v, str) else v for k, v in d.items()})
         meta = {
             "causalvl_version": __version__,

@@ -274,7 +274,7 @@ class CATTConfig(InterventionConfig):
             or any(not isinstance(i, int) or isinstance(i, bool) for i in self.layers)
         ):
             self._fail("layers", "must be a non-empty list of block indices, e.g. (-1,)")
-        self.layers = tuple(self.layers)
+        self._normalise("layers", tuple(self.layers))
         if len(set(self.layers)) != len(self.layers):
             self._fail("layers", "lists a block twice")
         d = self.dictionary
@@ -290,9 +290,9 @@ class CATTConfig(InterventionConfig):
                     "dictionary_size",
                     f"does not match the dictionary's {d.num_prototypes} prototypes; leave it unset",
                 )
-            self.dictionary_size = d.num_prototypes
+            self._normalise("dictionary_size", d.num_prototypes)
         if self.dictionary_size is None:
-            self.dictionary_size = DEFAULT_DICTIONARY_SIZE
+            self._normalise("dictionary_size", DEFAULT_DICTIONARY_SIZE)
         self._check_int("dictionary_size")
         if not isinstance(self.share_weights, bool):
             self._fail("share_weights", "must be True or False")
@@ -457,6 +457,8 @@ class CausalAttention(Intervention):
         self._modules_by_path = dict(found)
         if config.dictionary is not None:
             self.set_dictionary(config.dictionary)
+            # M holds the prototypes now; the config keeps no runtime tensors
+            self.config = config.replace(dictionary=None)
 
     def set_dictionary(self, dictionary: ConfounderDictionary) -> None:
         """Initialise ``M`` from a dictionary's prototypes ``(K, H)`` (shapes must match).

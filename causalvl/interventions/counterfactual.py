@@ -52,7 +52,7 @@ def _check_hidden(cfg: Any, name: str = "hidden") -> None:
         cfg._fail(name, "must be a list of hidden-layer widths, e.g. (1024, 1024) or ()")
     if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value):
         cfg._fail(name, "every hidden width must be an integer >= 1")
-    setattr(cfg, name, tuple(value))
+    cfg._normalise(name, tuple(value))
 
 
 def _check_role(cfg: Any, *names: str) -> None:

@@ -537,7 +537,7 @@ def _check_prior_fields(cfg: Any) -> None:
         )
     if cfg.num_answers is not None and cfg.num_answers != len(table[0]):
         cfg._fail("num_answers", f"does not match the prior's {len(table[0])} columns")
-    cfg.prior = table
+    cfg._normalise("prior", table)
 
 
 def _seeded_init(module: nn.Module, seed: int) -> None:
@@ -776,7 +776,7 @@ class GGEConfig(InterventionConfig):
             self._fail("hidden", "must be a list of layer widths, e.g. (1024, 1024)")
         if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden):
             self._fail("hidden", "layer widths must be integers >= 1")
-        self.hidden = tuple(self.hidden)
+        self._normalise("hidden", tuple(self.hidden))
         _check_prior_fields(self)
 
     def num_types(self) -> int | None:
@@ -836,8 +836,9 @@ class _PriorTableMixin(Intervention):
     def set_prior(self, table: torch.Tensor) -> None:
         """Install the prior table ``(num_question_types, num_answers)`` with entries in [0, 1].
 
-        When the number of question types was not configured, the first table fixes it (and
-        records it in ``config.num_question_types`` so saving and loading restore the shape).
+        When the number of question types was not configured, the first table fixes it and
+        is recorded in this intervention's own ``config.num_question_types`` (a copy: the
+        caller's config is never changed), so saving and loading restore the shape.
         """
         cfg = self.config
         t = torch.as_tensor(table)
@@ -865,7 +866,7 @@ class _PriorTableMixin(Intervention):
             )
         if not rows:
             self.prior = t.detach().to(self.prior.device, self.prior.dtype).clone()
-            cfg.num_question_types = int(t.shape[0])
+            self.config = cfg.replace(num_question_types=int(t.shape[0]))
         else:
             with torch.no_grad():
                 self.prior.copy_(t.to(self.prior.device, self.prior.dtype))
