@@ -168,6 +168,19 @@ class Config(JSONSerializable, metaclass=_ConfigMeta):
             )
         object.__setattr__(self, name, value)
 
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: a renamed field read by its old name
+        new = type(self).renamed_fields.get(name) if not name.startswith("__") else None
+        if new is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        warnings.warn(
+            f"{type(self).__name__}.{name} is renamed to {new}; the old name is accepted for "
+            f"one release. Read cfg.{new} instead.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(self, new)
+
     def __delattr__(self, name: str) -> None:
         if self.__dict__.get("_frozen", False):
             raise ConfigError(f"{type(self).__name__} is frozen; fields cannot be deleted.")

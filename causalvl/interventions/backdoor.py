@@ -47,6 +47,7 @@ from ..hooks import HookManager, did_not_run_message, get_primary, replace_prima
 from ..runtime import module_dtype_device
 from .base import ForwardState, Intervention, implements
 from .confounders import ConfounderDictionary, FeatureCollection
+from .seeding import init_rng
 
 __all__ = [
     "BackdoorAdjustment",
@@ -316,22 +317,23 @@ class BackdoorAdjustment(Intervention):
             adapter.resolve(config.query_target, model)[0] if config.query == "context" else None
         )
         self.input_dim, self.query_dim = d, dq
-        self.attention = NWGMAttention(dq, dz, e, normalize=config.normalize)
-        self.projection: nn.Linear | None = None
-        if config.project:
-            if config.combine == "concat_project":
-                proj = nn.Linear(d + dz, d)
-                nn.init.normal_(proj.weight, std=0.02)
-                with torch.no_grad():
-                    proj.weight[:, :d] = torch.eye(d)
-            else:
-                proj = nn.Linear(dz, d)
-                if config.combine == "replace" and dz == d:
-                    nn.init.eye_(proj.weight)
-                else:
+        with init_rng(config.init_seed):  # W_y, W_z and the projection
+            self.attention = NWGMAttention(dq, dz, e, normalize=config.normalize)
+            self.projection: nn.Linear | None = None
+            if config.project:
+                if config.combine == "concat_project":
+                    proj = nn.Linear(d + dz, d)
                     nn.init.normal_(proj.weight, std=0.02)
-            nn.init.zeros_(proj.bias)
-            self.projection = proj
+                    with torch.no_grad():
+                        proj.weight[:, :d] = torch.eye(d)
+                else:
+                    proj = nn.Linear(dz, d)
+                    if config.combine == "replace" and dz == d:
+                        nn.init.eye_(proj.weight)
+                    else:
+                        nn.init.normal_(proj.weight, std=0.02)
+                nn.init.zeros_(proj.bias)
+                self.projection = proj
         self.register_buffer("prototypes", torch.zeros(k, dz))
         self.register_buffer("prior", torch.zeros(k))
         self.register_buffer("has_dictionary", torch.tensor(False))

@@ -245,7 +245,8 @@ class CATTConfig(InterventionConfig):
         fusion_init: ``"identity"`` starts ``fuse`` at ``[I | 0]`` (zero bias), so the wrapped
             model is unchanged until training moves it; ``"random"`` is PyTorch's default
             ``nn.Linear`` init (the official code).
-        init_seed: seeds ``M`` and every random init (a private generator).
+        init_seed: seeds ``M`` and every random init (a private generator); ``None`` draws
+            them from the global RNG.
 
     Example:
         >>> CATTConfig(dictionary_size=800, layers=(-2, -1)).to_dict()["layers"]
@@ -262,7 +263,7 @@ class CATTConfig(InterventionConfig):
     share_weights: bool = False
     cs_init: Literal["copy", "random"] = "copy"
     fusion_init: Literal["identity", "random"] = "identity"
-    init_seed: int = 0
+    init_seed: int | None = 0
 
     def validate(self) -> None:
         if not isinstance(self.target, str) or not self.target:
@@ -298,7 +299,6 @@ class CATTConfig(InterventionConfig):
             self._fail("share_weights", "must be True or False")
         if self.share_weights and self.cs_init != "copy":
             self._fail("cs_init", "share_weights=True uses the wrapped block itself; keep 'copy'")
-        self._check_int("init_seed", minimum=0)
 
 
 class CrossSampleAttention(nn.Module):
@@ -416,7 +416,8 @@ class CausalAttention(Intervention):
             )
         hidden = widths.pop()
         self.hidden = hidden
-        gen = torch.Generator().manual_seed(int(config.init_seed))
+        seed = config.init_seed
+        gen = torch.default_generator if seed is None else torch.Generator().manual_seed(seed)
         k = int(config.dictionary_size)  # type: ignore[arg-type]
         self.memory = nn.Parameter(torch.rand(k, hidden, generator=gen) / 100)
         self.cs_blocks = nn.ModuleList()
