@@ -325,7 +325,9 @@ class Config(JSONSerializable, metaclass=_ConfigMeta):
         return cls(**kwargs)
 
     def replace(self: C, **changes: Any) -> C:
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields changed (configs are frozen: this is how to
+        change one)."""
+        changes = type(self)._translate_renamed(changes, f"{type(self).__name__}.replace")
         return dataclasses.replace(self, **changes)
 
 
