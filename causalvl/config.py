@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -120,6 +121,14 @@ class _ConfigMeta(type):
         if kwargs and cls.renamed_fields:
             kwargs = cls._translate_renamed(kwargs, f"{cls.__name__}(...)")  # type: ignore[attr-defined]
         return super().__call__(*args, **kwargs)
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        # the dataclass __init__'s keyword-only fields, not this __call__'s (*args, **kwargs)
+        if not dataclasses.is_dataclass(cls):
+            return inspect.Signature()
+        sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
 
     @property
     def renamed_fields(cls) -> dict[str, str]:
