@@ -357,7 +357,8 @@ class InterventionConfig(Config):
     """
 
     type: ClassVar[str] = ""
-    init_seed: int | None = None
+    # keyword-only, so a subclass declared without kw_only may still have required fields
+    init_seed: int | None = dataclasses.field(default=None, kw_only=True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -263,3 +263,16 @@ def test_a_folder_saved_with_the_old_names_still_loads(tmp_path):
     assert restored.interventions["0_rubi"].config.hidden_sizes == (8,)
     before, after = _intervention_weights(vl), _intervention_weights(restored)
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_positional_subclass_with_required_fields_still_works():
+    import dataclasses
+
+    @dataclasses.dataclass
+    class _Positional(InterventionConfig):
+        scale: float
+
+    cfg = _Positional(2.0, init_seed=1)
+    assert (cfg.scale, cfg.init_seed) == (2.0, 1)
+    with pytest.raises(ConfigError, match="frozen"):
+        cfg.scale = 3.0
