@@ -166,16 +166,14 @@ def one_seed(settings: DemoSettings, seed: int) -> dict[str, dict[str, float]]:
             regions="context",
             target_index=0,
             normalize=True,
+            init_seed=seed + 1,
         ),
         "CATT": causalvl.CATTConfig(dictionary_size=DICTIONARY_SIZE, init_seed=seed),
         "CATT (class-mean M)": causalvl.CATTConfig(dictionary=dictionary, init_seed=seed),
     }
     models = {"plain": plain}
-    for offset, (name, cfg) in enumerate(arms.items(), start=1):
-        models[name] = _seeded(
-            seed + offset,
-            lambda cfg=cfg: causalvl.intervene(copy.deepcopy(net), cfg, adapter=adapter()),
-        )
+    for name, cfg in arms.items():  # each arm's init_seed fixes its new parameters
+        models[name] = causalvl.intervene(copy.deepcopy(net), cfg, adapter=adapter())
     times["plain"] += _train(plain, train, extra, settings, seed + 2)
     for name in arms:
         times[name] = _train(models[name], train, extra, settings, seed + 2)

@@ -111,7 +111,7 @@ def wrapper_configs(kind: str, model: torch.nn.Module, seed: int = 0) -> dict[st
     """The intervention configs of every wrapper measured on ``model``."""
     if kind == "tiny":
         target, dim = "fused", model.classifier.in_features
-        cfvqa = causalvl.CounterfactualConfig(hidden=(64,))
+        cfvqa = causalvl.CounterfactualConfig(hidden_sizes=(64,))
     elif kind == "vilt":
         target, dim = "fused", model.config.hidden_size
         cfvqa = causalvl.CounterfactualConfig()

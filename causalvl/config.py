@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -111,16 +112,123 @@ def read_json(
         raise error(f"{owner}.from_json: invalid JSON value ({str(exc)[:200]}).") from exc
 
 
-class Config(JSONSerializable):
+class _ConfigMeta(type):
+    """Maps renamed keyword arguments to their new field names (with a ``FutureWarning``)
+    before the dataclass ``__init__`` sees them, so the old spelling keeps working for one
+    release in the constructor, :meth:`Config.replace` and :meth:`Config.from_dict`."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if kwargs and cls.renamed_fields:
+            kwargs = cls._translate_renamed(kwargs, f"{cls.__name__}(...)")  # type: ignore[attr-defined]
+        return super().__call__(*args, **kwargs)
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        # the dataclass __init__'s keyword-only fields, not this __call__'s (*args, **kwargs)
+        if not dataclasses.is_dataclass(cls):
+            return inspect.Signature()
+        sig = inspect.signature(cls.__init__)  # type: ignore[misc]
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
+
+    @property
+    def renamed_fields(cls) -> dict[str, str]:
+        """Old field name -> new field name, over the class and its bases."""
+        out: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            out.update(klass.__dict__.get("_renamed", {}))
+        return out
+
+
+class Config(JSONSerializable, metaclass=_ConfigMeta):
     """Base class of every causalvl configuration dataclass.
 
     Subclasses are declared with ``@dataclass(kw_only=True)`` and put their checks in
-    :meth:`validate`, using the ``_check_*`` helpers so that messages are uniform.
+    :meth:`validate`, using the ``_check_*`` helpers so that messages are uniform. A value
+    that validation normalises (a list made a tuple, a default resolved) is written with
+    :meth:`_normalise`.
+
+    Once validated a config is frozen: assigning a field raises :class:`ConfigError`; use
+    :meth:`replace` for a changed copy. Configs compare and hash by their fields. A renamed
+    field is listed in the class attribute ``_renamed`` (``{"old": "new"}``); the old name is
+    accepted, with a ``FutureWarning``, by the constructor, :meth:`replace` and
+    :meth:`from_dict`.
     """
+
+    _renamed: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # an explicit __hash__ in the class body keeps @dataclass (eq=True) from removing it
+        if "__hash__" not in cls.__dict__:
+            cls.__hash__ = Config.__hash__  # type: ignore[method-assign]
 
     def __post_init__(self) -> None:
         self._check_literals()
+        self._check_init_seed()
         self.validate()
+        object.__setattr__(self, "_frozen", True)
+
+    # -- immutability -------------------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        if self.__dict__.get("_frozen", False):
+            raise ConfigError(
+                f"{type(self).__name__} is frozen; use cfg.replace({name}=...) for a copy with "
+                f"{name} changed."
+            )
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when normal lookup fails: a renamed field read by its old name
+        new = type(self).renamed_fields.get(name) if not name.startswith("__") else None
+        if new is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        warnings.warn(
+            f"{type(self).__name__}.{name} is renamed to {new}; the old name is accepted for "
+            f"one release. Read cfg.{new} instead.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return getattr(self, new)
+
+    def __delattr__(self, name: str) -> None:
+        if self.__dict__.get("_frozen", False):
+            raise ConfigError(f"{type(self).__name__} is frozen; fields cannot be deleted.")
+        object.__delattr__(self, name)
+
+    def __hash__(self) -> int:
+        values = tuple(
+            _hashable(getattr(self, f.name)) for f in dataclasses.fields(self) if f.compare
+        )
+        return hash((type(self).__qualname__, values))
+
+    def _normalise(self, name: str, value: Any) -> None:
+        """Write the normalised ``value`` of field ``name`` during :meth:`validate`."""
+        if self.__dict__.get("_frozen", False):
+            raise ConfigError(
+                f"{type(self).__name__} is frozen; _normalise is for validate() only."
+            )
+        object.__setattr__(self, name, value)
+
+    @classmethod
+    def _translate_renamed(cls, data: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """``data`` with renamed keys mapped to the new names (a ``FutureWarning`` each)."""
+        renamed = cls.renamed_fields  # type: ignore[attr-defined]
+        out = dict(data)
+        for old, new in renamed.items():
+            if old not in out:
+                continue
+            if new in out:
+                raise ConfigError(
+                    f"{where}: got both {old!r} (renamed) and {new!r}; pass only {new!r}."
+                )
+            warnings.warn(
+                f"{cls.__name__}.{old} is renamed to {new}; the old name is accepted for one "
+                f"release. Write {new}=... instead.",
+                FutureWarning,
+                stacklevel=3,
+            )
+            out[new] = out.pop(old)
+        return out
 
     # -- validation ---------------------------------------------------------------------
     def validate(self) -> None:
@@ -137,6 +245,11 @@ class Config(JSONSerializable):
                         f"{type(self).__name__}.{f.name} = {value!r} is not allowed; "
                         f"choose one of {', '.join(repr(a) for a in allowed)}."
                     )
+
+    def _check_init_seed(self) -> None:
+        names = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        if "init_seed" in names and self.init_seed is not None:  # type: ignore[attr-defined]
+            self._check_int("init_seed", minimum=0)
 
     def _fail(self, name: str, requirement: str) -> None:
         raise ConfigError(
@@ -196,6 +309,7 @@ class Config(JSONSerializable):
                 f"{cls.__name__}.from_dict expects a mapping, got {type(data).__name__}."
             )
         data = {k: v for k, v in data.items() if k not in ("type", "causalvl_version")}
+        data = cls._translate_renamed(data, f"{cls.__name__}.from_dict")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -220,7 +334,9 @@ class Config(JSONSerializable):
         return cls(**kwargs)
 
     def replace(self: C, **changes: Any) -> C:
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields changed (configs are frozen: this is how to
+        change one)."""
+        changes = type(self)._translate_renamed(changes, f"{type(self).__name__}.replace")
         return dataclasses.replace(self, **changes)
 
 
@@ -233,9 +349,16 @@ class InterventionConfig(Config):
 
     The matching :class:`~causalvl.interventions.base.Intervention` implementation is looked
     up from this key when :func:`causalvl.intervene` builds the wrapper.
+
+    ``init_seed``: with an integer, the intervention draws its initial parameters from a
+    private generator seeded with it (the global RNG is neither used nor changed), so the
+    same config gives the same initial weights whatever ran before; ``None`` draws them from
+    the global RNG. Interventions without parameters ignore it.
     """
 
     type: ClassVar[str] = ""
+    # keyword-only, so a subclass declared without kw_only may still have required fields
+    init_seed: int | None = dataclasses.field(default=None, kw_only=True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -273,6 +396,16 @@ class InterventionConfig(Config):
 def registered_intervention_types() -> dict[str, type[InterventionConfig]]:
     """The registry key -> config class mapping (a copy)."""
     return dict(_INTERVENTIONS)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (set, frozenset)):
+        return frozenset(_hashable(v) for v in value)
+    return value
 
 
 def _literal_values(hint: Any) -> tuple[Any, ...] | None:

@@ -407,17 +407,15 @@ def context_benchmark(
     dictionary = causalvl.ConfounderDictionary.from_class_means(
         feats, labels, names=train.class_names
     )
-    backdoor = _seeded(
-        seed + 1,
-        lambda: causalvl.intervene(
-            copy.deepcopy(net),
-            causalvl.BackdoorConfig(
-                target="vision_features",
-                dictionary=dictionary,
-                regions="context",
-                target_index=0,
-                normalize=True,
-            ),
+    backdoor = causalvl.intervene(
+        copy.deepcopy(net),
+        causalvl.BackdoorConfig(
+            target="vision_features",
+            dictionary=dictionary,
+            regions="context",
+            target_index=0,
+            normalize=True,
+            init_seed=seed + 1,
         ),
     )
     extra = settings.context_extra_epochs

@@ -172,39 +172,39 @@ def default_methods(settings: EfficacySettings) -> dict[str, Method]:
             note="answers drawn uniformly within each question type",
         ),
         "GGE": Method(
-            (causalvl.GGEConfig(hidden=(settings.hidden,), variant="iterative"),),
+            (causalvl.GGEConfig(hidden_sizes=(settings.hidden,), variant="iterative"),),
             note="greedy gradient ensemble, GGE-iter (question branch + prior)",
         ),
         "GGE (softmax CE)": Method(
-            (causalvl.GGEConfig(hidden=(settings.hidden,), loss="softmax_ce"),),
+            (causalvl.GGEConfig(hidden_sizes=(settings.hidden,), loss="softmax_ce"),),
             note="GGE with the official GreedyGradient_softmaxCE loss",
         ),
         "GGE (softmax pseudo label)": Method(
-            (causalvl.GGEConfig(hidden=(settings.hidden,), pseudo_label="softmax"),),
+            (causalvl.GGEConfig(hidden_sizes=(settings.hidden,), pseudo_label="softmax"),),
             note="GGE with the pseudo label clamp(y - softmax(r), 0, 1)",
         ),
         "GGE-D (sin schedule)": Method(
             (
                 causalvl.GGEConfig(
-                    hidden=(settings.hidden,), loss="decompose", weight_schedule="sin"
+                    hidden_sizes=(settings.hidden,), loss="decompose", weight_schedule="sin"
                 ),
             ),
             note="GGE's Decompose loss, its weight on the official sin schedule",
         ),
         "RUBi": Method(
-            (causalvl.RUBiConfig(hidden=heads),),
+            (causalvl.RUBiConfig(hidden_sizes=heads),),
             train_options={"intervention_lr": 1e-2},
             note="question-only mask; branch heads at a faster rate",
         ),
         "CF-VQA": Method(
-            (causalvl.CounterfactualConfig(graph="simple", fusion="sum", hidden=heads),),
+            (causalvl.CounterfactualConfig(graph="simple", fusion="sum", hidden_sizes=heads),),
             train_options={"intervention_lr": 3e-2},
             note="TIE of the simple graph, sum fusion; branch heads at a faster rate",
         ),
         "RUBi (warm-up)": Method(
             (
                 causalvl.RUBiConfig(
-                    hidden=heads, branch_warmup_epochs=max(1, settings.epochs // 10)
+                    hidden_sizes=heads, branch_warmup_epochs=max(1, settings.epochs // 10)
                 ),
             ),
             note="question branch trained alone for the first tenth of the epochs",
@@ -214,7 +214,7 @@ def default_methods(settings: EfficacySettings) -> dict[str, Method]:
                 causalvl.CounterfactualConfig(
                     graph="simple",
                     fusion="sum",
-                    hidden=heads,
+                    hidden_sizes=heads,
                     branch_warmup_epochs=max(1, settings.epochs // 10),
                 ),
             ),
@@ -579,9 +579,11 @@ def train_method(
 
     def wrapped() -> Any:
         net = build_model(settings, efficacy, seed) if model is None else model
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            vl = causalvl.intervene(net, configs)
+        # parameters the interventions create are drawn from ``seed`` (init_seed), unless
+        # the method's config fixes its own seed
+        vl = causalvl.intervene(
+            net, [c if c.init_seed is not None else c.replace(init_seed=seed) for c in configs]
+        )
         if any(isinstance(m, _PriorTableMixin) for m in vl.interventions.values()):
             with contextlib.suppress(causalvl.errors.ConfigError):  # GGE without a prior
                 set_bias_prior(vl, efficacy.prior)

@@ -488,8 +488,10 @@ class IntervenedModel(nn.Module):
         save_adapter_state(self.adapter, directory)
         exact = getattr(self, "_regex_targets", {})
         saved = []
-        for cfg in self.configs:
-            d = cfg.to_dict()
+        # each intervention's own config: normalised, with what fitting recorded (the
+        # prior's row count, the dictionary's names); runtime tensors are in the weights
+        for impl in self.interventions.values():
+            d = impl.config.to_dict()
             saved.append({k: exact.get(v, v) if isinstance(v, str) else v for k, v in d.items()})
         meta = {
             "causalvl_version": __version__,
@@ -574,7 +576,7 @@ def intervene(
 
 #: the largest ``intervention_config.json`` that :func:`load` reads
 MAX_CONFIG_BYTES = 256 * 2**20
-#: size fields (``hidden``, ``*_dim``, ``num_*``) up to this value need no evidence; larger ones
+#: size fields (``hidden_sizes``, ``*_dim``, ``num_*``) up to this value need no evidence; larger ones
 #: must be a dimension of a saved tensor of that intervention or of the model
 SMALL_SIZE = 64
 MAX_HIDDEN_LAYERS = 16
@@ -637,7 +639,7 @@ def _read_saved_configs(cfg_path: Path) -> tuple[dict[str, Any], list[Interventi
 
 
 def _is_size_field(name: str) -> bool:
-    return name == "hidden" or name.endswith("_dim") or name.startswith("num_")
+    return name in ("hidden", "hidden_sizes") or name.endswith("_dim") or name.startswith("num_")
 
 
 def _check_sizes(
@@ -647,7 +649,7 @@ def _check_sizes(
     model: Any,
 ) -> None:
     """Refuse sizes read from a file that no saved tensor (and no model tensor) has, before
-    anything is allocated: ``"hidden": [10**12]`` would otherwise try to build a huge layer."""
+    anything is allocated: ``"hidden_sizes": [10**12]`` would otherwise try to build a huge layer."""
     model_dims: set[int] = set()
     if isinstance(model, nn.Module):
         for t in (*model.parameters(), *model.buffers()):
@@ -662,9 +664,9 @@ def _check_sizes(
             if not _is_size_field(name) or value is None:
                 continue
             values = value if isinstance(value, list) else [value]
-            if name == "hidden" and len(values) > MAX_HIDDEN_LAYERS:
+            if name in ("hidden", "hidden_sizes") and len(values) > MAX_HIDDEN_LAYERS:
                 raise CheckpointError(
-                    f"{cfg_path}: interventions[{i}].hidden lists {len(values)} layers; at most "
+                    f"{cfg_path}: interventions[{i}].{name} lists {len(values)} layers; at most "
                     f"{MAX_HIDDEN_LAYERS} are accepted from a file. The file is corrupted."
                 )
             for v in values:
@@ -730,7 +732,7 @@ def load(
 
     The files are treated as untrusted: module targets in the config are matched as role
     names, exact paths or dotted suffixes (never compiled as regular expressions); size fields
-    (``hidden``, ``*_dim``, ``num_*``) larger than 64 must be a dimension of a saved tensor of
+    (``hidden_sizes``, ``*_dim``, ``num_*``) larger than 64 must be a dimension of a saved tensor of
     that intervention or of the model before anything is built; weights are checked against
     the SHA-256 digest saved with them, and tensors of another dtype kind or holding NaN are
     refused.

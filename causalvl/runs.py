@@ -13,7 +13,7 @@ A run config is one JSON object::
       "model": {"type": "TinyVQA", "hidden": 64},      # or TinyRegionClassifier, or
                                                        # {"type": "pretrained", "class":
                                                        #  "ViltForQuestionAnswering", "path": "dir"}
-      "interventions": [{"type": "cfvqa", "hidden": [64]}],
+      "interventions": [{"type": "cfvqa", "hidden_sizes": [64]}],
       "trainer": {"epochs": 10, "lr": 0.003},          # causalvl.TrainConfig fields
       "output_dir": "runs/cfvqa-digits"
     }

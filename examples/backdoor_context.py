@@ -121,18 +121,17 @@ def run(
     with tempfile.TemporaryDirectory() as tmp:  # dictionaries save and load without pickle
         dictionary = causalvl.ConfounderDictionary.load(dictionary.save(tmp))
 
-    with torch.random.fork_rng():  # W_y, W_z and the projection are drawn here
-        torch.manual_seed(seed + 1)
-        backdoor = causalvl.intervene(
-            copy.deepcopy(net),
-            causalvl.BackdoorConfig(
-                target="vision_features",
-                dictionary=dictionary,
-                regions="context",
-                target_index=0,
-                normalize=normalize,
-            ),
-        )
+    backdoor = causalvl.intervene(
+        copy.deepcopy(net),
+        causalvl.BackdoorConfig(
+            target="vision_features",
+            dictionary=dictionary,
+            regions="context",
+            target_index=0,
+            normalize=normalize,
+            init_seed=seed + 1,  # W_y, W_z and the projection, from their own generator
+        ),
+    )
     fit(plain, make_loader(train, 64, seed + 2), extra_epochs, lr)
     fit(backdoor, make_loader(train, 64, seed + 2), extra_epochs, lr)
     oracle = causalvl.intervene(oracle_net, causalvl.IdentityConfig())

@@ -39,7 +39,7 @@ def methods(settings: efficacy.EfficacySettings, warmup: int) -> dict[str, effic
     every = efficacy.default_methods(settings)
     heads = (16,) if settings.is_smoke else (256, 256)
     cfvqa = causalvl.CounterfactualConfig(
-        graph="simple", fusion="sum", hidden=heads, branch_warmup_epochs=warmup
+        graph="simple", fusion="sum", hidden_sizes=heads, branch_warmup_epochs=warmup
     )
     return {
         "plain": every["plain"],

@@ -48,7 +48,7 @@ def methods(settings: efficacy.EfficacySettings) -> dict[str, efficacy.Method]:
     heads = (16,) if settings.is_smoke else (256, 256)
     warmup = max(1, settings.epochs // 10)
     cfvqa = causalvl.CounterfactualConfig(
-        graph="simple", fusion="sum", hidden=heads, branch_warmup_epochs=warmup
+        graph="simple", fusion="sum", hidden_sizes=heads, branch_warmup_epochs=warmup
     )
     return {
         "plain": every["plain"],

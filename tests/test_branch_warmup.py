@@ -15,10 +15,10 @@ BATCH = {
 }
 
 CONFIGS = [
-    causalvl.RUBiConfig(hidden=(16,), branch_warmup_epochs=2),
-    causalvl.CounterfactualConfig(hidden=(16,), branch_warmup_epochs=2),
+    causalvl.RUBiConfig(hidden_sizes=(16,), branch_warmup_epochs=2),
+    causalvl.CounterfactualConfig(hidden_sizes=(16,), branch_warmup_epochs=2),
     causalvl.CounterfactualConfig(
-        graph="simple", fusion="sum", hidden=(16,), branch_warmup_epochs=2
+        graph="simple", fusion="sum", hidden_sizes=(16,), branch_warmup_epochs=2
     ),
 ]
 

@@ -16,7 +16,7 @@ from causalvl import CounterfactualConfig, PriorSubtractionConfig
 from causalvl.errors import ConfigError, InputError, InterventionStateError
 from causalvl.interventions.fusion import effects, fuse
 
-SMALL = dict(hidden=(16,))
+SMALL = dict(hidden_sizes=(16,))
 
 
 def tiny_vqa(seed: int = 0, answers: int = 4) -> causalvl.models.TinyVQA:
@@ -76,8 +76,8 @@ def _classifier_cases(hf_models):
 
 
 def test_config_validation_and_round_trip():
-    cfg = CounterfactualConfig(fusion="sum", graph="simple", hidden=[8, 4], c_init=0.5)
-    assert cfg.hidden == (8, 4)
+    cfg = CounterfactualConfig(fusion="sum", graph="simple", hidden_sizes=[8, 4], c_init=0.5)
+    assert cfg.hidden_sizes == (8, 4)
     assert causalvl.InterventionConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="graph='simple'"):
         CounterfactualConfig(fusion="rubi")
@@ -86,7 +86,7 @@ def test_config_validation_and_round_trip():
     with pytest.raises(ConfigError, match="kl_weight = -1"):
         CounterfactualConfig(kl_weight=-1)
     with pytest.raises(ConfigError, match="hidden"):
-        CounterfactualConfig(hidden=(0,))
+        CounterfactualConfig(hidden_sizes=(0,))
     with pytest.raises(ConfigError, match="c_init"):
         CounterfactualConfig(c_init=float("nan"))
     ps = PriorSubtractionConfig(alpha=0.5, space="log_softmax", cache=True, mode="mask")

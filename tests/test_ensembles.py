@@ -286,7 +286,9 @@ GGE_CASES = [
 @pytest.mark.parametrize("form", ["published", "corrected"])
 def test_gge_losses_equal_direct_computation(bias, variant, form):
     batch = _tiny_batch(soft=True, seed=3)
-    vl = _wrapped(causalvl.GGEConfig(bias=bias, variant=variant, pseudo_label=form, hidden=(8,)))
+    vl = _wrapped(
+        causalvl.GGEConfig(bias=bias, variant=variant, pseudo_label=form, hidden_sizes=(8,))
+    )
     out = vl(batch)
     parts = vl.objective(out, batch).parts
     f = out.factual_logits.detach()
@@ -331,7 +333,7 @@ def _norm(module: nn.Module) -> float:
 
 def test_gge_question_branch_reads_a_stop_gradient_feature():
     batch = _tiny_batch(soft=True)
-    vl = _wrapped(causalvl.GGEConfig(hidden=(8,)))
+    vl = _wrapped(causalvl.GGEConfig(hidden_sizes=(8,)))
     net, impl = vl.base_model, vl.interventions["0_gge"]
     out = vl(batch)
     impl.loss(out, batch)["gge_question"].backward()
@@ -345,7 +347,7 @@ def test_gge_question_branch_reads_a_stop_gradient_feature():
 @pytest.mark.parametrize("detach", [False, True])
 def test_gge_base_loss_reaches_c1_unless_detached(detach):
     batch = _tiny_batch(soft=True)
-    vl = _wrapped(causalvl.GGEConfig(hidden=(8,), detach_pseudo_label=detach))
+    vl = _wrapped(causalvl.GGEConfig(hidden_sizes=(8,), detach_pseudo_label=detach))
     impl = vl.interventions["0_gge"]
     impl.loss(vl(batch), batch)["gge_base"].backward()
     assert _norm(vl.base_model.classifier) > 0
@@ -422,8 +424,8 @@ def _wrapped_logits(vl, inputs):
 FAMILY_CONFIGS = [
     causalvl.LMHConfig(),
     causalvl.LMHConfig(form="softmax"),
-    causalvl.GGEConfig(hidden=(16,)),
-    causalvl.GGEConfig(hidden=(16,), variant="together", pseudo_label="corrected"),
+    causalvl.GGEConfig(hidden_sizes=(16,)),
+    causalvl.GGEConfig(hidden_sizes=(16,), variant="together", pseudo_label="corrected"),
 ]
 
 
@@ -485,11 +487,13 @@ def test_distribution_only_gge_needs_no_roles():
 # ---------------------------------------------------------------------------------------
 def test_gge_iterative_stages_drive_two_optimizer_steps():
     batch = _tiny_batch(soft=True)
-    vl = _wrapped(causalvl.GGEConfig(hidden=(8,)))
+    vl = _wrapped(causalvl.GGEConfig(hidden_sizes=(8,)))
     impl = vl.interventions["0_gge"]
     assert impl.stages() == (("gge_question",), ("gge_base",))
     assert causalvl.GGEConfig(variant="together").bias == "both"
-    together = causalvl.intervene(_tiny_vqa(), causalvl.GGEConfig(variant="together", hidden=(8,)))
+    together = causalvl.intervene(
+        _tiny_vqa(), causalvl.GGEConfig(variant="together", hidden_sizes=(8,))
+    )
     assert together.interventions["0_gge"].stages() == (("gge_question", "gge_base"),)
 
     # the summed objective is the sum of both stages (the single-step fallback)
@@ -552,7 +556,7 @@ def test_configs_round_trip_through_json():
     for cfg in (
         causalvl.LMHConfig(form="softmax", entropy_weight=0.1, prior=[[0.5, 0.25]]),
         causalvl.BiasProductConfig(num_question_types=4),
-        causalvl.GGEConfig(bias="question", hidden=[32, 16], pseudo_label="corrected"),
+        causalvl.GGEConfig(bias="question", hidden_sizes=[32, 16], pseudo_label="corrected"),
     ):
         back = InterventionConfig.from_json(cfg.to_json())
         assert back == cfg and type(back) is type(cfg)
@@ -561,7 +565,7 @@ def test_configs_round_trip_through_json():
 def test_prior_survives_save_and_load(tmp_path):
     batch = _tiny_batch()
     net = _tiny_vqa()
-    vl = causalvl.intervene(net, [causalvl.LMHConfig(), causalvl.GGEConfig(hidden=(8,))])
+    vl = causalvl.intervene(net, [causalvl.LMHConfig(), causalvl.GGEConfig(hidden_sizes=(8,))])
     set_bias_prior(vl, _prior(seed=4))
     before = vl.objective(vl(batch), batch).loss
     vl.save_pretrained(tmp_path)
@@ -576,7 +580,7 @@ def test_heads_are_seeded_without_touching_the_global_rng():
     net = _tiny_vqa()
     torch.manual_seed(123)
     state = torch.random.get_rng_state()
-    cfg = [causalvl.LMHConfig(), causalvl.GGEConfig(hidden=(8,))]
+    cfg = [causalvl.LMHConfig(), causalvl.GGEConfig(hidden_sizes=(8,))]
     a = causalvl.intervene(net, cfg).interventions.state_dict()
     assert torch.equal(torch.random.get_rng_state(), state)  # the global RNG is untouched
     torch.manual_seed(7)
@@ -592,7 +596,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.mark.parametrize("device", DEVICES)
 def test_heads_and_prior_follow_the_models_dtype_and_device(device):
     net = _tiny_vqa().to(device=device, dtype=torch.float64)
-    vl = causalvl.intervene(net, [causalvl.LMHConfig(), causalvl.GGEConfig(hidden=(8,))])
+    vl = causalvl.intervene(net, [causalvl.LMHConfig(), causalvl.GGEConfig(hidden_sizes=(8,))])
     set_bias_prior(vl, _prior())
     for name, t in vl.interventions.state_dict().items():
         assert t.device.type == device, name

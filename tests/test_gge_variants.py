@@ -111,7 +111,9 @@ def test_schedule_weight_is_the_official_sin():
 @pytest.mark.parametrize("variant", ["iterative", "together"])
 def test_softmax_ce_config_equals_direct_computation(bias, variant):
     batch = _batch(seed=3)
-    vl = _wrapped(causalvl.GGEConfig(bias=bias, variant=variant, loss="softmax_ce", hidden=(8,)))
+    vl = _wrapped(
+        causalvl.GGEConfig(bias=bias, variant=variant, loss="softmax_ce", hidden_sizes=(8,))
+    )
     out = vl(batch)
     parts = vl.objective(out, batch).parts
     f, y = out.factual_logits.detach().double(), batch["labels"].double()
@@ -138,7 +140,7 @@ def test_softmax_ce_config_equals_direct_computation(bias, variant):
 
 def test_bce_with_softmax_pseudo_label_uses_softmax_of_the_branch():
     batch = _batch(seed=4)
-    vl = _wrapped(causalvl.GGEConfig(pseudo_label="softmax", variant="together", hidden=(8,)))
+    vl = _wrapped(causalvl.GGEConfig(pseudo_label="softmax", variant="together", hidden_sizes=(8,)))
     out = vl(batch)
     parts = vl.objective(out, batch).parts
     f, y = out.factual_logits.detach().double(), batch["labels"].double()
@@ -152,7 +154,7 @@ def test_bce_with_softmax_pseudo_label_uses_softmax_of_the_branch():
 def test_decompose_config_with_sin_schedule_reads_the_epoch():
     batch = _batch(seed=5)
     cfg = causalvl.GGEConfig(
-        loss="decompose", variant="together", weight_schedule="sin", hidden=(8,)
+        loss="decompose", variant="together", weight_schedule="sin", hidden_sizes=(8,)
     )
     vl = _wrapped(cfg)
     out = vl(batch)
@@ -175,7 +177,7 @@ def test_decompose_config_with_sin_schedule_reads_the_epoch():
 def test_decompose_detaches_the_reference_by_default():
     batch = _batch(seed=6)
     for detach in (None, False):
-        cfg = causalvl.GGEConfig(loss="decompose", hidden=(8,), detach_pseudo_label=detach)
+        cfg = causalvl.GGEConfig(loss="decompose", hidden_sizes=(8,), detach_pseudo_label=detach)
         vl = _wrapped(cfg)
         impl = vl.interventions["0_gge"]
         impl.loss(vl(batch), batch)["gge_base"].backward()
@@ -192,7 +194,7 @@ def test_trainer_sets_the_epoch_of_the_schedule():
 
     data = [_batch(batch=4, seed=s) for s in range(4)]
     rows = [{k: v[i] for k, v in b.items()} for b in data for i in range(4)]
-    cfg = causalvl.GGEConfig(loss="decompose", weight_schedule="sin", hidden=(8,))
+    cfg = causalvl.GGEConfig(loss="decompose", weight_schedule="sin", hidden_sizes=(8,))
     vl = _wrapped(cfg)
     trainer = Trainer(
         vl,

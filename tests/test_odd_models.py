@@ -102,8 +102,8 @@ def _gru_batch(batch=4):
 @pytest.mark.parametrize(
     ("config", "field"),
     [
-        (causalvl.LMHConfig(hidden_role="fused"), "hidden_dim"),
-        (causalvl.GGEConfig(bias="both", hidden=(8,)), "question_feature_dim"),
+        (causalvl.LMHConfig(hidden_role="fused"), "feature_dim"),
+        (causalvl.GGEConfig(bias="both", hidden_sizes=(8,)), "feature_dim"),
     ],
 )
 def test_ensemble_heads_check_the_feature_width(config, field):
@@ -119,10 +119,10 @@ def test_ensemble_heads_check_the_feature_width(config, field):
 @pytest.mark.parametrize(
     "config",
     [
-        causalvl.CounterfactualConfig(num_answers=256, hidden=(8,)),
-        causalvl.RUBiConfig(hidden=(8,)),
+        causalvl.CounterfactualConfig(num_answers=256, hidden_sizes=(8,)),
+        causalvl.RUBiConfig(hidden_sizes=(8,)),
         causalvl.LMHConfig(),
-        causalvl.GGEConfig(hidden=(8,)),
+        causalvl.GGEConfig(hidden_sizes=(8,)),
     ],
 )
 def test_discriminative_objectives_refuse_generative_models(config):
@@ -260,7 +260,7 @@ def _parts_adapter(language="text_model"):
 def test_a_role_whose_module_never_runs_is_reported():
     batch = {**_pos_batch(), "labels": torch.tensor([0, 1])}
     vl = causalvl.intervene(
-        PartsNet(), causalvl.CounterfactualConfig(hidden=(8,)), adapter=_parts_adapter()
+        PartsNet(), causalvl.CounterfactualConfig(hidden_sizes=(8,)), adapter=_parts_adapter()
     )
     with pytest.raises(causalvl.InterventionStateError, match=r"did not run.*text_model\.layer"):
         vl(batch)
@@ -276,7 +276,7 @@ def test_a_role_whose_module_never_runs_is_reported():
     assert info["vision_features"].ran is True and info["vision_features"].error is None
     fixed = causalvl.intervene(
         PartsNet(),
-        causalvl.CounterfactualConfig(hidden=(8,)),
+        causalvl.CounterfactualConfig(hidden_sizes=(8,)),
         adapter=_parts_adapter("text_model.layer"),
     )
     assert fixed(batch).logits.shape == (2, 3)
@@ -435,9 +435,9 @@ def _question_features_are_per_example(vl, batch):
 @pytest.mark.parametrize(
     "config",
     [
-        causalvl.RUBiConfig(hidden=(8,), num_answers=3),
-        causalvl.CounterfactualConfig(hidden=(8,), num_answers=3),
-        causalvl.GGEConfig(hidden=(8,), num_answers=3),
+        causalvl.RUBiConfig(hidden_sizes=(8,), num_answers=3),
+        causalvl.CounterfactualConfig(hidden_sizes=(8,), num_answers=3),
+        causalvl.GGEConfig(hidden_sizes=(8,), num_answers=3),
     ],
 )
 def test_sequence_first_features_are_not_mixed_across_examples(config):
@@ -448,7 +448,7 @@ def test_sequence_first_features_are_not_mixed_across_examples(config):
 
 def test_sequence_first_layout_is_found_from_shapes_or_refused_when_ambiguous():
     torch.manual_seed(0)
-    cfg = causalvl.RUBiConfig(hidden=(8,), num_answers=3)
+    cfg = causalvl.RUBiConfig(hidden_sizes=(8,), num_answers=3)
     vl = causalvl.intervene(SeqFirstNet(flagged=False), cfg, adapter=_seq_adapter("enc"))
     with pytest.raises(InputError, match="feature_layouts"):
         vl(_seq_batch(4, 4))
@@ -522,6 +522,8 @@ def test_transformer_encoder_layout_comes_from_its_layers(batch_first):
 
     torch.manual_seed(0)
     vl = causalvl.intervene(
-        Net().eval(), causalvl.RUBiConfig(hidden=(8,), num_answers=3), adapter=_seq_adapter("enc")
+        Net().eval(),
+        causalvl.RUBiConfig(hidden_sizes=(8,), num_answers=3),
+        adapter=_seq_adapter("enc"),
     ).eval()
     _question_features_are_per_example(vl, _seq_batch(4, 4))

@@ -12,12 +12,12 @@ import causalvl
 from causalvl import RUBiConfig
 from causalvl.errors import ConfigError
 
-SMALL = dict(hidden=(16,))
+SMALL = dict(hidden_sizes=(16,))
 
 
 def test_config():
-    cfg = RUBiConfig(hidden=[8], question_loss_weight=0.5)
-    assert cfg.hidden == (8,)
+    cfg = RUBiConfig(hidden_sizes=[8], question_loss_weight=0.5)
+    assert cfg.hidden_sizes == (8,)
     assert causalvl.InterventionConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="question_loss_weight"):
         RUBiConfig(question_loss_weight=-1.0)

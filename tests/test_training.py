@@ -476,7 +476,7 @@ def test_gge_iterative_takes_one_optimizer_step_per_stage():
         with torch.random.fork_rng():
             torch.manual_seed(0)
             net = causalvl.models.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
-        vl = causalvl.intervene(net, causalvl.GGEConfig(hidden=(8,)))
+        vl = causalvl.intervene(net, causalvl.GGEConfig(hidden_sizes=(8,)))
         set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
         return vl
 
@@ -516,7 +516,7 @@ def make_net_vqa():
 
 def test_intervention_lr_puts_intervention_parameters_in_their_own_group():
     net = causalvl.models.TinyVQA(vocab_size=12, num_answers=3, image_size=8, hidden=8)
-    vl = causalvl.intervene(net, causalvl.RUBiConfig(hidden=(8,)))
+    vl = causalvl.intervene(net, causalvl.RUBiConfig(hidden_sizes=(8,)))
     data = [
         {
             "pixel_values": torch.rand(3, 8, 8),

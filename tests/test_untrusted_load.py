@@ -31,7 +31,7 @@ def _net():
 
 def _saved(tmp: Path, cfg=None) -> Path:
     net = _net()
-    cfg = cfg if cfg is not None else causalvl.CounterfactualConfig(hidden=(8,))
+    cfg = cfg if cfg is not None else causalvl.CounterfactualConfig(hidden_sizes=(8,))
     causalvl.intervene(net, cfg).save_pretrained(tmp)
     return tmp
 
@@ -68,7 +68,7 @@ def test_catastrophic_regex_role_fails_fast(tmp_path):
 
 def test_regex_targets_from_code_still_work_and_are_saved_as_exact_paths(tmp_path):
     net = _net()
-    cfg = causalvl.CounterfactualConfig(hidden=(8,), question_role=r"question_enc\w+")
+    cfg = causalvl.CounterfactualConfig(hidden_sizes=(8,), question_role=r"question_enc\w+")
     vl = causalvl.intervene(net, cfg)  # a regex in code is the user's own
     vl.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "intervention_config.json").read_text())
@@ -97,7 +97,10 @@ def test_regex_targets_from_code_still_work_and_are_saved_as_exact_paths(tmp_pat
         (b'{"interventions": 5}', "'interventions' list"),
         (b"[1, 2]", "'interventions' list"),
         (b'{"interventions": [5]}', r"interventions\[0\]"),
-        (b'{"interventions": [{"type": "cfvqa", "hidden": "x"}]}', r"interventions\[0\].*hidden"),
+        (
+            b'{"interventions": [{"type": "cfvqa", "hidden_sizes": "x"}]}',
+            r"interventions\[0\].*hidden_sizes",
+        ),
     ],
 )
 def test_malformed_config_files_are_checkpoint_errors(tmp_path, raw, match):
@@ -111,10 +114,10 @@ def test_malformed_config_files_are_checkpoint_errors(tmp_path, raw, match):
 @pytest.mark.parametrize(
     "changes, field",
     [
-        ({"hidden": [10**12]}, "hidden"),
+        ({"hidden_sizes": [10**12]}, "hidden_sizes"),
         ({"num_answers": 10**12}, "num_answers"),
         ({"question_feature_dim": 10**9}, "question_feature_dim"),
-        ({"hidden": [8] * 1000}, "hidden"),
+        ({"hidden_sizes": [8] * 1000}, "hidden_sizes"),
     ],
 )
 def test_sizes_from_a_file_are_checked_before_anything_is_built(tmp_path, changes, field):

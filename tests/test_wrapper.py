@@ -293,6 +293,7 @@ def test_save_load_restores_weights_and_config(tmp_path):
     assert meta["interventions"][0] == {
         "type": "test_scale",
         "causalvl_version": causalvl.__version__,
+        "init_seed": None,
         "scale": 2.5,
     }
     restored = causalvl.load(tmp_path, net)

@@ -98,7 +98,7 @@ class CounterfactualDecodingConfig(InterventionConfig):
                 self._fail("disturbance_ids", "must be a list of non-negative token ids")
             if len(ids) == 0:
                 self._fail("disturbance_ids", "must hold at least one token id (or be None)")
-            self.disturbance_ids = tuple(ids)
+            self._normalise("disturbance_ids", tuple(ids))
 
 
 @dataclass(frozen=True)

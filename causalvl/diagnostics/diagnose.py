@@ -122,8 +122,8 @@ class DiagnosticsConfig(Config):
 
     def validate(self) -> None:
         if isinstance(self.metrics, str):
-            self.metrics = (self.metrics,)
-        self.metrics = tuple(self.metrics)
+            self._normalise("metrics", (self.metrics,))
+        self._normalise("metrics", tuple(self.metrics))
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown:
             raise ConfigError(
@@ -134,7 +134,7 @@ class DiagnosticsConfig(Config):
             "batch_size", "ece_bins", "effect_bins", "causal_num_simulations", "min_group_size"
         )
         self._check_int("seed", minimum=0)
-        self.causal_common_causes = tuple(self.causal_common_causes)
+        self._normalise("causal_common_causes", tuple(self.causal_common_causes))
         from .causal import ESTIMATORS
 
         if self.causal_method not in ESTIMATORS:

@@ -47,6 +47,7 @@ from ..hooks import HookManager, did_not_run_message, get_primary, replace_prima
 from ..runtime import module_dtype_device
 from .base import ForwardState, Intervention, implements
 from .confounders import ConfounderDictionary, FeatureCollection
+from .seeding import init_rng
 
 __all__ = [
     "BackdoorAdjustment",
@@ -207,8 +208,8 @@ class BackdoorConfig(InterventionConfig):
             ):
                 if getattr(self, name) is not None and getattr(self, name) != value:
                     self._fail(name, f"does not match the dictionary's {value}; leave it unset")
-                setattr(self, name, value)
-            self.prototype_names = tuple(d.names)
+                self._normalise(name, value)
+            self._normalise("prototype_names", tuple(d.names))
         if self.num_prototypes is None or self.feature_dim is None:
             raise ConfigError(
                 "BackdoorConfig needs the confounder dictionary: pass "
@@ -224,7 +225,7 @@ class BackdoorConfig(InterventionConfig):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, "must be True or False")
         if self.combine is None:
-            self.combine = "replace" if self.regions == "context" else "residual"
+            self._normalise("combine", "replace" if self.regions == "context" else "residual")
         if self.combine not in ("residual", "concat_project", "replace"):
             self._fail("combine", "choose 'residual', 'concat_project' or 'replace'")
         if self.regions == "context" and self.combine != "replace":
@@ -255,7 +256,7 @@ class BackdoorConfig(InterventionConfig):
             self._fail("target_index", "must be an integer region index")
         if isinstance(self.prototype_names, str):
             self._fail("prototype_names", "must be a list of names")
-        self.prototype_names = tuple(str(n) for n in self.prototype_names)
+        self._normalise("prototype_names", tuple(str(n) for n in self.prototype_names))
         if self.prototype_names and len(self.prototype_names) != self.num_prototypes:
             self._fail("prototype_names", f"must hold {self.num_prototypes} names")
 
@@ -316,22 +317,23 @@ class BackdoorAdjustment(Intervention):
             adapter.resolve(config.query_target, model)[0] if config.query == "context" else None
         )
         self.input_dim, self.query_dim = d, dq
-        self.attention = NWGMAttention(dq, dz, e, normalize=config.normalize)
-        self.projection: nn.Linear | None = None
-        if config.project:
-            if config.combine == "concat_project":
-                proj = nn.Linear(d + dz, d)
-                nn.init.normal_(proj.weight, std=0.02)
-                with torch.no_grad():
-                    proj.weight[:, :d] = torch.eye(d)
-            else:
-                proj = nn.Linear(dz, d)
-                if config.combine == "replace" and dz == d:
-                    nn.init.eye_(proj.weight)
-                else:
+        with init_rng(config.init_seed):  # W_y, W_z and the projection
+            self.attention = NWGMAttention(dq, dz, e, normalize=config.normalize)
+            self.projection: nn.Linear | None = None
+            if config.project:
+                if config.combine == "concat_project":
+                    proj = nn.Linear(d + dz, d)
                     nn.init.normal_(proj.weight, std=0.02)
-            nn.init.zeros_(proj.bias)
-            self.projection = proj
+                    with torch.no_grad():
+                        proj.weight[:, :d] = torch.eye(d)
+                else:
+                    proj = nn.Linear(dz, d)
+                    if config.combine == "replace" and dz == d:
+                        nn.init.eye_(proj.weight)
+                    else:
+                        nn.init.normal_(proj.weight, std=0.02)
+                nn.init.zeros_(proj.bias)
+                self.projection = proj
         self.register_buffer("prototypes", torch.zeros(k, dz))
         self.register_buffer("prior", torch.zeros(k))
         self.register_buffer("has_dictionary", torch.tensor(False))
@@ -385,7 +387,9 @@ class BackdoorAdjustment(Intervention):
             self.prototypes.copy_(dictionary.prototypes)
             self.prior.copy_(dictionary.prior)
             self.has_dictionary.fill_(True)
-        self.config.prototype_names = tuple(dictionary.names)
+        # the tensors live in the buffers; the config keeps the names and drops the runtime
+        # dictionary (a copy: the caller's config is never changed)
+        self.config = self.config.replace(dictionary=None, prototype_names=tuple(dictionary.names))
 
     @property
     def dictionary(self) -> ConfounderDictionary:

@@ -245,7 +245,8 @@ class CATTConfig(InterventionConfig):
         fusion_init: ``"identity"`` starts ``fuse`` at ``[I | 0]`` (zero bias), so the wrapped
             model is unchanged until training moves it; ``"random"`` is PyTorch's default
             ``nn.Linear`` init (the official code).
-        init_seed: seeds ``M`` and every random init (a private generator).
+        init_seed: seeds ``M`` and every random init (a private generator); ``None`` draws
+            them from the global RNG.
 
     Example:
         >>> CATTConfig(dictionary_size=800, layers=(-2, -1)).to_dict()["layers"]
@@ -262,7 +263,7 @@ class CATTConfig(InterventionConfig):
     share_weights: bool = False
     cs_init: Literal["copy", "random"] = "copy"
     fusion_init: Literal["identity", "random"] = "identity"
-    init_seed: int = 0
+    init_seed: int | None = 0
 
     def validate(self) -> None:
         if not isinstance(self.target, str) or not self.target:
@@ -274,7 +275,7 @@ class CATTConfig(InterventionConfig):
             or any(not isinstance(i, int) or isinstance(i, bool) for i in self.layers)
         ):
             self._fail("layers", "must be a non-empty list of block indices, e.g. (-1,)")
-        self.layers = tuple(self.layers)
+        self._normalise("layers", tuple(self.layers))
         if len(set(self.layers)) != len(self.layers):
             self._fail("layers", "lists a block twice")
         d = self.dictionary
@@ -290,15 +291,14 @@ class CATTConfig(InterventionConfig):
                     "dictionary_size",
                     f"does not match the dictionary's {d.num_prototypes} prototypes; leave it unset",
                 )
-            self.dictionary_size = d.num_prototypes
+            self._normalise("dictionary_size", d.num_prototypes)
         if self.dictionary_size is None:
-            self.dictionary_size = DEFAULT_DICTIONARY_SIZE
+            self._normalise("dictionary_size", DEFAULT_DICTIONARY_SIZE)
         self._check_int("dictionary_size")
         if not isinstance(self.share_weights, bool):
             self._fail("share_weights", "must be True or False")
         if self.share_weights and self.cs_init != "copy":
             self._fail("cs_init", "share_weights=True uses the wrapped block itself; keep 'copy'")
-        self._check_int("init_seed", minimum=0)
 
 
 class CrossSampleAttention(nn.Module):
@@ -416,7 +416,8 @@ class CausalAttention(Intervention):
             )
         hidden = widths.pop()
         self.hidden = hidden
-        gen = torch.Generator().manual_seed(int(config.init_seed))
+        seed = config.init_seed
+        gen = torch.default_generator if seed is None else torch.Generator().manual_seed(seed)
         k = int(config.dictionary_size)  # type: ignore[arg-type]
         self.memory = nn.Parameter(torch.rand(k, hidden, generator=gen) / 100)
         self.cs_blocks = nn.ModuleList()
@@ -457,6 +458,8 @@ class CausalAttention(Intervention):
         self._modules_by_path = dict(found)
         if config.dictionary is not None:
             self.set_dictionary(config.dictionary)
+            # M holds the prototypes now; the config keeps no runtime tensors
+            self.config = config.replace(dictionary=None)
 
     def set_dictionary(self, dictionary: ConfounderDictionary) -> None:
         """Initialise ``M`` from a dictionary's prototypes ``(K, H)`` (shapes must match).

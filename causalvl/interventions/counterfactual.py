@@ -42,17 +42,18 @@ from .branches import (
     stop_gradient_into,
 )
 from .fusion import effects, fuse
+from .seeding import init_rng
 
 logger = logging.getLogger(__name__)
 
 
-def _check_hidden(cfg: Any, name: str = "hidden") -> None:
+def _check_hidden(cfg: Any, name: str = "hidden_sizes") -> None:
     value = getattr(cfg, name)
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         cfg._fail(name, "must be a list of hidden-layer widths, e.g. (1024, 1024) or ()")
     if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value):
         cfg._fail(name, "every hidden width must be an integer >= 1")
-    setattr(cfg, name, tuple(value))
+    cfg._normalise(name, tuple(value))
 
 
 def _check_role(cfg: Any, *names: str) -> None:
@@ -186,7 +187,9 @@ class CounterfactualConfig(InterventionConfig):
             models, whose branch scores each candidate text from its own feature.
         question_role / vision_role: roles (or module paths) of the question and image features.
         question_feature_dim / vision_feature_dim: widths of those features (default: inferred).
-        hidden: hidden widths of the branch MLPs; the published heads use ``(1024, 1024)``.
+        hidden_sizes: hidden widths of the branch MLPs; the published heads use
+            ``(1024, 1024)``. Formerly ``hidden`` (accepted with a ``FutureWarning`` for one
+            release).
         question_loss_weight / vision_loss_weight / kl_weight: ``λ_q``, ``λ_v``, ``λ_kl``.
         c_init: initial value of ``c`` (published: 0.0).
         branch_warmup_epochs: train only the branch heads (``"question_ce"`` /
@@ -201,7 +204,7 @@ class CounterfactualConfig(InterventionConfig):
     Example:
         >>> import torch, causalvl
         >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
-        >>> vl = causalvl.intervene(net, causalvl.CounterfactualConfig(hidden=(32,)))
+        >>> vl = causalvl.intervene(net, causalvl.CounterfactualConfig(hidden_sizes=(32,)))
         >>> batch = {"pixel_values": torch.rand(2, 3, 8, 8),
         ...          "input_ids": torch.randint(1, 20, (2, 5)), "labels": torch.tensor([0, 3])}
         >>> out = vl(**batch)
@@ -212,6 +215,7 @@ class CounterfactualConfig(InterventionConfig):
     """
 
     type = "cfvqa"
+    _renamed = {"hidden": "hidden_sizes"}
     fusion: Literal["rubi", "harmonic", "sum"] = "harmonic"
     graph: Literal["complete", "simple"] = "complete"
     inference: Literal["tie", "te", "factual"] = "tie"
@@ -220,7 +224,7 @@ class CounterfactualConfig(InterventionConfig):
     vision_role: str = "vision_features"
     question_feature_dim: int | None = None
     vision_feature_dim: int | None = None
-    hidden: tuple[int, ...] = (1024, 1024)
+    hidden_sizes: tuple[int, ...] = (1024, 1024)
     question_loss_weight: float = 1.0
     vision_loss_weight: float = 1.0
     kl_weight: float = 1.0
@@ -284,39 +288,40 @@ class Counterfactual(BranchWarmup, Intervention):
                 stacklevel=2,
             )
         self.complete = config.graph == "complete"
-        self.question = build_branch(
-            model,
-            adapter,
-            config.question_role,
-            config.question_feature_dim,
-            config.num_answers,
-            config.hidden,
-        )
-        self.vision = None
-        if self.complete:
-            try:
-                self.vision = build_branch(
-                    model,
-                    adapter,
-                    config.vision_role,
-                    config.vision_feature_dim,
-                    config.num_answers,
-                    config.hidden,
-                )
-            except NoMatchingModuleError as exc:
-                roles = sorted(getattr(adapter, "roles", None) or {})
-                why = str(exc).rstrip(".")
-                if config.vision_role not in roles:
-                    why = (
-                        f"the adapter has no {config.vision_role!r} role (its roles: "
-                        f"{', '.join(roles) or 'none'}) and {why}"
+        with init_rng(config.init_seed):  # the branch heads
+            self.question = build_branch(
+                model,
+                adapter,
+                config.question_role,
+                config.question_feature_dim,
+                config.num_answers,
+                config.hidden_sizes,
+            )
+            self.vision = None
+            if self.complete:
+                try:
+                    self.vision = build_branch(
+                        model,
+                        adapter,
+                        config.vision_role,
+                        config.vision_feature_dim,
+                        config.num_answers,
+                        config.hidden_sizes,
                     )
-                raise NoMatchingModuleError(
-                    f"CounterfactualConfig(graph='complete') (the default) needs the image "
-                    f"feature for its V->A branch, but {why}. Either give the adapter that role, e.g. "
-                    f"GenericAdapter(roles={{{config.vision_role!r}: 'image_encoder', ...}}), or "
-                    "set graph='simple', which needs only the question feature."
-                ) from exc
+                except NoMatchingModuleError as exc:
+                    roles = sorted(getattr(adapter, "roles", None) or {})
+                    why = str(exc).rstrip(".")
+                    if config.vision_role not in roles:
+                        why = (
+                            f"the adapter has no {config.vision_role!r} role (its roles: "
+                            f"{', '.join(roles) or 'none'}) and {why}"
+                        )
+                    raise NoMatchingModuleError(
+                        f"CounterfactualConfig(graph='complete') (the default) needs the image "
+                        f"feature for its V->A branch, but {why}. Either give the adapter that role, e.g. "
+                        f"GenericAdapter(roles={{{config.vision_role!r}: 'image_encoder', ...}}), or "
+                        "set graph='simple', which needs only the question feature."
+                    ) from exc
         self.c = nn.Parameter(torch.tensor(float(config.c_init)))
         dtype, device = module_dtype_device(model)
         self.to(device=device, dtype=dtype)

@@ -537,12 +537,15 @@ def _check_prior_fields(cfg: Any) -> None:
         )
     if cfg.num_answers is not None and cfg.num_answers != len(table[0]):
         cfg._fail("num_answers", f"does not match the prior's {len(table[0])} columns")
-    cfg.prior = table
+    cfg._normalise("prior", table)
 
 
-def _seeded_init(module: nn.Module, seed: int) -> None:
+def _seeded_init(module: nn.Module, seed: int | None) -> None:
     """Re-draw every ``nn.Linear`` of ``module`` with PyTorch's default init (uniform in
-    ``±1/sqrt(fan_in)``) from a private generator, so heads do not depend on the global RNG."""
+    ``±1/sqrt(fan_in)``) from a private generator, so heads do not depend on the global RNG.
+    ``None`` keeps the init drawn from the global RNG."""
+    if seed is None:
+        return
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         for sub in module.modules():
@@ -583,7 +586,8 @@ class LMHConfig(InterventionConfig):
             (BiasProduct, see :class:`BiasProductConfig`).
         hidden_role: role (or module path) of the hidden vector ``h`` ``(B, D)`` that ``g`` reads;
             not detached, so the gate also trains the model (as published).
-        hidden_dim: width of ``h`` (inferred from the role's module when ``None``).
+        feature_dim: width of ``h`` (inferred from the role's module when ``None``). Formerly
+            ``hidden_dim`` (accepted with a ``FutureWarning`` for one release).
         learned_smoothing: ``"bce"`` form only: add a learned ``sigma(s)`` to both bias entries
             (``s`` initialised at ``smoothing_init``); the softmax form uses ``prior_floor``.
         smoothing_init: initial ``s`` (-1 gives 0.269).
@@ -602,7 +606,7 @@ class LMHConfig(InterventionConfig):
         prior: optional small prior table written into the config (JSON); large tables go
             through :func:`set_bias_prior` and are saved with the weights.
         init_seed: seeds the initial weights of the gate (a private generator; the global RNG
-            is neither used nor changed).
+            is neither used nor changed); ``None`` draws them from the global RNG.
 
     The batch passed to ``objective`` needs ``labels`` and ``question_type`` ``(B,)`` long.
 
@@ -613,11 +617,12 @@ class LMHConfig(InterventionConfig):
     """
 
     type = "lmh"
+    _renamed = {"hidden_dim": "feature_dim"}
     form: Literal["bce", "softmax"] = "bce"
     entropy_weight: float | None = None
     learned_mixin: bool = True
     hidden_role: str = "fused"
-    hidden_dim: int | None = None
+    feature_dim: int | None = None
     learned_smoothing: bool = True
     smoothing_init: float = -1.0
     constant_smoothing: float = 0.0
@@ -626,10 +631,9 @@ class LMHConfig(InterventionConfig):
     num_question_types: int | None = None
     num_answers: int | None = None
     prior: tuple[tuple[float, ...], ...] | None = None
-    init_seed: int = 0
+    init_seed: int | None = 0
 
     def validate(self) -> None:
-        self._check_int("init_seed", minimum=0)
         if self.entropy_weight is not None:
             self._check_positive("entropy_weight", allow_zero=True)
         for name in ("learned_mixin", "learned_smoothing"):
@@ -645,7 +649,7 @@ class LMHConfig(InterventionConfig):
         if not (isinstance(self.prior_floor, (int, float)) and 0 < self.prior_floor < 1):
             self._fail("prior_floor", "must be a number in (0, 1), e.g. 1e-4")
         _check_roles(self, "hidden_role")
-        _check_dim(self, "hidden_dim")
+        _check_dim(self, "feature_dim")
         _check_prior_fields(self)
 
     def effective_entropy_weight(self) -> float:
@@ -719,21 +723,25 @@ class GGEConfig(InterventionConfig):
             every epoch). ``loss="decompose"`` only.
         question_role: role (or module path) of the question feature; the branch reads it
             through a stop-gradient, so the encoder gets no gradient from the branch.
-        question_feature_dim: its width (inferred when ``None``).
-        hidden: hidden widths of the branch MLP ``c_1`` (published ``(1024, 1024)``).
+        feature_dim: its width (inferred when ``None``). Formerly ``question_feature_dim``
+            (accepted with a ``FutureWarning`` for one release).
+        hidden_sizes: hidden widths of the branch MLP ``c_1`` (published ``(1024, 1024)``).
+            Formerly ``hidden`` (accepted with a ``FutureWarning`` for one release).
         num_question_types, num_answers, prior: the distribution bias, as in
             :class:`LMHConfig` (needed by ``"distribution"`` and ``"both"``).
-        init_seed: seeds the initial weights of ``c_1`` and ``c_2`` (a private generator).
+        init_seed: seeds the initial weights of ``c_1`` and ``c_2`` (a private generator);
+            ``None`` draws them from the global RNG.
 
     The batch passed to ``objective`` needs ``labels`` and, unless ``bias="question"``,
     ``question_type`` ``(B,)`` long.
 
     Example:
-        >>> GGEConfig(variant="together", hidden=(64,)).to_dict()["variant"]
+        >>> GGEConfig(variant="together", hidden_sizes=(64,)).to_dict()["variant"]
         'together'
     """
 
     type = "gge"
+    _renamed = {"hidden": "hidden_sizes", "question_feature_dim": "feature_dim"}
     bias: Literal["distribution", "question", "both"] = "both"
     variant: Literal["iterative", "together"] = "iterative"
     loss: Literal["bce", "softmax_ce", "decompose"] = "bce"
@@ -742,15 +750,14 @@ class GGEConfig(InterventionConfig):
     decompose_weight: float = 1.0
     weight_schedule: Literal["constant", "sin"] = "constant"
     question_role: str = "language_features"
-    question_feature_dim: int | None = None
-    hidden: tuple[int, ...] = (1024, 1024)
+    feature_dim: int | None = None
+    hidden_sizes: tuple[int, ...] = (1024, 1024)
     num_question_types: int | None = None
     num_answers: int | None = None
     prior: tuple[tuple[float, ...], ...] | None = None
-    init_seed: int = 0
+    init_seed: int | None = 0
 
     def validate(self) -> None:
-        self._check_int("init_seed", minimum=0)
         if self.detach_pseudo_label is not None and not isinstance(self.detach_pseudo_label, bool):
             self._fail("detach_pseudo_label", "must be True, False or None (the loss's default)")
         if self.pseudo_label is not None and self.pseudo_label not in typing.get_args(PseudoLabel):
@@ -771,12 +778,13 @@ class GGEConfig(InterventionConfig):
                 "only weighs the Decompose loss; set loss='decompose' or keep 'constant'",
             )
         _check_roles(self, "question_role")
-        _check_dim(self, "question_feature_dim")
-        if isinstance(self.hidden, (str, bytes)) or not isinstance(self.hidden, Sequence):
-            self._fail("hidden", "must be a list of layer widths, e.g. (1024, 1024)")
-        if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden):
-            self._fail("hidden", "layer widths must be integers >= 1")
-        self.hidden = tuple(self.hidden)
+        _check_dim(self, "feature_dim")
+        sizes = self.hidden_sizes
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+            self._fail("hidden_sizes", "must be a list of layer widths, e.g. (1024, 1024)")
+        if any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in sizes):
+            self._fail("hidden_sizes", "layer widths must be integers >= 1")
+        self._normalise("hidden_sizes", tuple(sizes))
         _check_prior_fields(self)
 
     def num_types(self) -> int | None:
@@ -836,8 +844,9 @@ class _PriorTableMixin(Intervention):
     def set_prior(self, table: torch.Tensor) -> None:
         """Install the prior table ``(num_question_types, num_answers)`` with entries in [0, 1].
 
-        When the number of question types was not configured, the first table fixes it (and
-        records it in ``config.num_question_types`` so saving and loading restore the shape).
+        When the number of question types was not configured, the first table fixes it and
+        is recorded in this intervention's own ``config.num_question_types`` (a copy: the
+        caller's config is never changed), so saving and loading restore the shape.
         """
         cfg = self.config
         t = torch.as_tensor(table)
@@ -865,7 +874,7 @@ class _PriorTableMixin(Intervention):
             )
         if not rows:
             self.prior = t.detach().to(self.prior.device, self.prior.dtype).clone()
-            cfg.num_question_types = int(t.shape[0])
+            self.config = cfg.replace(num_question_types=int(t.shape[0]))
         else:
             with torch.no_grad():
                 self.prior.copy_(t.to(self.prior.device, self.prior.dtype))
@@ -958,7 +967,7 @@ def set_bias_prior(vl: Any, prior: torch.Tensor) -> None:
 class LearnedMixin(_PriorTableMixin):
     """Implementation of :class:`LMHConfig` (and :class:`BiasProductConfig`).
 
-    Parameters: ``gate`` = Linear(hidden_dim, 1) (absent for BiasProduct); ``smoothing`` = the
+    Parameters: ``gate`` = Linear(feature_dim, 1) (absent for BiasProduct); ``smoothing`` = the
     scalar ``s`` (``"bce"`` form with ``learned_smoothing``). Buffers: ``prior``,
     ``prior_is_set``.
 
@@ -974,8 +983,9 @@ class LearnedMixin(_PriorTableMixin):
         dtype, device = module_dtype_device(model)
         self.num_answers = config.num_answers or infer_num_answers(model, adapter)
         if config.learned_mixin:
-            dim = config.hidden_dim or infer_feature_dim(model, adapter, config.hidden_role)
-            with torch.random.fork_rng(devices=[]):  # the default init's draws are discarded
+            dim = config.feature_dim or infer_feature_dim(model, adapter, config.hidden_role)
+            # with a seed, the default init's draws are discarded (and redrawn seeded)
+            with torch.random.fork_rng(devices=[], enabled=config.init_seed is not None):
                 self.gate = nn.Linear(dim, 1)
             _seeded_init(self.gate, config.init_seed)
             self.gate.to(device=device, dtype=dtype)
@@ -1002,7 +1012,7 @@ class LearnedMixin(_PriorTableMixin):
             self.gate.in_features,
             self.config.hidden_role,
             owner=type(self.config).__name__,
-            field="hidden_dim",
+            field="feature_dim",
         )
         g = F.softplus(self.gate(h.to(self.gate.weight.dtype))).squeeze(-1)
         state.features["lmh_gate"] = g
@@ -1092,14 +1102,14 @@ class GreedyGradientEnsemble(_PriorTableMixin):
         dtype, device = module_dtype_device(model)
         self.num_answers = config.num_answers or infer_num_answers(model, adapter)
         if config.uses_question_branch:
-            dim = config.question_feature_dim or infer_feature_dim(
-                model, adapter, config.question_role
-            )
-            with torch.random.fork_rng(devices=[]):  # the default init's draws are discarded
-                self.c_1 = BranchMLP(dim, self.num_answers, config.hidden)
+            dim = config.feature_dim or infer_feature_dim(model, adapter, config.question_role)
+            seed = config.init_seed
+            # with a seed, the default init's draws are discarded (and redrawn seeded)
+            with torch.random.fork_rng(devices=[], enabled=seed is not None):
+                self.c_1 = BranchMLP(dim, self.num_answers, config.hidden_sizes)
                 self.c_2 = nn.Linear(self.num_answers, self.num_answers)
-            _seeded_init(self.c_1, config.init_seed)
-            _seeded_init(self.c_2, config.init_seed + 1)
+            _seeded_init(self.c_1, seed)
+            _seeded_init(self.c_2, None if seed is None else seed + 1)
             self.c_1.to(device=device, dtype=dtype)
             self.c_2.to(device=device, dtype=dtype)
         else:
@@ -1154,7 +1164,7 @@ class GreedyGradientEnsemble(_PriorTableMixin):
             self.c_1.net[0].in_features,
             self.config.question_role,
             owner="GGEConfig",
-            field="question_feature_dim",
+            field="feature_dim",
         )
         z_q = self.c_1(stop_gradient_into(e_q).to(self.c_2.weight.dtype))
         state.features["gge_question_hidden"] = z_q

@@ -180,9 +180,9 @@ class GroupDROConfig(InterventionConfig):
                 self._fail("group_counts", "must be a non-empty list of training-set group counts")
             if any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in counts):
                 self._fail("group_counts", "counts must be integers >= 0")
-            self.group_counts = tuple(counts)
+            self._normalise("group_counts", tuple(counts))
             if self.num_groups is None:
-                self.num_groups = len(self.group_counts)
+                self._normalise("num_groups", len(self.group_counts))
         if self.num_groups is None:
             self._fail(
                 "num_groups",
@@ -214,7 +214,7 @@ class GroupDROConfig(InterventionConfig):
             )
             if not ok or any(a < 0 for a in adj):
                 self._fail("generalization_adjustment", "entries must be finite numbers >= 0")
-            self.generalization_adjustment = tuple(float(a) for a in adj)
+            self._normalise("generalization_adjustment", tuple(float(a) for a in adj))
             values = self.generalization_adjustment
         else:
             self._fail("generalization_adjustment", "must be a number >= 0 or a list of them")

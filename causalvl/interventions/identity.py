@@ -30,7 +30,7 @@ class IdentityConfig(InterventionConfig):
             isinstance(r, str) for r in self.capture_roles
         ):
             self._fail("capture_roles", "must be a list of role names")
-        self.capture_roles = tuple(self.capture_roles)
+        self._normalise("capture_roles", tuple(self.capture_roles))
 
 
 @implements(IdentityConfig)

@@ -26,6 +26,7 @@ from .base import ForwardState, Intervention, implements
 from .branches import BranchWarmup, refuse_generative
 from .counterfactual import _check_hidden, _check_optional_int, _check_role, build_branch
 from .fusion import fuse
+from .seeding import init_rng
 
 
 @dataclass(kw_only=True)
@@ -44,8 +45,10 @@ class RUBiConfig(InterventionConfig):
             models, where the branch scores each candidate text from its own feature and has no
             ``A→A`` classifier (``logits_q = Z_q``).
         question_role: role (or module path) of the question feature.
-        question_feature_dim: width of that feature (default: inferred).
-        hidden: hidden widths of the question MLP (published: ``(1024, 1024)``).
+        feature_dim: width of that feature (default: inferred). Formerly
+            ``question_feature_dim`` (accepted with a ``FutureWarning`` for one release).
+        hidden_sizes: hidden widths of the question MLP (published: ``(1024, 1024)``).
+            Formerly ``hidden`` (accepted with a ``FutureWarning`` for one release).
         question_loss_weight: ``λ_q`` (published: 1.0).
         branch_warmup_epochs: train only the question branch (``"question_ce"``, on the
             stop-gradient feature) for this many first epochs, so that it holds the prior
@@ -59,7 +62,7 @@ class RUBiConfig(InterventionConfig):
     Example:
         >>> import torch, causalvl
         >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
-        >>> vl = causalvl.intervene(net, causalvl.RUBiConfig(hidden=(32,)))
+        >>> vl = causalvl.intervene(net, causalvl.RUBiConfig(hidden_sizes=(32,)))
         >>> batch = {"pixel_values": torch.rand(2, 3, 8, 8),
         ...          "input_ids": torch.randint(1, 20, (2, 5)), "labels": torch.tensor([0, 3])}
         >>> out = vl(**batch)
@@ -70,16 +73,17 @@ class RUBiConfig(InterventionConfig):
     """
 
     type = "rubi"
+    _renamed = {"hidden": "hidden_sizes", "question_feature_dim": "feature_dim"}
     num_answers: int | None = None
     question_role: str = "language_features"
-    question_feature_dim: int | None = None
-    hidden: tuple[int, ...] = (1024, 1024)
+    feature_dim: int | None = None
+    hidden_sizes: tuple[int, ...] = (1024, 1024)
     question_loss_weight: float = 1.0
     branch_warmup_epochs: int = 0
 
     def validate(self) -> None:
         self._check_int("branch_warmup_epochs", minimum=0)
-        _check_optional_int(self, "num_answers", "question_feature_dim")
+        _check_optional_int(self, "num_answers", "feature_dim")
         _check_role(self, "question_role")
         _check_hidden(self)
         self._check_positive("question_loss_weight", allow_zero=True)
@@ -102,14 +106,15 @@ class RUBi(BranchWarmup, Intervention):
                 UserWarning,
                 stacklevel=2,
             )
-        self.question = build_branch(
-            model,
-            adapter,
-            config.question_role,
-            config.question_feature_dim,
-            config.num_answers,
-            config.hidden,
-        )
+        with init_rng(config.init_seed):  # the question branch
+            self.question = build_branch(
+                model,
+                adapter,
+                config.question_role,
+                config.feature_dim,
+                config.num_answers,
+                config.hidden_sizes,
+            )
         dtype, device = module_dtype_device(model)
         self.to(device=device, dtype=dtype)
 
