@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..adapters.base import ModelAdapter
+from ..adapters.generative import DEFAULT_DISTURBANCE
 from ..adapters.transforms import DECODING_MODES, get_transform
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, UnsupportedModelError
@@ -78,7 +79,7 @@ class CounterfactualDecodingConfig(InterventionConfig):
     space: Literal["logits", "log_softmax"] = "logits"
     seed: int = 0
     strategy: Literal["auto", "batched", "processor"] = "auto"
-    disturbance: str = "You are a confused objects detector to provide a fuzzy overview or impression of the image."
+    disturbance: str = DEFAULT_DISTURBANCE
     disturbance_ids: tuple[int, ...] | None = None
 
     def validate(self) -> None:
