@@ -76,7 +76,29 @@ def test_examples_default_to_one_thread():
         if path.stem == "wrap_hf_model":  # no training: nothing to pin
             continue
         text = path.read_text()
-        assert '"--threads",' in text and "default=1" in text, path.name
+        shared = "efficacy.add_arguments(parser" in text  # the efficacy scripts' shared options
+        assert shared or ('"--threads",' in text and "default=1" in text), path.name
+
+
+def test_shared_efficacy_options_default_to_one_thread(monkeypatch):
+    import argparse
+
+    import torch
+
+    from causalvl import efficacy
+
+    parser = argparse.ArgumentParser()
+    efficacy.add_arguments(parser, fast_epochs=3)
+    args = parser.parse_args(["--fast"])
+    assert args.threads == 1 and args.seeds == [0] and args.epochs is None
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    settings = efficacy.settings_from_arguments(args, fast_epochs=3)
+    assert calls == [1] and settings.epochs == 3 and settings.is_smoke
+    settings = efficacy.settings_from_arguments(parser.parse_args(["--epochs", "7"]))
+    assert settings.epochs == 7 and not settings.is_smoke
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--epochs", "0"])
 
 
 def _cifar_args() -> list[str]:
