@@ -372,8 +372,14 @@ def _diagnose_split(
         group_names=group_names,
         train_group_weights=train_group_weights,
     )
-    probes = [cls.from_context(context) for cls in PROBES]
-    probes = [p for p in probes if p.applies(context) is None]  # the others stay None
+    probes = []
+    for cls in PROBES:
+        probe = cls.from_context(context)
+        reason = probe.applies(context)
+        if reason is None:
+            probes.append(probe)
+        else:  # its part of the result stays None (n/a in reports)
+            logger.debug("split %r: %s not measured: %s", name, probe.field, reason)
     device = module_device(runner.model)
     loader = _loader(data, config.batch_size, collate_fn)
     try:
