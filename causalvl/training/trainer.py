@@ -608,8 +608,9 @@ class Trainer:
                 worst = min(g.accuracy for g in groups.per_group)
                 warnings.warn(
                     f"no group of eval split {split!r} has {groups.min_group_size} examples "
-                    f"(sizes {sorted(g.n for g in groups.per_group)}); its worst-group accuracy "
-                    "is taken over every group and is mostly noise. Evaluate on more data.",
+                    f"(the largest has {max(g.n for g in groups.per_group)}); its worst-group "
+                    "accuracy is taken over every group and is mostly noise. Evaluate on more "
+                    "data.",
                     UserWarning,
                     stacklevel=3,
                 )
