@@ -612,7 +612,7 @@ class Trainer:
                     "accuracy is taken over every group and is mostly noise. Evaluate on more "
                     "data.",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=4,  # the caller of evaluate(), past its no_grad wrapper
                 )
             out[f"{split}/worst_group_accuracy"] = worst
         return out
