@@ -28,6 +28,7 @@ def _spread(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 
 
 def _cases() -> dict[str, Any]:
+    from causalvl.datasets._common import collate
     from causalvl.datasets.context_shift import ContextShift
     from causalvl.datasets.prior_shift import PriorShiftVQA
     from causalvl.models import TinyRegionClassifier, TinyVQA
@@ -77,6 +78,38 @@ def _cases() -> dict[str, Any]:
         out[f"context_{mode}"] = causalvl.diagnose(
             region_net, ctx, progress=False, batch_size=12, context_mode=mode, seed=1
         ).to_dict()
+
+    # the image-blind pass, the image swap and the context swap on one batch stream: the three
+    # draw from the same generator, in that order (21 examples: a last batch of one is skipped)
+    class WithText(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 21
+
+        def __getitem__(self, i: int) -> dict:
+            return {**ctx[i], "tokens": torch.tensor([i % 7, i % 5])}
+
+    class Both(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.image = torch.nn.Linear(3 * 16 * 32, ctx.num_classes)
+            self.text = torch.nn.Embedding(8, ctx.num_classes)
+
+        def forward(self, pixel_values, tokens):
+            return self.image(pixel_values.flatten(1)) + self.text(tokens[:, 0])
+
+    torch.manual_seed(0)
+    out["prior_and_context"] = causalvl.diagnose(
+        _spread(Both(), 2),
+        WithText(),
+        adapter=causalvl.GenericAdapter(vision_keys=["pixel_values"], language_keys=["tokens"]),
+        collate_fn=collate,
+        progress=False,
+        batch_size=10,
+        null_vision_mode="noise",
+        min_group_size=2,
+        seed=5,
+    ).to_dict()
+
     # the causal estimate: a model that reads the prior token and, half of the time, the image
     g = torch.Generator().manual_seed(0)
     n = 60
