@@ -105,6 +105,13 @@ def test_example_runs_in_fast_mode(capsys):
     spec.loader.exec_module(module)
     results = module.main(["--fast"])
     assert set(results) == {"plain", "backdoor", "oracle"}
+    # the --fast split: 300 test examples; overall accuracy is the aligned / conflicting
+    # accuracies weighted by their counts, and every accuracy is a whole number of examples
+    test = ContextShift(split="test", num_examples=300, image_size=8, seed=0)
+    aligned = int(torch.stack([test[i]["bias_aligned"] for i in range(300)]).sum())
     for r in results.values():
-        assert all(0.0 <= v <= 1.0 for v in r.values())
+        mixed = (aligned * r["test_aligned"] + (300 - aligned) * r["test_conflicting"]) / 300
+        assert r["test_accuracy"] == pytest.approx(mixed)
+        assert r["test_accuracy"] * 300 == pytest.approx(round(r["test_accuracy"] * 300))
+        assert r["train"] * 400 == pytest.approx(round(r["train"] * 400))
     assert "backdoor - plain" in capsys.readouterr().out

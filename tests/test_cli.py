@@ -66,8 +66,21 @@ def test_demo_fast_writes_the_report(tmp_path):
     assert set(PRIOR_METHODS) <= set(json.dumps(report).split('"'))
     assert [r.method for r in result.rows] == [*REFERENCE_ROWS, *PRIOR_METHODS, *CONTEXT_METHODS]
     assert result.table().startswith("SMOKE RUN")
+    # every trained row is the accuracy diagnose wrote to the report, model by model and split
+    # by split; the untrained rules score a whole number of the report's examples
+    context = json.loads((tmp_path / "demo" / "context" / "report.json").read_text())
+    splits = {**report["models"], **context["models"]}
+    n = {s: report["models"]["plain"]["splits"][s]["n"] for s in ("id", "ood")}
     for row in result.rows:
-        assert 0 <= row.id_accuracy <= 1 and 0 <= row.ood_accuracy <= 1
+        if row.method in REFERENCE_ROWS:
+            for s, value in (("id", row.id_accuracy), ("ood", row.ood_accuracy)):
+                assert value * n[s] == pytest.approx(round(value * n[s]), abs=1e-6), row
+            continue
+        got = splits[row.method]["splits"]
+        assert (row.id_accuracy, row.ood_accuracy) == (
+            got["id"]["accuracy"],
+            got["ood"]["accuracy"],
+        ), row.method
     HTMLParser().feed((tmp_path / "demo" / "index.html").read_text())
     assert "gap closed" in result.table()
 

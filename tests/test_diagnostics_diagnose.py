@@ -300,6 +300,7 @@ def test_missing_vision_warns_and_skips_prior():
 
 
 def test_real_datasets_with_a_counterfactual_wrapper():
+    from causalvl.datasets._common import collate
     from causalvl.datasets.context_shift import ContextShift
     from causalvl.datasets.prior_shift import PriorShiftVQA
     from causalvl.models import TinyRegionClassifier, TinyVQA
@@ -317,5 +318,22 @@ def test_real_datasets_with_a_counterfactual_wrapper():
     assert d["test"].bias.n_aligned + d["test"].bias.n_conflicting == 48
     ctx = ContextShift(split="test", num_examples=24)
     region_net = TinyRegionClassifier(num_classes=ctx.num_classes, hidden=8, width=8)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # larger weights: the untrained model reads the context a little
+        for p in region_net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     c = diagnose(region_net, ctx, progress=False, batch_size=12)["test"].context
-    assert c is not None and c.n == 24 and 0.0 <= c.flip_rate <= 1.0
+    assert c.flip_rate > 0.1
+    # the same swaps by hand: the seeded generator (seed 0) draws one derangement per batch
+    g = torch.Generator().manual_seed(0)
+    flips, right = [], []
+    with torch.no_grad():
+        for start in (0, 12):
+            batch = collate([ctx[i] for i in range(start, start + 12)])
+            edited = replace_context(batch, mode="swap", generator=g)
+            before = region_net(batch["region_pixels"]).argmax(-1)
+            after = region_net(edited["region_pixels"]).argmax(-1)
+            flips.append(before != after)
+            right.append(after == batch["labels"])
+    assert c.n == 24 and c.flip_rate == pytest.approx(torch.cat(flips).double().mean().item())
+    assert c.accuracy_replaced == pytest.approx(torch.cat(right).double().mean().item())

@@ -221,14 +221,21 @@ def test_calibration_result_and_confidence_by_alignment():
     seed=st.integers(0, 1000),
     bins=st.integers(1, 20),
 )
-def test_calibration_fractions_in_unit_interval(conf, seed, bins):
+def test_calibration_matches_numpy_bins(conf, seed, bins):
     g = np.random.default_rng(seed)
     correct = (g.uniform(size=len(conf)) < 0.5).astype(float)
     r = calibration(torch.tensor(conf, dtype=torch.float64), torch.tensor(correct), n_bins=bins)
-    assert 0.0 <= r.ece <= 1.0
     assert r.ece == pytest.approx(numpy_ece(np.array(conf), correct, bins), abs=1e-9)
-    for v in (*r.bin_confidence, *r.bin_accuracy):
-        assert v is None or 0.0 <= v <= 1.0
+    # every bin against a direct numpy binning: (lo, hi], zero in the first bin
+    idx = np.digitize(np.array(conf), np.linspace(0.0, 1.0, bins + 1)[1:-1], right=True)
+    for b in range(bins):
+        mask = idx == b
+        assert r.bin_count[b] == int(mask.sum())
+        if mask.any():
+            assert r.bin_confidence[b] == pytest.approx(np.array(conf)[mask].mean(), abs=1e-12)
+            assert r.bin_accuracy[b] == pytest.approx(correct[mask].mean(), abs=1e-12)
+        else:
+            assert r.bin_confidence[b] is None and r.bin_accuracy[b] is None
 
 
 @settings(max_examples=60, deadline=None)
@@ -239,20 +246,30 @@ def test_calibration_fractions_in_unit_interval(conf, seed, bins):
         max_size=80,
     )
 )
-def test_group_and_bias_results_are_fractions(data):
+def test_group_and_bias_results_match_a_direct_count(data):
     preds, labels, groups, aligned = (torch.tensor(c) for c in zip(*data))
     correct = correctness(preds, labels)
     m = group_metrics(correct, groups)
-    values = [m.average_sample_weighted, m.average_over_groups, m.worst_group_accuracy]
-    values += [g.accuracy for g in m.per_group]
-    assert all(0.0 <= v <= 1.0 for v in values)
-    assert m.worst_group_accuracy == min(g.accuracy for g in m.per_group)
-    assert sum(g.n for g in m.per_group) == len(data)
-    assert -1.0 <= m.gap <= 1.0
+    # the same numbers counted example by example in plain Python
+    hits: dict[int, list[int]] = {}
+    for p, y, g, _ in data:
+        hits.setdefault(g, []).append(int(p == y))
+    per_group = {g: sum(h) / len(h) for g, h in sorted(hits.items())}
+    assert [(s.group, s.n) for s in m.per_group] == [(g, len(hits[g])) for g in per_group]
+    assert [s.accuracy for s in m.per_group] == pytest.approx(list(per_group.values()))
+    average = sum(int(p == y) for p, y, _, _ in data) / len(data)
+    assert m.average_sample_weighted == pytest.approx(average)
+    assert m.average_over_groups == pytest.approx(sum(per_group.values()) / len(per_group))
+    assert m.worst_group_accuracy == pytest.approx(min(per_group.values()))
+    assert m.worst_group.group == min(per_group, key=lambda g: (per_group[g], g))
+    assert m.gap == pytest.approx(average - min(per_group.values()))
     b = bias_alignment(correct, aligned)
-    for v in (b.accuracy_aligned, b.accuracy_conflicting):
-        assert v is None or 0.0 <= v <= 1.0
-    assert 0.0 <= prior_agreement(preds, labels) <= 1.0
+    on = [int(p == y) for p, y, _, a in data if a]
+    off = [int(p == y) for p, y, _, a in data if not a]
+    assert (b.n_aligned, b.n_conflicting) == (len(on), len(off))
+    assert b.accuracy_aligned == (pytest.approx(sum(on) / len(on)) if on else None)
+    assert b.accuracy_conflicting == (pytest.approx(sum(off) / len(off)) if off else None)
+    assert prior_agreement(preds, labels) == pytest.approx(average)
 
 
 def test_results_reject_percentages_and_nan():

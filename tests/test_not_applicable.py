@@ -35,9 +35,20 @@ def test_cfvqa_prior_agreement_is_not_applicable():
     assert lp.image_swap_flip_rate is not None  # swapping the image still means something
     assert type(lp).from_dict(lp.to_dict()) == lp
     # the plain ensemble answer (TE) has an image-blind counterpart: a number again
-    te = _diagnose(causalvl.CounterfactualConfig(hidden_sizes=(16,), inference="te"))["ood"]
+    te_config = causalvl.CounterfactualConfig(hidden_sizes=(16,), inference="te")
+    te = _diagnose(te_config)["ood"]
     assert te.language_prior.not_applicable is None
-    assert 0.0 <= te.language_prior.prior_agreement <= 1.0
+    # the same agreement by hand: the answer with the image zeroed vs. the factual answer
+    torch.manual_seed(0)
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
+    vl = causalvl.intervene(net, te_config).eval()
+    batch = _batch(seed=1)
+    inputs = vl.adapter.model_inputs(batch)
+    blind = vl.adapter.counterfactual_inputs(inputs, remove="vision", mode="zeros")
+    with torch.no_grad():
+        same = vl(**inputs).logits.argmax(-1) == vl(**blind).logits.argmax(-1)
+    assert te.language_prior.prior_agreement == same.double().mean().item()
+    assert te.language_prior.n == 32
 
 
 def test_report_shows_na_and_leads_with_accuracy_vs_blind_rules_and_oracle(tmp_path):

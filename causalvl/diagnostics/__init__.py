@@ -2,8 +2,10 @@
 
 Pure metric functions (accuracy, groups, reliance, calibration, compositional scores, effect
 magnitudes) work on tensors; :func:`diagnose` runs a model over data and returns a
-:class:`Diagnostics` of frozen, JSON-ready results; :func:`estimate_spurious_effect` bridges
-to dowhy; :func:`audit_blind_solvability` measures a benchmark's own language prior.
+:class:`Diagnostics` of frozen, JSON-ready results, one probe per diagnostic
+(:mod:`causalvl.diagnostics.probes`; the Trainer's evaluation shares the accuracy probe);
+:func:`estimate_spurious_effect` bridges to dowhy; :func:`audit_blind_solvability` measures
+a benchmark's own language prior.
 pandas, dowhy and scikit-learn are imported only by the functions that use them.
 """
 

@@ -19,28 +19,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from ..errors import CausalVLError, ConfigError, InputError, UnsupportedModelError
+from ..errors import ConfigError, InputError, UnsupportedModelError
 from ..runtime import module_device
-from .calibration import calibration
-from .effects import summarize_effect
-from .metrics import bias_alignment, correctness, group_metrics
-from .reliance import kl_divergence, replace_context
-from .results import (
-    ContextReliance,
-    Diagnostics,
-    EffectMagnitudes,
-    LanguagePriorReliance,
-    SplitDiagnostics,
-)
+from .metrics import DEFAULT_MIN_GROUP_SIZE
+from .probes import PROBES, ProbeContext, StepOutputs
+from .probes import is_intervened as _is_intervened
+from .results import Diagnostics, SplitDiagnostics
 
 logger = logging.getLogger("causalvl.diagnostics")
 
@@ -117,7 +108,7 @@ class DiagnosticsConfig(Config):
     causal_common_causes: tuple[str, ...] = ("question_type",)
     causal_method: str = "backdoor.linear_regression"
     causal_num_simulations: int = 100
-    min_group_size: int = 20
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE
     progress: bool = True
 
     def validate(self) -> None:
@@ -139,23 +130,6 @@ class DiagnosticsConfig(Config):
 
         if self.causal_method not in ESTIMATORS:
             self._fail("causal_method", f"choose one of {list(ESTIMATORS)}")
-
-
-def _is_intervened(model: Any) -> bool:
-    return all(hasattr(model, a) for a in ("base_model", "adapter", "disable_interventions"))
-
-
-def _image_blind_reason(model: Any) -> str | None:
-    """Why the wrapped model's answer has no image-blind counterpart (see
-    ``Intervention.image_blind_reason``), or None."""
-    if not _is_intervened(model) or getattr(model, "_disabled", False):
-        return None
-    impls = getattr(model, "interventions", None)
-    for impl in impls.values() if hasattr(impls, "values") else ():
-        reason = getattr(impl, "image_blind_reason", None)
-        if reason:
-            return str(reason)
-    return None
 
 
 def _is_intervention_output(out: Any) -> bool:
@@ -385,42 +359,39 @@ def _diagnose_split(
     train_group_weights: Mapping[int, float] | None,
     collate_fn: Callable | None,
 ) -> SplitDiagnostics:
+    """Run the model once per batch and feed every applicable probe (see :mod:`.probes`)."""
     from ..progress import progress_bar
 
-    wanted = set(config.metrics)
-    generator = torch.Generator().manual_seed(config.seed)
+    context = ProbeContext(
+        config=config,
+        name=name,
+        run=runner,
+        adapter=runner.adapter,
+        model=runner.model,
+        generator=torch.Generator().manual_seed(config.seed),
+        group_names=group_names,
+        train_group_weights=train_group_weights,
+    )
+    probes = []
+    for cls in PROBES:
+        probe = cls.from_context(context)
+        reason = probe.applies(context)
+        if reason is None:
+            probes.append(probe)
+        else:  # its part of the result stays None (n/a in reports)
+            logger.debug("split %r: %s not measured: %s", name, probe.field, reason)
     device = module_device(runner.model)
     loader = _loader(data, config.batch_size, collate_fn)
     try:
         total = len(loader)  # type: ignore[arg-type]
     except TypeError:
         total = None
-
-    acc: dict[str, list[torch.Tensor]] = {}
-
-    def add(key: str, value: torch.Tensor) -> None:
-        acc.setdefault(key, []).append(value.detach().cpu())
-
-    # reliance on the language prior needs a language input: a vision-only model has none
-    prior_ok = "language_prior" in wanted and bool(getattr(runner.adapter, "language_keys", True))
-    not_applicable = _image_blind_reason(runner.model) if prior_ok else None
-    context_ok = "context" in wanted
-    effect_abs: dict[str, list[float]] = {}
+    batches = 0
     for batch in progress_bar(
         loader, enabled=config.progress, desc=f"diagnose {name}", total=total
     ):
-        if not isinstance(batch, Mapping):
-            raise InputError(
-                f"batches must be dicts of tensors, got {type(batch).__name__}; use the "
-                "dataset's collate function."
-            )
-        if "labels" not in batch:
-            raise InputError(
-                f"the batch has no 'labels' (keys {sorted(batch)}); diagnostics need the answers."
-            )
-        batch = _to(batch, device)
+        batch = _to(_check_batch(batch), device)
         logits, effects = runner(batch)
-        logits = logits.detach().float()
         labels = batch["labels"]
         if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
             raise InputError(
@@ -428,207 +399,35 @@ def _diagnose_split(
                 "labels; diagnose needs (batch, num_answers) answer scores. For image-text "
                 "similarity models use causalvl.diagnostics.compositional_scores(score_fn, ...)."
             )
-        preds = logits.argmax(-1)
-        correct = correctness(preds.cpu(), labels.cpu())
-        add("preds", preds)
-        add("correct", correct)
-        add("probs_top", F.softmax(logits.double(), -1).max(-1).values)
-        for key in ("group", "bias_aligned", "question_type"):
-            if isinstance(batch.get(key), torch.Tensor):
-                add(key, batch[key].reshape(-1))
-        b = int(preds.shape[0])
-
-        if prior_ok:
-            try:
-                cf = runner.adapter.counterfactual_inputs(
-                    runner.adapter.model_inputs(batch),
-                    remove="vision",
-                    mode=config.null_vision_mode,
-                    generator=generator,
-                )
-                if not_applicable is None:
-                    null_logits, _ = runner(cf)
-                    null_logits = null_logits.detach().float()
-                    null_preds = null_logits.argmax(-1)
-                    add("null_agree", (null_preds == preds).double())
-                    add("null_kl", kl_divergence(logits, null_logits))
-                    add("null_correct", correctness(null_preds.cpu(), labels.cpu()))
-                if config.image_swap and b >= 2:
-                    sw = runner.adapter.counterfactual_inputs(
-                        runner.adapter.model_inputs(batch),
-                        remove="vision",
-                        mode="shuffle",
-                        generator=generator,
-                    )
-                    swap_logits, _ = runner(sw)
-                    add("swap_flip", (swap_logits.argmax(-1) != preds).double())
-            except CausalVLError as exc:
-                prior_ok = False
-                acc.pop("null_agree", None)
-                warnings.warn(
-                    f"language-prior reliance skipped: the image could not be removed ({exc}).",
-                    UserWarning,
-                    stacklevel=3,
-                )
-
-        if context_ok and isinstance(batch.get("region_pixels"), torch.Tensor):
-            if b < 2 and config.context_mode == "swap":
-                pass
-            else:
-                try:
-                    edited = replace_context(batch, mode=config.context_mode, generator=generator)
-                except InputError as exc:
-                    context_ok = False
-                    warnings.warn(f"context reliance skipped: {exc}", UserWarning, stacklevel=3)
-                else:
-                    ctx_logits, _ = runner(edited)
-                    ctx_preds = ctx_logits.argmax(-1)
-                    add("ctx_flip", (ctx_preds != preds).double())
-                    add("ctx_correct", correctness(ctx_preds.cpu(), labels.cpu()))
-                    add("ctx_factual_correct", correct)
-
-        if "effects" in wanted and effects:
-            for key, value in effects.items():
-                if not isinstance(value, torch.Tensor) or value.shape[0] != b:
-                    continue
-                e = value.detach().double()
-                e2 = e if e.dim() == 2 else e.reshape(b, -1)
-                idx = preds if e2.shape[1] > 1 else torch.zeros_like(preds)
-                add(f"effect:{key}", e2.gather(1, idx[:, None])[:, 0])
-                effect_abs.setdefault(key, []).extend([float(e2.abs().sum()), float(e2.numel())])
-
-    if "correct" not in acc:
+        outputs = StepOutputs.of(logits, labels, effects)
+        for probe in probes:
+            probe.update(batch, outputs)
+        batches += 1
+    if not batches:
         raise InputError(f"split {name!r} produced no batches; is the data empty?")
-    cat = {k: torch.cat(v) for k, v in acc.items()}
-    correct = cat["correct"]
-    n = int(correct.numel())
-    aligned = cat.get("bias_aligned")
-    if aligned is not None and aligned.numel() != n:
-        aligned = None
-
-    groups = None
-    if "groups" in wanted and "group" in cat and cat["group"].numel() == n:
-        groups = group_metrics(
-            correct,
-            cat["group"],
-            names=group_names,
-            train_weights=train_group_weights,
-            min_group_size=config.min_group_size,
-        )
-    bias = None
-    if "bias" in wanted and aligned is not None:
-        bias = bias_alignment(correct, aligned)
-    calib = None
-    if "calibration" in wanted:
-        calib = calibration(cat["probs_top"], correct, n_bins=config.ece_bins, aligned=aligned)
-    prior = None
-    if prior_ok and not_applicable is not None:
-        swap = cat.get("swap_flip")
-        prior = LanguagePriorReliance(
-            prior_agreement=None,
-            mean_kl=None,
-            image_swap_flip_rate=None if swap is None else float(swap.mean()),
-            null_accuracy=None,
-            null_mode=config.null_vision_mode,
-            n=0,
-            n_swapped=0 if swap is None else int(swap.numel()),
-            not_applicable=not_applicable,
-        )
-    elif prior_ok and "null_agree" in cat:
-        swap = cat.get("swap_flip")
-        prior = LanguagePriorReliance(
-            prior_agreement=float(cat["null_agree"].mean()),
-            mean_kl=float(cat["null_kl"].mean()),
-            image_swap_flip_rate=None if swap is None else float(swap.mean()),
-            null_accuracy=float(cat["null_correct"].mean()),
-            null_mode=config.null_vision_mode,
-            n=int(cat["null_agree"].numel()),
-            n_swapped=0 if swap is None else int(swap.numel()),
-        )
-    context = None
-    if "ctx_flip" in cat:
-        acc_f = float(cat["ctx_factual_correct"].mean())
-        acc_r = float(cat["ctx_correct"].mean())
-        context = ContextReliance(
-            flip_rate=float(cat["ctx_flip"].mean()),
-            accuracy_factual=acc_f,
-            accuracy_replaced=acc_r,
-            accuracy_change=acc_r - acc_f,
-            mode=config.context_mode,
-            n=int(cat["ctx_flip"].numel()),
-        )
-    effects_result = None
-    if effect_abs:
-        summaries = {}
-        for key, parts in effect_abs.items():
-            total_abs, count = sum(parts[0::2]), sum(parts[1::2])
-            summaries[key] = summarize_effect(
-                key, total_abs / max(count, 1.0), cat[f"effect:{key}"], bins=config.effect_bins
-            )
-        effects_result = EffectMagnitudes(effects=summaries)
-    estimate = None
-    if "causal" in wanted:
-        estimate = _causal(cat, correct, config, name)
-
+    parts = {p.field: p.finish() for p in probes}
+    acc = parts.pop("accuracy")
     return SplitDiagnostics(
         name=name,
         distribution=distribution,  # type: ignore[arg-type]
-        n=n,
-        accuracy=float(correct.mean()),
-        groups=groups,
-        bias=bias,
-        language_prior=prior,
-        context=context,
-        calibration=calib,
-        effects=effects_result,
-        effect_estimate=estimate,
+        n=acc.n,
+        accuracy=acc.accuracy,
+        groups=acc.groups,
+        **parts,
     )
 
 
-def _causal(
-    cat: Mapping[str, torch.Tensor], correct: torch.Tensor, config: DiagnosticsConfig, name: str
-) -> Any:
-    n = correct.numel()
-    aligned = cat.get("bias_aligned")
-    if aligned is None or aligned.numel() != n or aligned.bool().all() or not aligned.bool().any():
-        warnings.warn(
-            f"causal effect skipped on split {name!r}: it needs a 'bias_aligned' key with both "
-            "aligned and conflicting examples.",
-            UserWarning,
-            stacklevel=4,
+def _check_batch(batch: Any) -> Mapping[str, Any]:
+    if not isinstance(batch, Mapping):
+        raise InputError(
+            f"batches must be dicts of tensors, got {type(batch).__name__}; use the "
+            "dataset's collate function."
         )
-        return None
-    import pandas as pd
-
-    from .causal import estimate_spurious_effect
-
-    columns = {"correct": correct.numpy(), "bias_aligned": aligned.long().numpy()}
-    causes = []
-    for key in config.causal_common_causes:
-        if key not in cat or cat[key].numel() != n:
-            continue
-        values = cat[key].long()
-        levels = torch.unique(values).tolist()
-        if len(levels) == 1:  # a constant carries no confounding; it would make the fit singular
-            continue
-        if len(levels) == 2:
-            columns[key] = values.numpy()
-            causes.append(key)
-            continue
-        for level in levels[1:]:  # a categorical confounder: one indicator per level
-            col = f"{key}_{level}"
-            columns[col] = (values == level).long().numpy()
-            causes.append(col)
-    df = pd.DataFrame(columns)
-    return estimate_spurious_effect(
-        df,
-        treatment="bias_aligned",
-        outcome="correct",
-        common_causes=causes,
-        method=config.causal_method,
-        num_simulations=config.causal_num_simulations,
-        seed=config.seed,
-    )
+    if "labels" not in batch:
+        raise InputError(
+            f"the batch has no 'labels' (keys {sorted(batch)}); diagnostics need the answers."
+        )
+    return batch
 
 
 __all__ = ["DEFAULT_METRICS", "METRICS", "DiagnosticsConfig", "diagnose"]

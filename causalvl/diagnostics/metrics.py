@@ -22,6 +22,10 @@ from ..batch import correctness
 from ..errors import InputError
 from .results import BiasAlignment, GroupMetrics, GroupScore
 
+#: the worst group is taken among groups of at least this many examples, in
+#: :func:`causalvl.diagnose` and in the Trainer's evaluation (smaller groups are mostly noise)
+DEFAULT_MIN_GROUP_SIZE = 20
+
 
 def _as_1d(name: str, value: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
     t = torch.as_tensor(value).detach().cpu()
@@ -271,6 +275,7 @@ class GroupAccuracy:
 
 
 __all__ = [
+    "DEFAULT_MIN_GROUP_SIZE",
     "GroupAccuracy",
     "accuracy",
     "bias_alignment",

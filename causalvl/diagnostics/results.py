@@ -367,6 +367,24 @@ class GroupMetrics(Result):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class AccuracyResult(Result):
+    """Accuracy over a split and, when batches carry ``group``, its per-group breakdown: what
+    :class:`~causalvl.diagnostics.probes.AccuracyProbe` gives ``diagnose`` and the Trainer."""
+
+    accuracy: float
+    n: int
+    groups: GroupMetrics | None = None
+
+    KINDS: ClassVar[dict[str, MetricKind]] = {"accuracy": "fraction", "n": "count"}
+    LABELS: ClassVar[dict[str, str]] = {"accuracy": "accuracy", "n": "n (examples)"}
+    DEFINITIONS: ClassVar[dict[str, str]] = {
+        "accuracy": "Fraction of examples whose predicted answer (arg-max of the logits) is the "
+        "label; with soft VQA scores, the mean score of the predicted answer.",
+        "n": "Number of examples evaluated.",
+    }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class BiasAlignment(Result):
     """Accuracy on examples whose answer agrees with the training prior vs. those that do not."""
 
@@ -1243,6 +1261,7 @@ class Diagnostics(Result):
 
 
 __all__ = [
+    "AccuracyResult",
     "AuditCategoryScore",
     "AuditCue",
     "AuditScorer",

@@ -697,7 +697,14 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Accuracy, worst-group accuracy and loss on every evaluation split (see the class
-        docstring); the model is put back into train mode afterwards."""
+        docstring); the model is put back into train mode afterwards.
+
+        Accuracy and worst-group accuracy come from
+        :class:`~causalvl.diagnostics.probes.AccuracyProbe`, as in :func:`causalvl.diagnose`:
+        the worst group is taken among groups of at least
+        :data:`~causalvl.diagnostics.metrics.DEFAULT_MIN_GROUP_SIZE` (20) examples. When no
+        group of a split is that large, every group is considered (with a warning) so that
+        the split still has a worst-group accuracy to select checkpoints by."""
         model = self.model
         was_training = model.training
         model.eval()
@@ -710,12 +717,11 @@ class Trainer:
         return metrics
 
     def _evaluate_split(self, split: str, data: Dataset | DataLoader) -> dict[str, float]:
-        correct_sum = 0.0
-        count = 0
+        from ..diagnostics.probes import AccuracyProbe, StepOutputs
+
+        probe = AccuracyProbe(groups=True)
         loss_sum = 0.0
         loss_batches = 0
-        group_correct: dict[int, float] = {}
-        group_count: dict[int, int] = {}
         for batch in self._eval_loader(data):
             batch = to_device(batch, self.device)
             with self._autocast():
@@ -726,20 +732,27 @@ class Trainer:
             scores = batch_correctness(logits.float(), batch)
             if scores is None:
                 continue
-            correct_sum += float(scores.sum())
-            count += int(scores.numel())
-            groups = batch.get("group") if isinstance(batch, Mapping) else None
-            if isinstance(groups, torch.Tensor) and groups.numel() == scores.numel():
-                for g, s in zip(groups.reshape(-1).tolist(), scores.tolist()):
-                    group_correct[g] = group_correct.get(g, 0.0) + s
-                    group_count[g] = group_count.get(g, 0) + 1
+            group = batch.get("group") if isinstance(batch, Mapping) else None
+            probe.update({"group": group}, StepOutputs.of(logits, correct=scores))
         out = {f"{split}/loss": loss_sum / max(1, loss_batches)}
-        if count:
-            out[f"{split}/accuracy"] = correct_sum / count
-        if group_count:
-            out[f"{split}/worst_group_accuracy"] = min(
-                group_correct[g] / group_count[g] for g in group_count
-            )
+        if not probe.n:
+            return out
+        result = probe.finish()
+        out[f"{split}/accuracy"] = result.accuracy
+        groups = result.groups
+        if groups is not None:
+            worst = groups.worst_group_accuracy
+            if worst is None:
+                worst = min(g.accuracy for g in groups.per_group)
+                warnings.warn(
+                    f"no group of eval split {split!r} has {groups.min_group_size} examples "
+                    f"(the largest has {max(g.n for g in groups.per_group)}); its worst-group "
+                    "accuracy is taken over every group and is mostly noise. Evaluate on more "
+                    "data.",
+                    UserWarning,
+                    stacklevel=4,  # the caller of evaluate(), past its no_grad wrapper
+                )
+            out[f"{split}/worst_group_accuracy"] = worst
         return out
 
     # -- training ---------------------------------------------------------------------------
