@@ -216,7 +216,10 @@ def test_result_flows_into_diagnostics_and_the_bias_report(tmp_path) -> None:
     res = ev.evaluate(lambda qs: ["Yes"] * len(qs), name="always yes")
     diag = Diagnostics(
         splits={"ood": SplitDiagnostics(name="ood", distribution="ood", n=10, accuracy=0.4)}
-    ).with_extras(res.to_metric_table())
+    ).with_extras(res)  # a POPE result converts itself, like any result with a metric table
+    assert diag.extras == (res.to_metric_table(),)
+    with pytest.raises(DataError, match="to_metric_table"):
+        diag.with_extras({"not": "a table"})
     report = causalvl.BiasReport(diag, title="decoding")
     md = report.to_markdown()
     assert "## Hallucination (POPE): always yes" in md

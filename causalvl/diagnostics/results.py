@@ -1242,15 +1242,22 @@ class Diagnostics(Result):
         all_extras.extend(extras)
         return cls(splits=splits, config=config, extras=tuple(all_extras))
 
-    def with_extras(self, *tables: MetricTable) -> Diagnostics:
-        """A copy with more extra tables (e.g. hallucination results) attached."""
+    def with_extras(self, *tables: Any) -> Diagnostics:
+        """A copy with more extra tables attached: :class:`MetricTable` objects, or results
+        that convert to one with ``to_metric_table()`` (e.g. a
+        :class:`~causalvl.decoding.POPEResult`)."""
+        converted = []
         for t in tables:
+            if not isinstance(t, MetricTable) and callable(getattr(t, "to_metric_table", None)):
+                t = t.to_metric_table()
             if not isinstance(t, MetricTable):
                 raise DataError(
-                    f"with_extras expects MetricTable objects, got {type(t).__name__}; build one "
-                    "with MetricTable.from_mapping(title, {column: {metric: value}})."
+                    f"with_extras expects MetricTable objects (or results with to_metric_table()), "
+                    f"got {type(t).__name__}; build one with "
+                    "MetricTable.from_mapping(title, {column: {metric: value}})."
                 )
-        return dataclasses.replace(self, extras=(*self.extras, *tables))
+            converted.append(t)
+        return dataclasses.replace(self, extras=(*self.extras, *converted))
 
     def with_split_results(self, split: str, **parts: Any) -> Diagnostics:
         """A copy with results added to one split, e.g. ``compositional=`` or ``effect_estimate=``."""
