@@ -1,7 +1,7 @@
 """causalvl: causal interventions that remove spurious correlations from vision-language models.
 
     >>> import causalvl
-    >>> vl = causalvl.intervene(model, causalvl.CounterfactualConfig(num_answers=10))  # doctest: +SKIP
+    >>> vl = causalvl.intervene(model, causalvl.CFVQAConfig(num_answers=10))  # doctest: +SKIP
     >>> out = vl(**inputs)                                                              # doctest: +SKIP
     >>> out.logits, out.factual_logits, out.effects["tie"]                              # doctest: +SKIP
 
@@ -50,6 +50,9 @@ _LAZY: dict[str, str] = {
     "get_adapter": ".adapters",
     # interventions
     "Intervention": ".interventions.base",
+    "ForwardState": ".interventions.base",
+    "HookContext": ".interventions.base",
+    "implements": ".interventions.base",
     "IdentityConfig": ".interventions.identity",
     # backdoor adjustment
     "BackdoorConfig": ".interventions.backdoor",
@@ -61,6 +64,7 @@ _LAZY: dict[str, str] = {
     "CATTConfig": ".interventions.catt",
     "ConfounderDictionary": ".interventions.confounders",
     "FeatureCollection": ".interventions.confounders",
+    "CFVQAConfig": ".interventions.counterfactual",
     "CounterfactualConfig": ".interventions.counterfactual",
     "PriorSubtractionConfig": ".interventions.counterfactual",
     "RUBiConfig": ".interventions.rubi",

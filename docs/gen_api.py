@@ -27,9 +27,9 @@ SECTIONS = [
             "InterventionOutput",
             "ObjectiveOutput",
             "HookManager",
-            "Intervention",
         ],
     ),
+    ("Writing an intervention", ["Intervention", "implements", "HookContext", "ForwardState"]),
     ("Adapters", ["ModelAdapter", "GenericAdapter", "register_adapter", "get_adapter"]),
     ("Configuration", ["Config", "InterventionConfig"]),
 ]

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
     methods = {
         "plain": causalvl.IdentityConfig(),
-        "CF-VQA": causalvl.CounterfactualConfig(hidden=(64,)),
+        "CF-VQA": causalvl.CFVQAConfig(hidden=(64,)),
         "LMH": causalvl.LMHConfig(),
     }
     diagnostics = {}

@@ -16,10 +16,8 @@ BATCH = {
 
 CONFIGS = [
     causalvl.RUBiConfig(hidden=(16,), branch_warmup_epochs=2),
-    causalvl.CounterfactualConfig(hidden=(16,), branch_warmup_epochs=2),
-    causalvl.CounterfactualConfig(
-        graph="simple", fusion="sum", hidden=(16,), branch_warmup_epochs=2
-    ),
+    causalvl.CFVQAConfig(hidden=(16,), branch_warmup_epochs=2),
+    causalvl.CFVQAConfig(graph="simple", fusion="sum", hidden=(16,), branch_warmup_epochs=2),
 ]
 
 

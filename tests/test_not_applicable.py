@@ -28,20 +28,20 @@ def _diagnose(config) -> causalvl.Diagnostics:
 
 
 def test_cfvqa_prior_agreement_is_not_applicable():
-    d = _diagnose(causalvl.CounterfactualConfig(hidden=(16,)))["ood"]
+    d = _diagnose(causalvl.CFVQAConfig(hidden=(16,)))["ood"]
     lp = d.language_prior
     assert lp.prior_agreement is None and lp.mean_kl is None and lp.null_accuracy is None
     assert "TIE" in lp.not_applicable and lp.n == 0
     assert lp.image_swap_flip_rate is not None  # swapping the image still means something
     assert type(lp).from_dict(lp.to_dict()) == lp
     # the plain ensemble answer (TE) has an image-blind counterpart: a number again
-    te = _diagnose(causalvl.CounterfactualConfig(hidden=(16,), inference="te"))["ood"]
+    te = _diagnose(causalvl.CFVQAConfig(hidden=(16,), inference="te"))["ood"]
     assert te.language_prior.not_applicable is None
     assert 0.0 <= te.language_prior.prior_agreement <= 1.0
 
 
 def test_report_shows_na_and_leads_with_accuracy_vs_blind_rules_and_oracle(tmp_path):
-    cf = _diagnose(causalvl.CounterfactualConfig(hidden=(16,)))
+    cf = _diagnose(causalvl.CFVQAConfig(hidden=(16,)))
     plain = _diagnose(causalvl.PriorSubtractionConfig(alpha=0.0))
     assert plain["ood"].language_prior.prior_agreement is not None
 

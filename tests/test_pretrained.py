@@ -373,7 +373,7 @@ PRIOR = torch.tensor([[0.4, 0.3, 0.1, 0.1, 0.1], [0.1, 0.1, 0.2, 0.3, 0.3]])
         causalvl.IdentityConfig(),
         causalvl.LMHConfig(),
         causalvl.GGEConfig(hidden=(8,)),
-        causalvl.CounterfactualConfig(graph="simple", hidden=(8,)),
+        causalvl.CFVQAConfig(graph="simple", hidden=(8,)),
         causalvl.RUBiConfig(hidden=(8,)),
         causalvl.PriorSubtractionConfig(alpha=1.0, mode="zeros"),
         causalvl.PriorSubtractionConfig(alpha=1.0, mode="mean", train_on="debiased"),

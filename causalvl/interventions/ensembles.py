@@ -816,6 +816,11 @@ class _PriorTableMixin(Intervention):
     prior: torch.Tensor
     prior_is_set: torch.Tensor
 
+    @property
+    def uses_prior(self) -> bool:
+        """These interventions read the question-type prior table (see :meth:`set_prior`)."""
+        return True
+
     def _init_prior(self, num_answers: int, dtype: torch.dtype, device: torch.device) -> None:
         cfg = self.config
         rows = cfg.num_types() or 0
@@ -909,24 +914,12 @@ def _labels_of(batch: Mapping[str, Any], name: str) -> torch.Tensor:
     return torch.as_tensor(labels)
 
 
-def _find(vl: Any) -> list[_PriorTableMixin]:
-    impls = getattr(vl, "interventions", None)
-    if isinstance(vl, _PriorTableMixin):
-        return [vl]
-    if not isinstance(impls, nn.ModuleDict):
-        raise ConfigError(
-            f"set_bias_prior expects a wrapped model (causalvl.intervene) or an LMH / GGE "
-            f"intervention, got {type(vl).__name__}."
-        )
-    return [m for m in impls.values() if isinstance(m, _PriorTableMixin)]
-
-
 def set_bias_prior(vl: Any, prior: torch.Tensor) -> None:
     """Install the question-type prior on every LMH / BiasProduct / GGE / Reweight intervention
-    of ``vl``.
+    of ``vl`` (every intervention that :attr:`~causalvl.Intervention.uses_prior`).
 
-    The table becomes a buffer of the intervention, so ``vl.save_pretrained`` and
-    :func:`causalvl.load` keep it.
+    The same as ``vl.set_bias_prior(prior)``. The table becomes a buffer of the intervention,
+    so ``vl.save_pretrained`` and :func:`causalvl.load` keep it.
 
     Args:
         vl: an :class:`~causalvl.IntervenedModel` (or one intervention).
@@ -941,17 +934,21 @@ def set_bias_prior(vl: Any, prior: torch.Tensor) -> None:
         >>> vl.interventions["0_lmh"].prior.shape
         torch.Size([1, 3])
     """
-    targets = [
-        m for m in _find(vl) if not isinstance(m, GreedyGradientEnsemble) or m.config.uses_prior
-    ]
-    if not targets:
+    if isinstance(vl, Intervention):
+        if not vl.uses_prior:
+            raise ConfigError(
+                f"set_bias_prior: {type(vl).__name__} uses no question-type prior; pass an "
+                "LMH, BiasProduct, Reweight or GGE (bias='distribution' or 'both') intervention."
+            )
+        vl.set_prior(prior)
+        return
+    install = getattr(vl, "set_bias_prior", None)
+    if not callable(install):
         raise ConfigError(
-            "set_bias_prior: the wrapped model has no intervention that uses a question-type "
-            "prior (LMHConfig, BiasProductConfig, ReweightConfig, GGEConfig with bias='distribution' "
-            "or 'both')."
+            f"set_bias_prior expects a wrapped model (causalvl.intervene) or an LMH / GGE "
+            f"intervention, got {type(vl).__name__}."
         )
-    for impl in targets:
-        impl.set_prior(prior)
+    install(prior)
 
 
 @implements(LMHConfig)
@@ -1112,6 +1109,11 @@ class GreedyGradientEnsemble(_PriorTableMixin):
     @property
     def capture_roles(self) -> tuple[str, ...]:
         return (self.config.question_role,) if self.config.uses_question_branch else ()
+
+    @property
+    def uses_prior(self) -> bool:
+        """Only GGE with ``bias="distribution"`` or ``"both"`` reads the prior table."""
+        return bool(self.config.uses_prior)
 
     def set_epoch(self, epoch: int, num_epochs: int) -> None:
         """Tell the loss which epoch (0-based) of ``num_epochs`` is being trained; the
