@@ -343,3 +343,33 @@ def test_collect_still_accepts_a_wrapped_model():
         vl.base_model, batches, "vision_features", progress=False
     )
     assert torch.equal(from_wrapped.features, from_base.features)
+
+
+@pytest.mark.parametrize(
+    "intervention",
+    [
+        {"type": "reweight"},  # needs the prior: it used to be left without one
+        {"type": "gge", "bias": "question", "hidden": [8]},  # needs none: it used to be refused
+    ],
+)
+def test_train_command_gives_the_prior_to_whoever_needs_it(tmp_path, intervention):
+    from causalvl.runs import train_from_config
+
+    cfg = tmp_path / "run.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "name": intervention["type"],
+                "data": {"type": "PriorShiftVQA", "settings": {"num_examples": 60}},
+                "model": {"type": "TinyVQA", "hidden": 16},
+                "interventions": [intervention],
+                "trainer": {"epochs": 1},
+            }
+        )
+    )
+    from safetensors.torch import load_file
+
+    run = train_from_config(cfg, out=tmp_path / "out", progress=False)
+    weights = load_file(str(run.output_dir / "interventions" / "intervention_weights.safetensors"))
+    needs = intervention["type"] == "reweight"
+    assert bool(weights[f"0_{intervention['type']}.prior_is_set"]) is needs
