@@ -297,7 +297,7 @@ class ForwardState:
     counterfactual_logits: torch.Tensor | None = None
     effects: dict[str, torch.Tensor] = field(default_factory=dict)
     branch_logits: dict[str, torch.Tensor] = field(default_factory=dict)
-    context: HookContext | None = None
+    context: HookContext = None  # type: ignore[assignment]  # made in __post_init__
     _cf_cache: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
