@@ -181,6 +181,25 @@ def test_legacy_install_signature_still_works_with_a_future_warning():
     assert box["inputs"] is batch and list(box) == ["inputs"]
     with pytest.raises(InterventionStateError, match="cannot be replaced"):
         box["inputs"] = {}
+    assert box.inputs is batch and box.is_factual and box.storage("x") == {}
+
+
+class _LegacyBackdoor(causalvl.BackdoorAdjustment):
+    """An old-style subclass of a built-in intervention that calls super().install."""
+
+    def install(self, hooks, state_box):
+        super().install(hooks, state_box)
+
+
+def test_an_old_style_subclass_of_a_builtin_still_works():
+    vl = _backdoor_vl()
+    expected = vl(**_batch()).logits
+    impl = vl.interventions["0_backdoor"]
+    impl.__class__ = _LegacyBackdoor  # as if the wrapper had been built from the subclass
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(vl(**_batch()).logits, expected)
+    assert "backdoor_expectation" in vl(**_batch()).features
 
 
 # -- declared methods the wrapper calls --------------------------------------------------

@@ -228,6 +228,32 @@ class _LegacyStateBox(MutableMapping[str, Any]):
     def __len__(self) -> int:
         return 1 + len(self._data)
 
+    # the HookContext API too, so an old-style subclass calling super().install(hooks, box) on
+    # a built-in intervention keeps working
+    @property
+    def inputs(self) -> Mapping[str, Any]:
+        return self._context.inputs
+
+    @property
+    def is_factual(self) -> bool:
+        return self._context.is_factual
+
+    @property
+    def pass_name(self) -> str:
+        return self._context.pass_name
+
+    @property
+    def factual_inputs(self) -> Mapping[str, Any] | None:
+        return self._context.factual_inputs
+
+    def storage(self, owner: Any) -> dict[str, Any]:
+        return self._context.storage(owner)
+
+    def counterfactual_pass(
+        self, inputs: Mapping[str, Any], name: str = "counterfactual"
+    ) -> contextlib.AbstractContextManager[HookContext]:
+        return self._context.counterfactual_pass(inputs, name)
+
 
 def uses_legacy_install(impl: Intervention) -> bool:
     """Whether ``impl`` implements the former ``install(hooks, state_box)`` signature."""
