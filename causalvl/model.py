@@ -42,8 +42,10 @@ from .interventions.base import (
     HookContext,
     Intervention,
     implementation_for,
+    takes_over_generation,
     uses_legacy_install,
     warn_legacy_install,
+    warn_undeclared_generate,
 )
 from .losses import task_loss
 from .outputs import InterventionOutput, ObjectiveOutput
@@ -176,6 +178,7 @@ class IntervenedModel(nn.Module):
                 impl = implementation_for(cfg)(cfg, base_model, adapter)
                 if uses_legacy_install(impl):
                     warn_legacy_install(impl)
+                warn_undeclared_generate(impl)
                 self.interventions[f"{i}_{cfg.type}"] = impl
             self._roles = self._resolve_capture_roles()
         # targets given as regular expressions are saved as the exact paths they resolved to
@@ -419,7 +422,7 @@ class IntervenedModel(nn.Module):
         branch, as in :meth:`forward`."""
         if not self._disabled:
             for impl in self._impls():
-                if impl.takes_over_generation:
+                if takes_over_generation(impl):
                     with self._edit_hooks(kwargs):
                         return impl.generate(self.base_model, self.adapter, *args, **kwargs)
         if not hasattr(self.base_model, "generate"):

@@ -392,3 +392,58 @@ def test_train_command_gives_the_prior_to_whoever_needs_it(tmp_path, interventio
     weights = load_file(str(run.output_dir / "interventions" / "intervention_weights.safetensors"))
     needs = intervention["type"] == "reweight"
     assert bool(weights[f"0_{intervention['type']}.prior_is_set"]) is needs
+
+
+# -- generation ----------------------------------------------------------------------------
+class _Generating(nn.Module):
+    """A model with a generate method that reports what it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.lin(x)
+
+    def generate(self, **kwargs):
+        return {"generated_by": "base", "logits_processor": kwargs.get("logits_processor")}
+
+
+def _generic():
+    return causalvl.GenericAdapter(vision_keys=["x"], language_keys=[])
+
+
+@dataclass(kw_only=True)
+class _ProcessorConfig(InterventionConfig):
+    type = "test_protocol_processor"
+
+
+@implements(_ProcessorConfig)
+class _Processor(Intervention):
+    def logits_processors(self, base_model, adapter, inputs):
+        return ["mine"]
+
+
+@dataclass(kw_only=True)
+class _OldGenerateConfig(InterventionConfig):
+    type = "test_protocol_old_generate"
+
+
+@implements(_OldGenerateConfig)
+class _OldGenerate(Intervention):
+    def generate(self, base_model, adapter, *args, **kwargs):  # no takes_over_generation
+        return {"generated_by": "intervention"}
+
+
+def test_generate_adds_declared_logits_processors():
+    vl = causalvl.intervene(_Generating(), _ProcessorConfig(), adapter=_generic())
+    out = vl.generate(x=torch.ones(1, 4), logits_processor=["user"])
+    assert out == {"generated_by": "base", "logits_processor": ["user", "mine"]}
+    with vl.disable_interventions():
+        assert vl.generate(x=torch.ones(1, 4))["logits_processor"] is None
+
+
+def test_an_undeclared_generate_override_still_takes_over_with_a_warning():
+    with pytest.warns(FutureWarning, match="takes_over_generation = True"):
+        vl = causalvl.intervene(_Generating(), _OldGenerateConfig(), adapter=_generic())
+    assert vl.generate(x=torch.ones(1, 4)) == {"generated_by": "intervention"}

@@ -277,6 +277,24 @@ def _legacy_signature(cls: type[Intervention]) -> bool:
     return second.name == "state_box" or str(text).startswith("dict")
 
 
+def takes_over_generation(impl: Intervention) -> bool:
+    """Whether ``vl.generate`` hands the decoding loop to ``impl``: it says so
+    (:attr:`Intervention.takes_over_generation`), or it overrides :meth:`Intervention.generate`
+    without saying so (the former protocol, kept for one release)."""
+    return impl.takes_over_generation or type(impl).generate is not Intervention.generate
+
+
+def warn_undeclared_generate(impl: Intervention) -> None:
+    if type(impl).generate is not Intervention.generate and not impl.takes_over_generation:
+        warnings.warn(
+            f"{type(impl).__name__} defines generate() without takes_over_generation = True; "
+            "vl.generate still hands it the decoding loop, but set the class attribute "
+            "takes_over_generation = True (it will be required in the next release).",
+            FutureWarning,
+            stacklevel=4,
+        )
+
+
 def warn_legacy_install(impl: Intervention) -> None:
     warnings.warn(
         f"{type(impl).__name__}.install(hooks, state_box) uses the former hook protocol; "
