@@ -483,8 +483,7 @@ class _PriorTableMixin(Intervention):
             raise InterventionStateError(
                 f"{name} has no question-type prior yet; compute it from the training data with "
                 "question_type_prior(question_types, labels, num_types, num_answers) and install "
-                "it with causalvl.interventions.ensembles.set_bias_prior(vl, prior) (or pass a "
-                "small table as prior=...)."
+                "it with vl.set_bias_prior(prior) (or pass a small table as prior=...)."
             )
         qt = batch.get("question_type") if isinstance(batch, Mapping) else None
         if qt is None:
