@@ -447,3 +447,15 @@ def test_an_undeclared_generate_override_still_takes_over_with_a_warning():
     with pytest.warns(FutureWarning, match="takes_over_generation = True"):
         vl = causalvl.intervene(_Generating(), _OldGenerateConfig(), adapter=_generic())
     assert vl.generate(x=torch.ones(1, 4)) == {"generated_by": "intervention"}
+
+
+def test_the_wrapper_calls_declared_methods_only():
+    """model.py reaches interventions through the declared protocol, never by probing them."""
+    import inspect
+    import re
+
+    import causalvl.model
+
+    source = inspect.getsource(causalvl.model.IntervenedModel)
+    probes = re.findall(r"(?:getattr|hasattr)\((?:impl|intervention|m)\b[^)]*\)", source)
+    assert probes == []
