@@ -111,13 +111,13 @@ def wrapper_configs(kind: str, model: torch.nn.Module, seed: int = 0) -> dict[st
     """The intervention configs of every wrapper measured on ``model``."""
     if kind == "tiny":
         target, dim = "fused", model.classifier.in_features
-        cfvqa = causalvl.CounterfactualConfig(hidden_sizes=(64,))
+        cfvqa = causalvl.CFVQAConfig(hidden_sizes=(64,))
     elif kind == "vilt":
         target, dim = "fused", model.config.hidden_size
-        cfvqa = causalvl.CounterfactualConfig()
+        cfvqa = causalvl.CFVQAConfig()
     else:
         target, dim = "vision_features", model.config.projection_dim
-        cfvqa = causalvl.CounterfactualConfig(graph="simple")
+        cfvqa = causalvl.CFVQAConfig(graph="simple")
     gen = torch.Generator().manual_seed(seed)
 
     def backdoor(k: int) -> causalvl.BackdoorConfig:

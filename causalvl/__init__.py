@@ -1,7 +1,7 @@
 """causalvl: causal interventions that remove spurious correlations from vision-language models.
 
     >>> import causalvl
-    >>> vl = causalvl.intervene(model, causalvl.CounterfactualConfig(num_answers=10))  # doctest: +SKIP
+    >>> vl = causalvl.intervene(model, causalvl.CFVQAConfig(num_answers=10))  # doctest: +SKIP
     >>> out = vl(**inputs)                                                              # doctest: +SKIP
     >>> out.logits, out.factual_logits, out.effects["tie"]                              # doctest: +SKIP
 
@@ -57,6 +57,7 @@ _LAZY: dict[str, str] = {
     # interventions
     "Intervention": ".interventions.base",
     "ForwardState": ".interventions.base",
+    "HookContext": ".interventions.base",
     "implements": ".interventions.base",
     "IdentityConfig": ".interventions.identity",
     # backdoor adjustment
@@ -65,7 +66,7 @@ _LAZY: dict[str, str] = {
     "CATTConfig": ".interventions.catt",
     "ConfounderDictionary": ".interventions.confounders",
     "FeatureCollection": ".interventions.confounders",
-    "CounterfactualConfig": ".interventions.counterfactual",
+    "CFVQAConfig": ".interventions.counterfactual",
     "PriorSubtractionConfig": ".interventions.counterfactual",
     "RUBiConfig": ".interventions.rubi",
     "LMHConfig": ".interventions.ensembles",
@@ -126,6 +127,9 @@ _SUBMODULES = frozenset(
         "training",
     }
 )
+
+#: deprecated names that still resolve (constructing them warns), kept out of ``__all__``
+_DEPRECATED: dict[str, str] = {"CounterfactualConfig": ".interventions.counterfactual"}
 
 #: names that were top-level before and now live only in their subpackage: they resolve for
 #: one more release, with a FutureWarning naming the path to import them from
@@ -189,6 +193,8 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(module, __name__), name)
         globals()[name] = value
         return value
+    if name in _DEPRECATED:
+        return getattr(importlib.import_module(_DEPRECATED[name], __name__), name)
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     if name in _MOVED:

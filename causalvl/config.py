@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import inspect
 import json
 import math
@@ -340,6 +341,24 @@ class Config(JSONSerializable, metaclass=_ConfigMeta):
         return dataclasses.replace(self, **changes)
 
 
+#: built-in intervention type key -> ``"module:Class"`` of its config, imported on first lookup
+#: (reading a config imports only the module that defines it; see :func:`intervention_config_class`)
+BUILTIN_INTERVENTION_CONFIGS: dict[str, str] = {
+    "identity": "causalvl.interventions.identity:IdentityConfig",
+    "cfvqa": "causalvl.interventions.counterfactual:CFVQAConfig",
+    "prior_subtraction": "causalvl.interventions.counterfactual:PriorSubtractionConfig",
+    "rubi": "causalvl.interventions.rubi:RUBiConfig",
+    "lmh": "causalvl.interventions.ensembles:LMHConfig",
+    "bias_product": "causalvl.interventions.ensembles:BiasProductConfig",
+    "gge": "causalvl.interventions.ensembles:GGEConfig",
+    "reweight": "causalvl.interventions.reweight:ReweightConfig",
+    "group_dro": "causalvl.interventions.group_dro:GroupDROConfig",
+    "backdoor": "causalvl.interventions.backdoor:BackdoorConfig",
+    "catt": "causalvl.interventions.catt:CATTConfig",
+    "counterfactual_decoding": "causalvl.decoding.intervention:CounterfactualDecodingConfig",
+}
+
+#: type key -> config class of every intervention config defined so far (built-in or user)
 _INTERVENTIONS: dict[str, type[InterventionConfig]] = {}
 
 
@@ -347,8 +366,10 @@ _INTERVENTIONS: dict[str, type[InterventionConfig]] = {}
 class InterventionConfig(Config):
     """Base of intervention configs. Subclasses set the class attribute ``type``.
 
-    The matching :class:`~causalvl.interventions.base.Intervention` implementation is looked
-    up from this key when :func:`causalvl.intervene` builds the wrapper.
+    Defining a subclass registers its ``type`` key, so :meth:`from_dict` can rebuild it from
+    JSON; the built-in types are listed in :data:`BUILTIN_INTERVENTION_CONFIGS` and imported
+    on first use. The matching :class:`~causalvl.interventions.base.Intervention`
+    implementation is looked up when :func:`causalvl.intervene` builds the wrapper.
 
     ``init_seed``: with an integer, the intervention draws its initial parameters from a
     private generator seeded with it (the global RNG is neither used nor changed), so the
@@ -374,28 +395,51 @@ class InterventionConfig(Config):
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> InterventionConfig:  # type: ignore[override]
         if cls is InterventionConfig or cls.type == "":
-            from .interventions import load_builtin
-
-            load_builtin()  # registers the built-in config types
             if not isinstance(data, Mapping) or "type" not in data:
                 raise ConfigError(
                     "intervention config dict has no 'type' key; known types: "
-                    f"{sorted(_INTERVENTIONS)}."
+                    f"{intervention_types()}."
                 )
-            key = data["type"]
-            if key not in _INTERVENTIONS:
-                raise ConfigError(
-                    f"unknown intervention type {key!r}; known types: {sorted(_INTERVENTIONS)}."
-                )
-            return _INTERVENTIONS[key].from_dict(data)
+            return intervention_config_class(data["type"]).from_dict(data)
         if isinstance(data, Mapping) and data.get("type", cls.type) != cls.type:
             raise ConfigError(f"{cls.__name__}.from_dict got a config of type {data['type']!r}.")
         return super().from_dict.__func__(cls, data)  # type: ignore[attr-defined]
 
 
+def intervention_types() -> list[str]:
+    """Every known intervention type key (built-in and defined so far), sorted; imports
+    nothing."""
+    return sorted(set(BUILTIN_INTERVENTION_CONFIGS) | set(_INTERVENTIONS))
+
+
+def intervention_config_class(key: Any) -> type[InterventionConfig]:
+    """The config class of intervention type ``key``; a built-in type's module is imported
+    on first use (only that module).
+
+    Raises:
+        ConfigError: ``key`` is not a known type (the message lists the known ones).
+    """
+    if isinstance(key, str) and key not in _INTERVENTIONS and key in BUILTIN_INTERVENTION_CONFIGS:
+        module, _, name = BUILTIN_INTERVENTION_CONFIGS[key].partition(":")
+        getattr(importlib.import_module(module), name)  # defining the class registers it
+    if not isinstance(key, str) or key not in _INTERVENTIONS:
+        raise ConfigError(
+            f"unknown intervention type {key!r}; known types: {intervention_types()}."
+        )
+    return _INTERVENTIONS[key]
+
+
 def registered_intervention_types() -> dict[str, type[InterventionConfig]]:
-    """The registry key -> config class mapping (a copy)."""
-    return dict(_INTERVENTIONS)
+    """Deprecated: use :func:`intervention_config_class` (one type) or :func:`intervention_types`.
+
+    The registry key -> config class mapping (a copy), with every built-in type imported."""
+    warnings.warn(
+        "causalvl.config.registered_intervention_types() is deprecated; use "
+        "causalvl.config.intervention_config_class(key) or intervention_types().",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return {key: intervention_config_class(key) for key in intervention_types()}
 
 
 def _hashable(value: Any) -> Any:

@@ -31,7 +31,6 @@ Hyperparameters are the published defaults or fixed up front; any choice is made
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import logging
 import math
@@ -197,7 +196,7 @@ def default_methods(settings: EfficacySettings) -> dict[str, Method]:
             note="question-only mask; branch heads at a faster rate",
         ),
         "CF-VQA": Method(
-            (causalvl.CounterfactualConfig(graph="simple", fusion="sum", hidden_sizes=heads),),
+            (causalvl.CFVQAConfig(graph="simple", fusion="sum", hidden_sizes=heads),),
             train_options={"intervention_lr": 3e-2},
             note="TIE of the simple graph, sum fusion; branch heads at a faster rate",
         ),
@@ -211,7 +210,7 @@ def default_methods(settings: EfficacySettings) -> dict[str, Method]:
         ),
         "CF-VQA (warm-up)": Method(
             (
-                causalvl.CounterfactualConfig(
+                causalvl.CFVQAConfig(
                     graph="simple",
                     fusion="sum",
                     hidden_sizes=heads,
@@ -562,7 +561,6 @@ def train_method(
 ) -> Any:
     """Wrap a fresh model with ``method``'s configs and train it; returns the wrapped model."""
     import causalvl
-    from causalvl.interventions.ensembles import _PriorTableMixin, set_bias_prior
 
     data = efficacy.balanced if method.train_split == "balanced" else efficacy.train
     options = {
@@ -584,9 +582,8 @@ def train_method(
         vl = causalvl.intervene(
             net, [c if c.init_seed is not None else c.replace(init_seed=seed) for c in configs]
         )
-        if any(isinstance(m, _PriorTableMixin) for m in vl.interventions.values()):
-            with contextlib.suppress(causalvl.errors.ConfigError):  # GGE without a prior
-                set_bias_prior(vl, efficacy.prior)
+        if vl.needs_prior:
+            vl.set_bias_prior(efficacy.prior)
         return vl
 
     if method.recipe == "jtt":

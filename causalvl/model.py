@@ -37,7 +37,16 @@ from .errors import (
     UnsupportedModelError,
 )
 from .hooks import HookManager, did_not_run_message, get_primary
-from .interventions.base import ForwardState, Intervention, implementation_for
+from .interventions.base import (
+    ForwardState,
+    HookContext,
+    Intervention,
+    implementation_for,
+    takes_over_generation,
+    uses_legacy_install,
+    warn_legacy_install,
+    warn_undeclared_generate,
+)
 from .losses import task_loss
 from .outputs import InterventionOutput, ObjectiveOutput
 
@@ -167,6 +176,9 @@ class IntervenedModel(nn.Module):
         with record_regex_targets() as regex_targets:
             for i, cfg in enumerate(self.configs):
                 impl = implementation_for(cfg)(cfg, base_model, adapter)
+                if uses_legacy_install(impl):
+                    warn_legacy_install(impl)
+                warn_undeclared_generate(impl)
                 self.interventions[f"{i}_{cfg.type}"] = impl
             self._roles = self._resolve_capture_roles()
         # targets given as regular expressions are saved as the exact paths they resolved to
@@ -223,6 +235,14 @@ class IntervenedModel(nn.Module):
         self.adapter.validate_inputs(inputs)
         return inputs
 
+    def _install(self, hooks: HookManager, context: HookContext) -> None:
+        """Every intervention's edit hooks for the call that ``context`` belongs to."""
+        for impl in self._impls():
+            if uses_legacy_install(impl):
+                impl.install(hooks, context.legacy_box())  # type: ignore[arg-type]
+            else:
+                impl.install(hooks, context)
+
     def _run_base(self, inputs: Mapping[str, Any]) -> tuple[Any, torch.Tensor]:
         raw = _call_model(self.base_model, inputs)
         return raw, self.adapter.logits(raw, inputs)
@@ -245,10 +265,9 @@ class IntervenedModel(nn.Module):
             return InterventionOutput(logits=logits, factual_logits=logits, raw_output=raw)
 
         raw_features: dict[str, torch.Tensor] = {}
-        box: dict[str, Any] = {"inputs": inputs}
+        context = HookContext(inputs=inputs)  # one per call: nothing leaks into the next
         with HookManager() as hooks:
-            for impl in self._impls():
-                impl.install(hooks, box)
+            self._install(hooks, context)
             capture = HookManager()
             try:
                 for role, path in self._roles.items():
@@ -264,11 +283,8 @@ class IntervenedModel(nn.Module):
                     )
 
             def run(other: Mapping[str, Any]) -> torch.Tensor:
-                box["inputs"] = other
-                try:
+                with context.counterfactual_pass(other):
                     return self._run_base(other)[1]
-                finally:
-                    box["inputs"] = inputs
 
             state = ForwardState(
                 inputs=inputs,
@@ -281,6 +297,7 @@ class IntervenedModel(nn.Module):
                 generator=self._generator,
                 raw_features=raw_features,
                 features={r: self.adapter.pool(r, f, inputs) for r, f in raw_features.items()},
+                context=context,
             )
             for impl in self._impls():
                 impl.combine(state)
@@ -340,11 +357,9 @@ class IntervenedModel(nn.Module):
         per stage, with ``objective(output, batch, stage=i)``."""
         if not self._disabled:
             for impl in self._impls():
-                fn = getattr(impl, "stages", None)
-                if callable(fn):
-                    found = tuple(tuple(s) for s in fn())
-                    if len(found) > 1:
-                        return found
+                found = tuple(tuple(s) for s in impl.stages())
+                if len(found) > 1:
+                    return found
         return ((),)
 
     def set_epoch(self, epoch: int, num_epochs: int) -> None:
@@ -353,9 +368,33 @@ class IntervenedModel(nn.Module):
         ``causalvl.training.Trainer`` calls it before every epoch; a hand-written loop calls
         it itself. Interventions without a schedule ignore it."""
         for impl in self._impls():
-            fn = getattr(impl, "set_epoch", None)
-            if callable(fn):
-                fn(epoch, num_epochs)
+            impl.set_epoch(epoch, num_epochs)
+
+    @property
+    def needs_prior(self) -> bool:
+        """Whether an intervention needs a fitted answer prior (:meth:`set_bias_prior`):
+        LMH, BiasProduct, Reweight, GGE with a distribution bias."""
+        return any(impl.uses_prior for impl in self._impls())
+
+    def set_bias_prior(self, prior: torch.Tensor) -> None:
+        """Install the ``(num_question_types, num_answers)`` answer prior (entries in
+        ``[0, 1]``, e.g. from :func:`causalvl.question_type_prior`) on every intervention that
+        :attr:`~causalvl.Intervention.uses_prior`. It becomes a buffer, saved by
+        :meth:`save_pretrained`.
+
+        Raises:
+            ConfigError: no intervention uses a prior (:attr:`needs_prior` is false).
+            InputError: the table has the wrong shape, dtype or range.
+        """
+        targets = [impl for impl in self._impls() if impl.uses_prior]
+        if not targets:
+            raise ConfigError(
+                "set_bias_prior: the wrapped model has no intervention that uses a "
+                "question-type prior (LMHConfig, BiasProductConfig, ReweightConfig, GGEConfig "
+                "with bias='distribution' or 'both')."
+            )
+        for impl in targets:
+            impl.set_prior(prior)
 
     # -- state ----------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -375,30 +414,37 @@ class IntervenedModel(nn.Module):
         return self.base_model
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
-        """Generate with the base model; interventions that define ``generate`` (counterfactual
-        decoding) take over the decoding loop. The edit hooks of every intervention (e.g. a
-        backdoor adjustment) are active during generation, on every branch, as in
-        :meth:`forward`."""
+        """Generate with the base model; an intervention that
+        :attr:`~causalvl.Intervention.takes_over_generation` (counterfactual decoding) runs the
+        decoding loop instead, and the others may add logits processors
+        (:meth:`~causalvl.Intervention.logits_processors`). The edit hooks of every
+        intervention (e.g. a backdoor adjustment) are active during generation, on every
+        branch, as in :meth:`forward`."""
         if not self._disabled:
             for impl in self._impls():
-                gen = getattr(impl, "generate", None)
-                if callable(gen):
+                if takes_over_generation(impl):
                     with self._edit_hooks(kwargs):
-                        return gen(self.base_model, self.adapter, *args, **kwargs)
+                        return impl.generate(self.base_model, self.adapter, *args, **kwargs)
         if not hasattr(self.base_model, "generate"):
             raise InterventionStateError(f"{type(self.base_model).__name__} cannot generate.")
         if self._disabled:
             return self.base_model.generate(*args, **kwargs)
+        extra = [
+            proc
+            for impl in self._impls()
+            for proc in impl.logits_processors(self.base_model, self.adapter, kwargs)
+        ]
+        if extra:
+            kwargs["logits_processor"] = [*(kwargs.get("logits_processor") or []), *extra]
         with self._edit_hooks(kwargs):
             return self.base_model.generate(*args, **kwargs)
 
     @contextlib.contextmanager
     def _edit_hooks(self, inputs: Mapping[str, Any]) -> Iterator[None]:
         """Every intervention's edit hooks on the base model for the block; removed on exit."""
-        box: dict[str, Any] = {"inputs": dict(inputs)}
+        context = HookContext(inputs=dict(inputs), pass_name="generate")
         with HookManager() as hooks:
-            for impl in self._impls():
-                impl.install(hooks, box)
+            self._install(hooks, context)
             yield
 
     def _generators(self) -> dict[str, torch.Generator]:

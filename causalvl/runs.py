@@ -292,9 +292,7 @@ def train_from_config(
     import time
 
     import causalvl
-    from causalvl.config import InterventionConfig, registered_intervention_types
-
-    from .interventions import load_builtin
+    from causalvl.config import InterventionConfig, intervention_config_class
 
     if resume and overwrite:
         raise ConfigError(
@@ -310,11 +308,9 @@ def train_from_config(
         raise ConfigError(
             "run config 'interventions' must be a non-empty list of intervention configs."
         )
-    load_builtin()
-    registry = registered_intervention_types()
     for i, c in enumerate(interventions):
-        if isinstance(c, Mapping) and c.get("type") in registry:
-            fields = {f.name for f in dataclasses.fields(registry[c["type"]])}
+        if isinstance(c, Mapping) and "type" in c:
+            fields = {f.name for f in dataclasses.fields(intervention_config_class(c["type"]))}
             check_keys(
                 c, fields | {"type", "causalvl_version"}, f"interventions[{i}] ({c['type']})"
             )
@@ -333,10 +329,8 @@ def train_from_config(
     base = build_model(config["model"], train, seed)
     vl = causalvl.intervene(base, configs, seed=seed)
     prior = getattr(train, "train_prior", None)
-    if callable(prior) and any(c.type in ("lmh", "gge", "bias_product") for c in configs):
-        from .interventions.ensembles import set_bias_prior
-
-        set_bias_prior(vl, prior())
+    if callable(prior) and vl.needs_prior:
+        vl.set_bias_prior(prior())
     result = causalvl.Trainer(vl, train, eval_data=evals, config=trainer_cfg).fit(resume=resume)
     vl.save_pretrained(out_dir / "interventions")
     diagnostics = causalvl.diagnose(vl, evals, progress=progress, seed=seed)

@@ -32,7 +32,7 @@ SECTIONS = [
             "ObjectiveOutput",
         ],
     ),
-    ("Writing an intervention", ["Intervention", "implements", "ForwardState"]),
+    ("Writing an intervention", ["Intervention", "implements", "HookContext", "ForwardState"]),
     ("Adapters", ["ModelAdapter", "GenericAdapter", "register_adapter", "get_adapter"]),
     ("Configuration", ["Config", "InterventionConfig"]),
 ]

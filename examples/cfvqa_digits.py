@@ -38,7 +38,7 @@ def methods(settings: efficacy.EfficacySettings, warmup: int) -> dict[str, effic
     """plain, CF-VQA with its question branch warmed up for ``warmup`` epochs, and the oracle."""
     every = efficacy.default_methods(settings)
     heads = (16,) if settings.is_smoke else (256, 256)
-    cfvqa = causalvl.CounterfactualConfig(
+    cfvqa = causalvl.CFVQAConfig(
         graph="simple", fusion="sum", hidden_sizes=heads, branch_warmup_epochs=warmup
     )
     return {

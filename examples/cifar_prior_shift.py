@@ -47,7 +47,7 @@ def methods(settings: efficacy.EfficacySettings) -> dict[str, efficacy.Method]:
     every = efficacy.default_methods(settings)
     heads = (16,) if settings.is_smoke else (256, 256)
     warmup = max(1, settings.epochs // 10)
-    cfvqa = causalvl.CounterfactualConfig(
+    cfvqa = causalvl.CFVQAConfig(
         graph="simple", fusion="sum", hidden_sizes=heads, branch_warmup_epochs=warmup
     )
     return {

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     }
     methods = {
         "plain": causalvl.IdentityConfig(),
-        "CF-VQA": causalvl.CounterfactualConfig(hidden_sizes=(64,)),
+        "CF-VQA": causalvl.CFVQAConfig(hidden_sizes=(64,)),
         "LMH": causalvl.LMHConfig(),
     }
     diagnostics = {}

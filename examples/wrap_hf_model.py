@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"prior subtraction = 2*factual - image-blind: {torch.allclose(out.logits, expected)}"
         )
 
-        cfvqa = causalvl.intervene(model, causalvl.CounterfactualConfig(hidden_sizes=(32,)))
+        cfvqa = causalvl.intervene(model, causalvl.CFVQAConfig(hidden_sizes=(32,)))
         cfvqa.train()
         out = cfvqa(**inputs)
         loss = cfvqa.objective(out, inputs)

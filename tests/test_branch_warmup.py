@@ -16,10 +16,8 @@ BATCH = {
 
 CONFIGS = [
     causalvl.RUBiConfig(hidden_sizes=(16,), branch_warmup_epochs=2),
-    causalvl.CounterfactualConfig(hidden_sizes=(16,), branch_warmup_epochs=2),
-    causalvl.CounterfactualConfig(
-        graph="simple", fusion="sum", hidden_sizes=(16,), branch_warmup_epochs=2
-    ),
+    causalvl.CFVQAConfig(hidden_sizes=(16,), branch_warmup_epochs=2),
+    causalvl.CFVQAConfig(graph="simple", fusion="sum", hidden_sizes=(16,), branch_warmup_epochs=2),
 ]
 
 

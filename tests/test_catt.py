@@ -371,3 +371,30 @@ def test_building_catt_leaves_the_global_rng_alone():
             bert, causalvl.CATTConfig(cs_init=init, fusion_init="random"), adapter=_bert_adapter()
         )
     assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_a_call_that_fails_half_way_leaves_no_stream_for_the_next():
+    """The cross-sample stream between blocks lives in the call's HookContext, not on the
+    intervention: a call that raises after the first block leaves nothing behind."""
+    bert = _bert()
+    cfg = causalvl.CATTConfig(
+        dictionary_size=5, layers=(0, 1), fusion_init="random", cs_init="random"
+    )
+    vl = causalvl.intervene(bert, cfg, adapter=_bert_adapter()).eval()
+    impl = vl.interventions["0_catt"]
+    with torch.no_grad():
+        expected = vl(_bert_inputs()).features["catt_cross_sample"]
+
+    def fail(mod, args, out):
+        raise RuntimeError("the second layer failed")
+
+    handle = bert.encoder.layer[1].intermediate.register_forward_hook(fail)
+    try:
+        with pytest.raises(RuntimeError, match="second layer failed"), torch.no_grad():
+            vl(_bert_inputs(seed=1))
+    finally:
+        handle.remove()
+    assert getattr(impl, "_box", None) is None
+    assert count_hooks(bert) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(vl(_bert_inputs()).features["catt_cross_sample"], expected)

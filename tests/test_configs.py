@@ -82,7 +82,7 @@ def test_frozen_configs_copy_and_pickle():
         causalvl.BiasProductConfig(),
         causalvl.GGEConfig(hidden_sizes=(16,), init_seed=None),
         causalvl.RUBiConfig(hidden_sizes=(), feature_dim=8),
-        causalvl.CounterfactualConfig(hidden_sizes=(4, 4)),
+        causalvl.CFVQAConfig(hidden_sizes=(4, 4)),
         causalvl.PriorSubtractionConfig(),
         causalvl.ReweightConfig(),
         causalvl.GroupDROConfig(num_groups=2),
@@ -149,7 +149,7 @@ def test_catt_keeps_its_dictionary_in_the_memory_parameter():
 
 # -- init_seed -----------------------------------------------------------------------------
 SEEDED = {
-    "cfvqa": lambda seed: causalvl.CounterfactualConfig(hidden_sizes=(8,), init_seed=seed),
+    "cfvqa": lambda seed: causalvl.CFVQAConfig(hidden_sizes=(8,), init_seed=seed),
     "rubi": lambda seed: causalvl.RUBiConfig(hidden_sizes=(8,), init_seed=seed),
     "backdoor": lambda seed: causalvl.BackdoorConfig(
         num_prototypes=3, feature_dim=16, combine="concat_project", init_seed=seed
@@ -220,7 +220,7 @@ RENAMED = [
     (causalvl.GGEConfig, "question_feature_dim", "feature_dim", 16),
     (causalvl.RUBiConfig, "hidden", "hidden_sizes", (8,)),
     (causalvl.RUBiConfig, "question_feature_dim", "feature_dim", 16),
-    (causalvl.CounterfactualConfig, "hidden", "hidden_sizes", (8,)),
+    (causalvl.CFVQAConfig, "hidden", "hidden_sizes", (8,)),
     (causalvl.LMHConfig, "hidden_dim", "feature_dim", 16),
     (causalvl.BiasProductConfig, "hidden_dim", "feature_dim", 16),
 ]

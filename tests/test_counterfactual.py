@@ -1,4 +1,4 @@
-"""CF-VQA (CounterfactualConfig) and model-agnostic prior subtraction (PriorSubtractionConfig)."""
+"""CF-VQA (CFVQAConfig) and model-agnostic prior subtraction (PriorSubtractionConfig)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import inputs_for
 from torch import nn
 
 import causalvl
-from causalvl import CounterfactualConfig, PriorSubtractionConfig
+from causalvl import CFVQAConfig, PriorSubtractionConfig
 from causalvl.errors import ConfigError, InputError, InterventionStateError
 from causalvl.interventions.fusion import effects, fuse
 
@@ -76,19 +76,19 @@ def _classifier_cases(hf_models):
 
 
 def test_config_validation_and_round_trip():
-    cfg = CounterfactualConfig(fusion="sum", graph="simple", hidden_sizes=[8, 4], c_init=0.5)
+    cfg = CFVQAConfig(fusion="sum", graph="simple", hidden_sizes=[8, 4], c_init=0.5)
     assert cfg.hidden_sizes == (8, 4)
     assert causalvl.InterventionConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="graph='simple'"):
-        CounterfactualConfig(fusion="rubi")
+        CFVQAConfig(fusion="rubi")
     with pytest.raises(ConfigError, match="'max'"):
-        CounterfactualConfig(fusion="max")
+        CFVQAConfig(fusion="max")
     with pytest.raises(ConfigError, match="kl_weight = -1"):
-        CounterfactualConfig(kl_weight=-1)
+        CFVQAConfig(kl_weight=-1)
     with pytest.raises(ConfigError, match="hidden"):
-        CounterfactualConfig(hidden_sizes=(0,))
+        CFVQAConfig(hidden_sizes=(0,))
     with pytest.raises(ConfigError, match="c_init"):
-        CounterfactualConfig(c_init=float("nan"))
+        CFVQAConfig(c_init=float("nan"))
     ps = PriorSubtractionConfig(alpha=0.5, space="log_softmax", cache=True, mode="mask")
     assert causalvl.InterventionConfig.from_dict(ps.to_dict()) == ps
     for mode in ("shuffle", "noise"):
@@ -107,7 +107,7 @@ def test_config_validation_and_round_trip():
 @pytest.mark.parametrize("fusion", ["harmonic", "sum"])
 def test_cfvqa_eval_logits_are_tie(hf_models, name, fusion):
     model, adapter, batch = _classifier_cases(hf_models)[name]
-    cfg = CounterfactualConfig(fusion=fusion, c_init=0.3, **SMALL)
+    cfg = CFVQAConfig(fusion=fusion, c_init=0.3, **SMALL)
     vl = causalvl.intervene(model, cfg, adapter=adapter).eval()
     with torch.no_grad():
         out = vl(batch)
@@ -130,7 +130,7 @@ def test_cfvqa_eval_logits_are_tie(hf_models, name, fusion):
 @pytest.mark.parametrize("fusion", ["rubi", "harmonic", "sum"])
 def test_cfvqa_simple_graph_and_inference_modes(fusion):
     net, batch = tiny_vqa(), vqa_batch()
-    vl = causalvl.intervene(net, CounterfactualConfig(fusion=fusion, graph="simple", **SMALL))
+    vl = causalvl.intervene(net, CFVQAConfig(fusion=fusion, graph="simple", **SMALL))
     out = vl(batch)
     assert set(out.branch_logits) == {"question", "question_head", "fused"}
     impl = next(iter(vl.interventions.values()))
@@ -141,7 +141,7 @@ def test_cfvqa_simple_graph_and_inference_modes(fusion):
         torch.testing.assert_close(out.logits, (out.factual_logits - impl.c) * torch.sigmoid(zq))
     assert set(vl.objective(out, batch).parts) == {"fused_ce", "question_ce", "kl"}
     for inference, key in (("te", "te"), ("factual", None)):
-        cfg = CounterfactualConfig(fusion=fusion, graph="simple", inference=inference, **SMALL)
+        cfg = CFVQAConfig(fusion=fusion, graph="simple", inference=inference, **SMALL)
         o = causalvl.intervene(net, cfg)(batch)
         torch.testing.assert_close(o.logits, o.effects[key] if key else o.factual_logits)
 
@@ -149,8 +149,8 @@ def test_cfvqa_simple_graph_and_inference_modes(fusion):
 def test_cfvqa_contrastive_question_prior_per_candidate(hf_models):
     clip = hf_models["clip"]
     with pytest.raises(ConfigError, match="graph='simple'"):
-        causalvl.intervene(clip, CounterfactualConfig(**SMALL))
-    vl = causalvl.intervene(clip, CounterfactualConfig(graph="simple", **SMALL)).eval()
+        causalvl.intervene(clip, CFVQAConfig(**SMALL))
+    vl = causalvl.intervene(clip, CFVQAConfig(graph="simple", **SMALL)).eval()
     batch = inputs_for("clip", batch=3)
     # 3 images, 5 candidate texts: the question branch scores each text, the same for every image
     texts = inputs_for("clip", batch=5, seed=1)
@@ -174,7 +174,7 @@ def test_cfvqa_contrastive_question_prior_per_candidate(hf_models):
     assert torch.equal(out.branch_logits["question_head"], zq)
     # the same on the reference contrastive model, trained one step without labels (diagonal)
     net = causalvl.models.TinyContrastive(vocab_size=20, hidden=16, embed_dim=8)
-    vl2 = causalvl.intervene(net, CounterfactualConfig(graph="simple", **SMALL))
+    vl2 = causalvl.intervene(net, CFVQAConfig(graph="simple", **SMALL))
     b = vqa_batch(n=4)
     b.pop("labels")
     loss = vl2.objective(vl2(b), b)
@@ -183,7 +183,7 @@ def test_cfvqa_contrastive_question_prior_per_candidate(hf_models):
 
 def test_cfvqa_gradient_flow():
     net, batch = tiny_vqa(), vqa_batch()
-    vl = causalvl.intervene(net, CounterfactualConfig(**SMALL))
+    vl = causalvl.intervene(net, CFVQAConfig(**SMALL))
     impl = next(iter(vl.interventions.values()))
     out = vl(batch)
     parts = impl.loss(out, batch)
@@ -215,7 +215,7 @@ def test_cfvqa_gradient_flow():
 
 def test_cfvqa_kl_value_is_cross_entropy_form():
     net, batch = tiny_vqa(), vqa_batch()
-    cfg = CounterfactualConfig(fusion="sum", graph="simple", kl_weight=2.0, c_init=0.7, **SMALL)
+    cfg = CFVQAConfig(fusion="sum", graph="simple", kl_weight=2.0, c_init=0.7, **SMALL)
     vl = causalvl.intervene(net, cfg)
     out = vl(batch)
     parts = vl.objective(out, batch).parts
@@ -231,7 +231,7 @@ def test_cfvqa_kl_value_is_cross_entropy_form():
 
 def test_cfvqa_soft_scores_and_errors():
     net, batch = tiny_vqa(), vqa_batch()
-    vl = causalvl.intervene(net, CounterfactualConfig(**SMALL))
+    vl = causalvl.intervene(net, CFVQAConfig(**SMALL))
     soft = F.one_hot(batch["labels"], 4).float() * 0.9
     out = vl(batch)
     hard = vl.objective(out, batch).parts
@@ -239,14 +239,14 @@ def test_cfvqa_soft_scores_and_errors():
     for key in ("fused_ce", "question_ce", "vision_ce", "kl"):
         torch.testing.assert_close(hard[key], soft_parts[key])
     with pytest.raises(InputError, match="num_answers=4"):
-        causalvl.intervene(net, CounterfactualConfig(num_answers=7, **SMALL))(batch)
+        causalvl.intervene(net, CFVQAConfig(num_answers=7, **SMALL))(batch)
     with pytest.raises(InputError, match="width"):
-        causalvl.intervene(net, CounterfactualConfig(question_feature_dim=5, **SMALL))(batch)
+        causalvl.intervene(net, CFVQAConfig(question_feature_dim=5, **SMALL))(batch)
 
 
 def test_cfvqa_trains_c_and_saves(tmp_path):
     net, batch = tiny_vqa(), vqa_batch(n=16)
-    vl = causalvl.intervene(net, CounterfactualConfig(c_init=0.0, **SMALL))
+    vl = causalvl.intervene(net, CFVQAConfig(c_init=0.0, **SMALL))
     opt = torch.optim.Adam(vl.parameters(), lr=1e-2)
     for _ in range(5):
         loss = vl.objective(vl(batch), batch).loss
@@ -265,7 +265,7 @@ def test_cfvqa_trains_c_and_saves(tmp_path):
 def test_heads_follow_the_model_dtype():
     net, batch = tiny_vqa().double(), vqa_batch()
     batch["pixel_values"] = batch["pixel_values"].double()
-    for cfg in (CounterfactualConfig(**SMALL), causalvl.RUBiConfig(**SMALL)):
+    for cfg in (CFVQAConfig(**SMALL), causalvl.RUBiConfig(**SMALL)):
         vl = causalvl.intervene(net, cfg)
         assert {p.dtype for p in vl.intervention_parameters()} == {torch.float64}
         out = vl(batch)
@@ -392,7 +392,7 @@ def test_example_warms_the_branch_up_instead_of_a_faster_rate():
     methods = _load_example().methods(efficacy.EfficacySettings.demo(), 3)
     assert set(methods) == {"plain", "CF-VQA", "oracle"}
     (cfg,) = methods["CF-VQA"].configs
-    assert isinstance(cfg, CounterfactualConfig)
+    assert isinstance(cfg, CFVQAConfig)
     assert (cfg.graph, cfg.fusion, cfg.branch_warmup_epochs) == ("simple", "sum", 3)
     assert "intervention_lr" not in methods["CF-VQA"].train_options
     assert methods["oracle"].train_split == "balanced"

@@ -309,7 +309,7 @@ def test_real_datasets_with_a_counterfactual_wrapper():
     ood = PriorShiftVQA(split="test", num_examples=48)
     idd = PriorShiftVQA(split="test_id", num_examples=48, tokenizer=ood.tokenizer)
     net = TinyVQA(vocab_size=len(ood.tokenizer), num_answers=ood.num_answers, hidden=16)
-    cfg = causalvl.CounterfactualConfig(num_answers=ood.num_answers, hidden_sizes=(16,))
+    cfg = causalvl.CFVQAConfig(num_answers=ood.num_answers, hidden_sizes=(16,))
     vl = causalvl.intervene(net, cfg)
     d = diagnose(vl, {"test_id": idd, "test": ood}, distribution={"test": "ood"}, progress=False)
     assert d["test_id"].distribution == "id" and d["test"].distribution == "ood"

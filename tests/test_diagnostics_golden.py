@@ -39,12 +39,10 @@ def _cases() -> dict[str, Any]:
     weights = {g: 1.0 + g for g in range(8)}
     out: dict[str, Any] = {}
     for name, cfg in (
-        ("cfvqa", causalvl.CounterfactualConfig(num_answers=ood.num_answers, hidden_sizes=(16,))),
+        ("cfvqa", causalvl.CFVQAConfig(num_answers=ood.num_answers, hidden_sizes=(16,))),
         (
             "cfvqa_te",
-            causalvl.CounterfactualConfig(
-                num_answers=ood.num_answers, hidden_sizes=(16,), inference="te"
-            ),
+            causalvl.CFVQAConfig(num_answers=ood.num_answers, hidden_sizes=(16,), inference="te"),
         ),
         ("prior_subtraction", causalvl.PriorSubtractionConfig(alpha=0.5)),
     ):

@@ -350,14 +350,16 @@ def test_diagnostics_json_round_trip_and_combine():
     ood = Diagnostics(
         splits={"ood": SplitDiagnostics(name="ood", distribution="ood", n=3, accuracy=0.2)}
     )
-    both = Diagnostics.combine(d, ood)
+    both = Diagnostics.join(d, ood)
     assert list(both) == ["id", "ood"] and both["ood"].accuracy == 0.2
     text = both.to_json()
     json.loads(text)
     assert Diagnostics.from_json(text) == both
     assert "definitions" in json.loads(text)["splits"]["id"]["groups"]
     with pytest.raises(DataError, match="appears twice"):
-        Diagnostics.combine(d, d)
+        Diagnostics.join(d, d)
+    with pytest.warns(FutureWarning, match=r"Diagnostics\.join"):
+        assert Diagnostics.combine(d, ood) == both  # the former name, for one release
     with pytest.raises(KeyError, match="no split named"):
         both["test"]
     keys = [m.key for m in both.metrics()]

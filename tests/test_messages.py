@@ -40,15 +40,13 @@ def _adapter() -> causalvl.GenericAdapter:
 
 def test_cfvqa_complete_graph_without_vision_role_names_the_fix():
     with pytest.raises(NoMatchingModuleError) as info:
-        causalvl.intervene(
-            _TwoTower(), causalvl.CounterfactualConfig(num_answers=3), adapter=_adapter()
-        )
+        causalvl.intervene(_TwoTower(), causalvl.CFVQAConfig(num_answers=3), adapter=_adapter())
     message = str(info.value)
     assert "graph='complete') (the default) needs the image feature" in message
     assert "no 'vision_features' role" in message and "graph='simple'" in message
     vl = causalvl.intervene(
         _TwoTower(),
-        causalvl.CounterfactualConfig(num_answers=3, graph="simple"),
+        causalvl.CFVQAConfig(num_answers=3, graph="simple"),
         adapter=_adapter(),
     )
     out = vl(image=torch.rand(2, 4), tokens=torch.ones(2, 5, dtype=torch.long))

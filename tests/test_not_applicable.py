@@ -28,14 +28,14 @@ def _diagnose(config) -> causalvl.Diagnostics:
 
 
 def test_cfvqa_prior_agreement_is_not_applicable():
-    d = _diagnose(causalvl.CounterfactualConfig(hidden_sizes=(16,)))["ood"]
+    d = _diagnose(causalvl.CFVQAConfig(hidden_sizes=(16,)))["ood"]
     lp = d.language_prior
     assert lp.prior_agreement is None and lp.mean_kl is None and lp.null_accuracy is None
     assert "TIE" in lp.not_applicable and lp.n == 0
     assert lp.image_swap_flip_rate is not None  # swapping the image still means something
     assert type(lp).from_dict(lp.to_dict()) == lp
     # the plain ensemble answer (TE) has an image-blind counterpart: a number again
-    te_config = causalvl.CounterfactualConfig(hidden_sizes=(16,), inference="te")
+    te_config = causalvl.CFVQAConfig(hidden_sizes=(16,), inference="te")
     te = _diagnose(te_config)["ood"]
     assert te.language_prior.not_applicable is None
     # the same agreement by hand: the answer with the image zeroed vs. the factual answer
@@ -52,7 +52,7 @@ def test_cfvqa_prior_agreement_is_not_applicable():
 
 
 def test_report_shows_na_and_leads_with_accuracy_vs_blind_rules_and_oracle(tmp_path):
-    cf = _diagnose(causalvl.CounterfactualConfig(hidden_sizes=(16,)))
+    cf = _diagnose(causalvl.CFVQAConfig(hidden_sizes=(16,)))
     plain = _diagnose(causalvl.PriorSubtractionConfig(alpha=0.0))
     assert plain["ood"].language_prior.prior_agreement is not None
 

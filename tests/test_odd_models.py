@@ -119,7 +119,7 @@ def test_ensemble_heads_check_the_feature_width(config, field):
 @pytest.mark.parametrize(
     "config",
     [
-        causalvl.CounterfactualConfig(num_answers=256, hidden_sizes=(8,)),
+        causalvl.CFVQAConfig(num_answers=256, hidden_sizes=(8,)),
         causalvl.RUBiConfig(hidden_sizes=(8,)),
         causalvl.LMHConfig(),
         causalvl.GGEConfig(hidden_sizes=(8,)),
@@ -260,7 +260,7 @@ def _parts_adapter(language="text_model"):
 def test_a_role_whose_module_never_runs_is_reported():
     batch = {**_pos_batch(), "labels": torch.tensor([0, 1])}
     vl = causalvl.intervene(
-        PartsNet(), causalvl.CounterfactualConfig(hidden_sizes=(8,)), adapter=_parts_adapter()
+        PartsNet(), causalvl.CFVQAConfig(hidden_sizes=(8,)), adapter=_parts_adapter()
     )
     with pytest.raises(causalvl.InterventionStateError, match=r"did not run.*text_model\.layer"):
         vl(batch)
@@ -276,7 +276,7 @@ def test_a_role_whose_module_never_runs_is_reported():
     assert info["vision_features"].ran is True and info["vision_features"].error is None
     fixed = causalvl.intervene(
         PartsNet(),
-        causalvl.CounterfactualConfig(hidden_sizes=(8,)),
+        causalvl.CFVQAConfig(hidden_sizes=(8,)),
         adapter=_parts_adapter("text_model.layer"),
     )
     assert fixed(batch).logits.shape == (2, 3)
@@ -436,7 +436,7 @@ def _question_features_are_per_example(vl, batch):
     "config",
     [
         causalvl.RUBiConfig(hidden_sizes=(8,), num_answers=3),
-        causalvl.CounterfactualConfig(hidden_sizes=(8,), num_answers=3),
+        causalvl.CFVQAConfig(hidden_sizes=(8,), num_answers=3),
         causalvl.GGEConfig(hidden_sizes=(8,), num_answers=3),
     ],
 )

@@ -374,7 +374,7 @@ PRIOR = torch.tensor([[0.4, 0.3, 0.1, 0.1, 0.1], [0.1, 0.1, 0.2, 0.3, 0.3]])
         causalvl.IdentityConfig(),
         causalvl.LMHConfig(),
         causalvl.GGEConfig(hidden_sizes=(8,)),
-        causalvl.CounterfactualConfig(graph="simple", hidden_sizes=(8,)),
+        causalvl.CFVQAConfig(graph="simple", hidden_sizes=(8,)),
         causalvl.RUBiConfig(hidden_sizes=(8,)),
         causalvl.PriorSubtractionConfig(alpha=1.0, mode="zeros"),
         causalvl.PriorSubtractionConfig(alpha=1.0, mode="mean", train_on="debiased"),

@@ -724,7 +724,7 @@ def _gge_iter():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         net = causalvl.models.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
-    vl = causalvl.intervene(net, causalvl.GGEConfig(hidden=(8,)))
+    vl = causalvl.intervene(net, causalvl.GGEConfig(hidden_sizes=(8,)))
     set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
     return vl
 
@@ -860,7 +860,7 @@ def test_user_objective_gets_the_epoch_schedule():
             torch.manual_seed(0)
             net = make_net_vqa()
         cfg = causalvl.GGEConfig(
-            loss="decompose", variant="together", weight_schedule="sin", hidden=(8,)
+            loss="decompose", variant="together", weight_schedule="sin", hidden_sizes=(8,)
         )
         vl = causalvl.intervene(net, cfg)
         set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)

@@ -126,7 +126,7 @@ def main(out):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         tiny = causalvl.models.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
-    vl = causalvl.intervene(tiny, causalvl.GGEConfig(hidden=(8,)))
+    vl = causalvl.intervene(tiny, causalvl.GGEConfig(hidden_sizes=(8,)))
     set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
     g = torch.Generator().manual_seed(3)
     data = [

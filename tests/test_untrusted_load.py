@@ -31,7 +31,7 @@ def _net():
 
 def _saved(tmp: Path, cfg=None) -> Path:
     net = _net()
-    cfg = cfg if cfg is not None else causalvl.CounterfactualConfig(hidden_sizes=(8,))
+    cfg = cfg if cfg is not None else causalvl.CFVQAConfig(hidden_sizes=(8,))
     causalvl.intervene(net, cfg).save_pretrained(tmp)
     return tmp
 
@@ -68,7 +68,7 @@ def test_catastrophic_regex_role_fails_fast(tmp_path):
 
 def test_regex_targets_from_code_still_work_and_are_saved_as_exact_paths(tmp_path):
     net = _net()
-    cfg = causalvl.CounterfactualConfig(hidden_sizes=(8,), question_role=r"question_enc\w+")
+    cfg = causalvl.CFVQAConfig(hidden_sizes=(8,), question_role=r"question_enc\w+")
     vl = causalvl.intervene(net, cfg)  # a regex in code is the user's own
     vl.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "intervention_config.json").read_text())

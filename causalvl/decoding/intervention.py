@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -31,13 +31,10 @@ from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, UnsupportedModelError
 from ..interventions.base import Intervention, implements
 from ..runtime import module_dtype_device
-from .processor import (
-    BatchedContrastProcessor,
-    CounterfactualLogitsProcessor,
-    StepRecord,
-    TokenSelector,
-)
 from .scores import NOISE_STEPS
+
+if TYPE_CHECKING:
+    from .processor import StepRecord
 
 
 @dataclass(kw_only=True)
@@ -132,6 +129,8 @@ class CounterfactualDecoding(Intervention):
     :meth:`generate` runs the two-branch decoding loop.
     """
 
+    takes_over_generation = True
+
     def __init__(
         self, config: CounterfactualDecodingConfig, model: nn.Module, adapter: ModelAdapter
     ) -> None:
@@ -189,6 +188,14 @@ class CounterfactualDecoding(Intervention):
             ``(B, L + new)`` token ids, or a :class:`CounterfactualDecodingOutput` with
             ``return_dict_in_generate=True``.
         """
+        # the processors subclass transformers' LogitsProcessor: imported here, so reading a
+        # CounterfactualDecodingConfig does not import transformers
+        from .processor import (
+            BatchedContrastProcessor,
+            CounterfactualLogitsProcessor,
+            TokenSelector,
+        )
+
         cfg: CounterfactualDecodingConfig = self.config  # type: ignore[assignment]
         if args:
             if len(args) > 1 or "input_ids" in kwargs:

@@ -18,6 +18,7 @@ import dataclasses
 import math
 import types
 import typing
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -1220,7 +1221,7 @@ class Diagnostics(Result):
         return out
 
     @classmethod
-    def combine(cls, *parts: Diagnostics, extras: Sequence[MetricTable] = ()) -> Diagnostics:
+    def join(cls, *parts: Diagnostics, extras: Sequence[MetricTable] = ()) -> Diagnostics:
         """Join diagnostics of the same model computed on different splits (e.g. ID and OOD).
 
         Raises:
@@ -1233,7 +1234,7 @@ class Diagnostics(Result):
             for name, split in part.splits.items():
                 if name in splits:
                     raise DataError(
-                        f"Diagnostics.combine: split {name!r} appears twice; give the splits "
+                        f"Diagnostics.join: split {name!r} appears twice; give the splits "
                         "distinct names (diagnose(..., name='id') / name='ood')."
                     )
                 splits[name] = split
@@ -1241,6 +1242,17 @@ class Diagnostics(Result):
             all_extras.extend(part.extras)
         all_extras.extend(extras)
         return cls(splits=splits, config=config, extras=tuple(all_extras))
+
+    @classmethod
+    def combine(cls, *parts: Diagnostics, extras: Sequence[MetricTable] = ()) -> Diagnostics:
+        """Deprecated name of :meth:`join` (``combine`` is the intervention protocol's step)."""
+        warnings.warn(
+            "Diagnostics.combine is deprecated and will be removed in the next release; use "
+            "Diagnostics.join (same arguments).",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return cls.join(*parts, extras=extras)
 
     def with_extras(self, *tables: Any) -> Diagnostics:
         """A copy with more extra tables attached: :class:`MetricTable` objects, or results

@@ -45,7 +45,7 @@ from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, InterventionStateError
 from ..hooks import HookManager, did_not_run_message, get_primary, replace_primary
 from ..runtime import module_dtype_device
-from .base import ForwardState, Intervention, implements
+from .base import ForwardState, HookContext, Intervention, implements
 from .confounders import ConfounderDictionary, FeatureCollection
 from .seeding import init_rng
 
@@ -338,7 +338,6 @@ class BackdoorAdjustment(Intervention):
         self.register_buffer("prior", torch.zeros(k))
         self.register_buffer("has_dictionary", torch.tensor(False))
         self.to(device=device, dtype=dtype)
-        self._box: dict[str, Any] | None = None
         if getattr(model, "training", False):
             self._refuse_checkpointed(model)
         if config.dictionary is not None:
@@ -474,9 +473,9 @@ class BackdoorAdjustment(Intervention):
         return out.to(device=x.device, dtype=x.dtype), expectation, weights
 
     # -- hooks -----------------------------------------------------------------------------
-    def install(self, hooks: HookManager, state_box: dict[str, Any]) -> None:
-        self._box = state_box
-        key, qkey = f"backdoor:{id(self)}", f"backdoor_query:{id(self)}"
+    def install(self, hooks: HookManager, context: HookContext) -> None:
+        store = context.storage(self)  # this call only; combine reads it from state.context
+        store["installed"] = True
         base = self._adapter.model
         if base.training and torch.is_grad_enabled():  # checkpointing may be enabled later
             self._refuse_checkpointed(base)
@@ -485,33 +484,33 @@ class BackdoorAdjustment(Intervention):
             query_module = base.get_submodule(self.query_path)
 
             def _causalvl_backdoor_query(mod: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
-                state_box[qkey] = get_primary(out)
+                store["query"] = get_primary(out)
 
             hooks.add_forward_hook(query_module, _causalvl_backdoor_query)
 
         def _causalvl_backdoor_edit(mod: nn.Module, args: Any, kwargs: Any, out: Any) -> Any:
             query = None
             if self.query_path is not None:
-                if qkey not in state_box:
+                if "query" not in store:
                     raise InterventionStateError(
                         f"the context query module {self.query_path!r} had not run when the "
                         f"backdoor target {self.target_path!r} ran; query_target must be "
                         "computed before the target in the model's forward."
                     )
                 query = self._adapter.pool(
-                    self.config.query_target, state_box.pop(qkey), state_box["inputs"]
+                    self.config.query_target, store.pop("query"), context.inputs
                 )
             new, expectation, weights = self.adjust(get_primary(out), query)
-            state_box.setdefault(key, (expectation, weights))
+            store.setdefault("adjusted", (expectation, weights))  # the factual pass runs first
             return replace_primary(out, new)
 
         hooks.add_forward_hook(target, _causalvl_backdoor_edit)
 
     def combine(self, state: ForwardState) -> None:
-        box, self._box = self._box, None
-        found = None if box is None else box.get(f"backdoor:{id(self)}")
+        store = state.context.storage(self)
+        found = store.get("adjusted")
         if found is None:
-            if box is not None:  # the edit hook was installed but its module never ran
+            if store.get("installed"):  # the edit hook was installed but its module never ran
                 raise InterventionStateError(
                     did_not_run_message(
                         self._adapter.model, self.target_path, "the backdoor target"

@@ -51,7 +51,7 @@ from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
 from ..hooks import HookManager, get_primary, replace_primary
 from ..runtime import module_dtype_device
-from .base import ForwardState, Intervention, implements
+from .base import ForwardState, HookContext, Intervention, implements
 from .confounders import ConfounderDictionary
 
 __all__ = [
@@ -489,11 +489,10 @@ class CausalAttention(Intervention):
             return _shared_cs(self.parts[i], training)
         return self.cs_blocks[i]
 
-    def install(self, hooks: HookManager, state_box: dict[str, Any]) -> None:
-        key = f"catt_stream_{id(self)}"
-        state_box[key] = None
+    def install(self, hooks: HookManager, context: HookContext) -> None:
+        store = context.storage(self)  # this call only: the stream between blocks, the factual cs
+        store["stream"] = None
         training = self.training
-        factual_inputs = state_box.get("inputs")
 
         for i, parts in enumerate(self.parts):
             module = self._modules_by_path[parts.path]
@@ -510,7 +509,7 @@ class CausalAttention(Intervention):
                         f"CATT block {self.parts[i].path!r} was called without (B, L, H) hidden "
                         "states as its first argument; wrap a self-attention block."
                     )
-                stream = state_box[key]
+                stream = store["stream"]
                 if stream is None or stream[0] >= i:  # first CATT layer of this pass
                     memory, kv_mask = self.memory.to(x.dtype), None
                 else:
@@ -518,25 +517,22 @@ class CausalAttention(Intervention):
                 if not isinstance(mask, torch.Tensor):
                     mask = None
                 cs = self._cs(i, training)(x, memory, kv_mask)
-                state_box[key] = (i, cs, mask)
-                if state_box.get("inputs") is factual_inputs:  # not a counterfactual pass
-                    state_box[f"{key}_factual"] = cs
+                store["stream"] = (i, cs, mask)
+                if context.is_factual:  # not a counterfactual pass
+                    store["factual"] = cs
                 in_sample = get_primary(out)
                 fused = self.fuse[i](torch.cat([in_sample, cs.to(in_sample.dtype)], dim=-1))
                 return replace_primary(out, fused)
 
             hooks.add_forward_hook(module, _causalvl_catt)
-        self._box = state_box
 
     def combine(self, state: ForwardState) -> None:
-        box = getattr(self, "_box", None)
-        cs = box.get(f"catt_stream_{id(self)}_factual") if box is not None else None
+        cs = state.context.storage(self).get("factual")
         if cs is not None:
             name = "catt_cross_sample"
             while name in state.features:  # a second CATT intervention gets a suffix
                 name += "'"
             state.features[name] = cs
-        self._box = None
 
     def extra_repr(self) -> str:
         return (

@@ -324,13 +324,16 @@ class ConfounderDictionary:
             >>> ConfounderDictionary.from_class_means(feats, labels).prototypes.shape
             torch.Size([2, 64])
         """
-        from ..adapters.base import get_adapter
+        from ..adapters.base import ModelAdapter, get_adapter
         from ..hooks import HookManager, get_primary
-        from ..model import IntervenedModel
         from ..progress import progress_bar
 
-        if isinstance(model_or_vl, IntervenedModel):
-            base, bound = model_or_vl.base_model, model_or_vl.adapter
+        # a wrapped model (causalvl.IntervenedModel) is recognised by what it holds, so this
+        # module does not import the wrapper that is built on top of it
+        wrapped_base = getattr(model_or_vl, "base_model", None)
+        wrapped_adapter = getattr(model_or_vl, "adapter", None)
+        if isinstance(wrapped_base, nn.Module) and isinstance(wrapped_adapter, ModelAdapter):
+            base, bound = wrapped_base, wrapped_adapter
         else:
             if not isinstance(model_or_vl, nn.Module):
                 raise InputError(

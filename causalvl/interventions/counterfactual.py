@@ -1,6 +1,6 @@
 """Counterfactual inference against language priors.
 
-* :class:`CounterfactualConfig` (``"cfvqa"``) -- CF-VQA (Niu et al., CVPR 2021): question-only
+* :class:`CFVQAConfig` (``"cfvqa"``) -- CF-VQA (Niu et al., CVPR 2021): question-only
   and vision-only branch heads on the model's own features, a fusion with the base logits, and
   the prediction by the total *indirect* effect ``TIE = Z_{q,v,k} − Z_{q,v*,k*}`` (what is left
   of the answer once the question's direct effect is taken out).
@@ -156,7 +156,7 @@ def build_branch(
 
 
 @dataclass(kw_only=True)
-class CounterfactualConfig(InterventionConfig):
+class CFVQAConfig(InterventionConfig):
     """CF-VQA: predict by the total indirect effect of the question (Niu et al., CVPR 2021).
 
     Adds a question-only branch on the captured question feature and, in the complete graph, a
@@ -204,7 +204,7 @@ class CounterfactualConfig(InterventionConfig):
     Example:
         >>> import torch, causalvl
         >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8, hidden=16)
-        >>> vl = causalvl.intervene(net, causalvl.CounterfactualConfig(hidden_sizes=(32,)))
+        >>> vl = causalvl.intervene(net, causalvl.CFVQAConfig(hidden_sizes=(32,)))
         >>> batch = {"pixel_values": torch.rand(2, 3, 8, 8),
         ...          "input_ids": torch.randint(1, 20, (2, 5)), "labels": torch.tensor([0, 3])}
         >>> out = vl(**batch)
@@ -247,15 +247,30 @@ class CounterfactualConfig(InterventionConfig):
             self._fail("c_init", "must be a finite number")
         if self.fusion == "rubi" and self.graph == "complete":
             raise ConfigError(
-                "CounterfactualConfig(fusion='rubi', graph='complete') is invalid: the RUBi mask "
+                "CFVQAConfig(fusion='rubi', graph='complete') is invalid: the RUBi mask "
                 "h = Z_k * sigmoid(Z_q) has no vision slot. Set graph='simple' (or use fusion="
                 "'harmonic' / 'sum' for the complete graph)."
             )
 
 
-@implements(CounterfactualConfig)
+class CounterfactualConfig(CFVQAConfig):
+    """Deprecated name of :class:`CFVQAConfig` (the CF-VQA config); constructing it warns.
+
+    It keeps the type key ``"cfvqa"``, so saved files load (as :class:`CFVQAConfig`)."""
+
+    def __post_init__(self) -> None:
+        warnings.warn(
+            "CounterfactualConfig is deprecated and will be removed in the next release; use "
+            "causalvl.CFVQAConfig (same fields, same saved type 'cfvqa').",
+            FutureWarning,
+            stacklevel=3,
+        )
+        super().__post_init__()
+
+
+@implements(CFVQAConfig)
 class Counterfactual(BranchWarmup, Intervention):
-    """Implementation of :class:`CounterfactualConfig`.
+    """Implementation of :class:`CFVQAConfig`.
 
     Output (every mode): ``logits`` = TIE / TE / factual per ``inference``; ``effects`` =
     ``{"te", "nde", "tie", "nie"}`` from :func:`~causalvl.interventions.fusion.effects`;
@@ -267,22 +282,20 @@ class Counterfactual(BranchWarmup, Intervention):
 
     replaces_task_loss = True
 
-    def __init__(
-        self, config: CounterfactualConfig, model: nn.Module, adapter: ModelAdapter
-    ) -> None:
+    def __init__(self, config: CFVQAConfig, model: nn.Module, adapter: ModelAdapter) -> None:
         super().__init__(config, model, adapter)
-        refuse_generative(adapter, "CounterfactualConfig")
+        refuse_generative(adapter, "CFVQAConfig")
         self.kind = adapter.kind
         if adapter.kind == "contrastive" and config.graph == "complete":
             raise ConfigError(
-                f"CounterfactualConfig(graph='complete') cannot be used with the contrastive "
+                f"CFVQAConfig(graph='complete') cannot be used with the contrastive "
                 f"{adapter.family or 'generic'} adapter: its answers are the candidate texts, and "
                 "an image alone cannot score a candidate it never sees. Use graph='simple' "
                 "(question branch per candidate text)."
             )
         if adapter.kind == "contrastive" and config.num_answers is not None:
             warnings.warn(
-                f"CounterfactualConfig.num_answers={config.num_answers} is ignored for contrastive "
+                f"CFVQAConfig.num_answers={config.num_answers} is ignored for contrastive "
                 "models (the answers are the candidate texts of each batch).",
                 UserWarning,
                 stacklevel=2,
@@ -317,7 +330,7 @@ class Counterfactual(BranchWarmup, Intervention):
                             f"{', '.join(roles) or 'none'}) and {why}"
                         )
                     raise NoMatchingModuleError(
-                        f"CounterfactualConfig(graph='complete') (the default) needs the image "
+                        f"CFVQAConfig(graph='complete') (the default) needs the image "
                         f"feature for its V->A branch, but {why}. Either give the adapter that role, e.g. "
                         f"GenericAdapter(roles={{{config.vision_role!r}: 'image_encoder', ...}}), or "
                         "set graph='simple', which needs only the question feature."
@@ -658,6 +671,7 @@ class PriorSubtraction(Intervention):
 
 __all__ = [
     "AnswerBranch",
+    "CFVQAConfig",
     "Counterfactual",
     "CounterfactualConfig",
     "PriorSubtraction",

@@ -44,6 +44,7 @@ from ..errors import InputError
 from ..losses import per_example_loss
 from ..outputs import InterventionOutput
 from .base import Intervention, implements
+from .losses import group_dro_update, group_mean_losses
 
 __all__ = [
     "GroupDRO",
@@ -52,79 +53,6 @@ __all__ = [
     "group_mean_losses",
     "per_example_loss",
 ]
-
-
-# ----------------------------------------------------------------------------------------
-# pure functions
-# ----------------------------------------------------------------------------------------
-def group_mean_losses(
-    losses: torch.Tensor, groups: torch.Tensor, num_groups: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-group mean losses of one batch.
-
-    Args:
-        losses: ``(B,)`` per-example losses.
-        groups: ``(B,)`` integer group ids in ``[0, num_groups)``.
-        num_groups: ``G``.
-
-    Returns:
-        ``(group_loss, counts)``, both ``(G,)``: ``group_loss[g] = sum_{i in g} l_i /
-        max(counts[g], 1)`` (0 for a group absent from the batch; differentiable), and the
-        number of examples of each group in the batch (float).
-
-    Example:
-        >>> group_mean_losses(torch.tensor([1.0, 3.0, 5.0]), torch.tensor([0, 0, 2]), 3)
-        (tensor([2., 0., 5.]), tensor([2., 0., 1.]))
-    """
-    groups = groups.to(losses.device).long()
-    counts = torch.zeros(num_groups, dtype=losses.dtype, device=losses.device)
-    counts = counts.index_add(0, groups, torch.ones_like(losses))
-    sums = torch.zeros(num_groups, dtype=losses.dtype, device=losses.device)
-    sums = sums.index_add(0, groups, losses)
-    return sums / counts.clamp_min(1), counts
-
-
-def group_dro_update(
-    q: torch.Tensor,
-    group_loss: torch.Tensor,
-    present: torch.Tensor,
-    eta: float,
-    *,
-    adjustment: torch.Tensor | None = None,
-    normalize_loss: bool = False,
-) -> torch.Tensor:
-    """One online update of the group weights (exponentiated gradient ascent).
-
-    ``a = group_loss + adjustment`` (``adjustment = C_g / sqrt(n_g)``, or none), divided by
-    ``sum(a)`` when ``normalize_loss``; then ``q_g <- q_g * exp(eta * a_g)`` for the groups
-    with ``present[g]`` (the others keep their weight) and ``q <- q / sum(q)``.
-
-    Args:
-        q: ``(G,)`` current weights (a probability vector).
-        group_loss: ``(G,)`` group mean losses of the batch (detached inside).
-        present: ``(G,)`` bool, groups with at least one example in the batch.
-        eta: step size ``>= 0``.
-        adjustment: ``(G,)`` added to the losses before the update.
-        normalize_loss: divide the adjusted losses by their sum (official ``--normalize_loss``).
-
-    Returns:
-        The new ``(G,)`` weights (a new tensor; ``q`` is not modified).
-
-    Example:
-        >>> q = group_dro_update(torch.full((2,), 0.5), torch.tensor([1.0, 0.0]),
-        ...                      torch.tensor([True, True]), eta=math.log(3))
-        >>> q   # 0.5 * 3 : 0.5 * 1, normalised
-        tensor([0.7500, 0.2500])
-    """
-    a = group_loss.detach().to(q.dtype)
-    if adjustment is not None:
-        a = a + adjustment.to(a)
-    if normalize_loss:
-        total = a[present].sum() if bool(present.any()) else a.sum()
-        a = a / total.clamp_min(torch.finfo(a.dtype).tiny)
-    factor = torch.where(present.to(a.device), torch.exp(eta * a), torch.ones_like(a))
-    new = q * factor
-    return new / new.sum()
 
 
 # ----------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..adapters.base import ModelAdapter
@@ -38,55 +37,8 @@ from ..outputs import InterventionOutput
 from ..runtime import module_dtype_device
 from .base import implements
 from .branches import infer_num_answers
-from .ensembles import _as_scores, _check_prior_fields, _labels_of, _PriorTableMixin
-
-
-def reweight_loss(
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    bias: torch.Tensor,
-    kind: Literal["inverse_prior", "lmh_ce", "lmh_bce"] = "inverse_prior",
-    *,
-    min_prior: float = 1e-3,
-) -> torch.Tensor:
-    """The reweighted task loss (see the module docstring for the three forms).
-
-    Args:
-        logits: ``(B, A)`` answer logits.
-        labels: ``(B,)`` class ids (``"lmh_bce"`` also takes ``(B, A)`` soft scores).
-        bias: ``(B, A)`` prior rows ``b`` of the examples' question types, in ``[0, 1]``.
-        kind: ``"inverse_prior"``, ``"lmh_ce"`` or ``"lmh_bce"``.
-        min_prior: ``"inverse_prior"`` clamps ``b[a]`` from below (an answer never seen with its
-            type in training would get an infinite weight); the largest weight is ``1 /
-            min_prior``.
-
-    Returns:
-        A scalar loss.
-
-    Example:
-        >>> f = torch.zeros(2, 2)
-        >>> b = torch.tensor([[0.8, 0.2], [0.8, 0.2]])
-        >>> round(float(reweight_loss(f, torch.tensor([0, 1]), b)), 4)  # log 2
-        0.6931
-    """
-    f = logits.float()
-    b = bias.to(f)
-    if kind == "lmh_bce":
-        y = _as_scores(labels, f.shape[-1], f.shape[0], where="reweight_loss").to(f)
-        w = 1.0 - b
-        per = F.binary_cross_entropy_with_logits(f, y, reduction="none")
-        return (w * per).sum() / w.sum().clamp_min(1e-12)
-    if labels.is_floating_point():
-        raise InputError(
-            f"ReweightConfig(kind={kind!r}) needs class-id labels (B,); got soft scores "
-            f"{tuple(labels.shape)}. Use kind='lmh_bce' for VQA soft scores."
-        )
-    _as_scores(labels, f.shape[-1], f.shape[0], where="reweight_loss")
-    labels = labels.long().to(f.device)
-    p = b.gather(1, labels[:, None]).squeeze(1)
-    w = 1.0 / p.clamp_min(min_prior) if kind == "inverse_prior" else 1.0 - p
-    ce = F.cross_entropy(f, labels, reduction="none")
-    return (w * ce).sum() / w.sum().clamp_min(1e-12)
+from .ensembles import _check_prior_fields, _labels_of, _PriorTableMixin
+from .losses import reweight_loss
 
 
 @dataclass(kw_only=True)
