@@ -310,7 +310,9 @@ def train_from_config(
         )
     for i, c in enumerate(interventions):
         if isinstance(c, Mapping) and "type" in c:
-            fields = {f.name for f in dataclasses.fields(intervention_config_class(c["type"]))}
+            klass = intervention_config_class(c["type"])
+            # old names of renamed fields still load, with a FutureWarning, for one release
+            fields = {f.name for f in dataclasses.fields(klass)} | set(klass.renamed_fields)
             check_keys(
                 c, fields | {"type", "causalvl_version"}, f"interventions[{i}] ({c['type']})"
             )

@@ -370,7 +370,11 @@ def test_collect_still_accepts_a_wrapped_model():
     "intervention",
     [
         {"type": "reweight"},  # needs the prior: it used to be left without one
-        {"type": "gge", "bias": "question", "hidden": [8]},  # needs none: it used to be refused
+        {
+            "type": "gge",
+            "bias": "question",
+            "hidden_sizes": [8],
+        },  # needs none: it used to be refused
     ],
 )
 def test_train_command_gives_the_prior_to_whoever_needs_it(tmp_path, intervention):
@@ -461,3 +465,25 @@ def test_the_wrapper_calls_declared_methods_only():
     source = inspect.getsource(causalvl.model.IntervenedModel)
     probes = re.findall(r"(?:getattr|hasattr)\((?:impl|intervention|m)\b[^)]*\)", source)
     assert probes == []
+
+
+def test_train_command_reads_an_old_field_name_with_a_warning(tmp_path):
+    from causalvl.runs import train_from_config
+
+    cfg = tmp_path / "run.json"
+    run_config = {
+        "name": "gge-old-keys",
+        "data": {"type": "PriorShiftVQA", "settings": {"num_examples": 60}},
+        "model": {"type": "TinyVQA", "hidden": 16},
+        "interventions": [{"type": "gge", "bias": "question", "hidden": [8]}],
+        "trainer": {"epochs": 1},
+    }
+    cfg.write_text(json.dumps(run_config))
+    with pytest.warns(FutureWarning, match="hidden_sizes"):
+        run = train_from_config(cfg, out=tmp_path / "out", progress=False)
+    saved = json.loads((run.output_dir / "interventions" / "intervention_config.json").read_text())
+    assert "hidden_sizes" in json.dumps(saved) and '"hidden"' not in json.dumps(saved)
+    run_config["interventions"] = [{"type": "gge", "bias": "question", "hiden_sizes": [8]}]
+    cfg.write_text(json.dumps(run_config))
+    with pytest.raises(ConfigError, match="did you mean 'hidden_sizes'"):
+        train_from_config(cfg, out=tmp_path / "out2", progress=False)
