@@ -345,16 +345,16 @@ class Config(JSONSerializable, metaclass=_ConfigMeta):
 #: (reading a config imports only the module that defines it; see :func:`intervention_config_class`)
 BUILTIN_INTERVENTION_CONFIGS: dict[str, str] = {
     "identity": "causalvl.interventions.identity:IdentityConfig",
-    "cfvqa": "causalvl.interventions.counterfactual:CFVQAConfig",
-    "prior_subtraction": "causalvl.interventions.counterfactual:PriorSubtractionConfig",
-    "rubi": "causalvl.interventions.rubi:RUBiConfig",
-    "lmh": "causalvl.interventions.ensembles:LMHConfig",
-    "bias_product": "causalvl.interventions.ensembles:BiasProductConfig",
-    "gge": "causalvl.interventions.ensembles:GGEConfig",
-    "reweight": "causalvl.interventions.reweight:ReweightConfig",
-    "group_dro": "causalvl.interventions.group_dro:GroupDROConfig",
-    "backdoor": "causalvl.interventions.backdoor:BackdoorConfig",
-    "catt": "causalvl.interventions.catt:CATTConfig",
+    "cfvqa": "causalvl.interventions.cfvqa.intervention:CFVQAConfig",
+    "prior_subtraction": "causalvl.interventions.prior_subtraction.intervention:PriorSubtractionConfig",
+    "rubi": "causalvl.interventions.rubi.intervention:RUBiConfig",
+    "lmh": "causalvl.interventions.lmh.intervention:LMHConfig",
+    "bias_product": "causalvl.interventions.lmh.intervention:BiasProductConfig",
+    "gge": "causalvl.interventions.gge.intervention:GGEConfig",
+    "reweight": "causalvl.interventions.reweight.intervention:ReweightConfig",
+    "group_dro": "causalvl.interventions.group_dro.intervention:GroupDROConfig",
+    "backdoor": "causalvl.interventions.backdoor.intervention:BackdoorConfig",
+    "catt": "causalvl.interventions.catt.intervention:CATTConfig",
     "counterfactual_decoding": "causalvl.decoding.intervention:CounterfactualDecodingConfig",
 }
 

@@ -487,3 +487,67 @@ def test_train_command_reads_an_old_field_name_with_a_warning(tmp_path):
     cfg.write_text(json.dumps(run_config))
     with pytest.raises(ConfigError, match="did you mean 'hidden_sizes'"):
         train_from_config(cfg, out=tmp_path / "out2", progress=False)
+
+
+_FORMER_PATHS = {
+    "causalvl.interventions.counterfactual": (
+        "AnswerBranch",
+        "CFVQAConfig",
+        "Counterfactual",
+        "CounterfactualConfig",
+        "PriorSubtraction",
+        "PriorSubtractionConfig",
+        "build_branch",
+    ),
+    "causalvl.interventions.ensembles": (
+        "BiasProductConfig",
+        "GGEConfig",
+        "GreedyGradientEnsemble",
+        "LMHConfig",
+        "LearnedMixin",
+        "bias_product_loss",
+        "gge_decompose_loss",
+        "gge_pseudo_label",
+        "gge_schedule_weight",
+        "greedy_gradient_loss",
+        "greedy_gradient_softmax_ce_loss",
+        "lmh_bce_loss",
+        "lmh_softmax_loss",
+        "prior_log_probs",
+        "question_type_prior",
+        "set_bias_prior",
+    ),
+    "causalvl.interventions.reweight": ("Reweight", "ReweightConfig", "reweight_loss"),
+    "causalvl.interventions.group_dro": (
+        "GroupDRO",
+        "GroupDROConfig",
+        "group_dro_update",
+        "group_mean_losses",
+        "per_example_loss",
+    ),
+    "causalvl.interventions.backdoor": (
+        "BackdoorAdjustment",
+        "BackdoorConfig",
+        "NWGMAttention",
+        "VCRCNNHead",
+        "vc_rcnn_loss",
+    ),
+    "causalvl.interventions.catt": (
+        "CATTConfig",
+        "CausalAttention",
+        "CrossSampleAttention",
+        "cross_sample_attention",
+        "find_attention_blocks",
+    ),
+    "causalvl.interventions.rubi": ("RUBi", "RUBiConfig"),
+}
+
+
+@pytest.mark.parametrize("path", sorted(_FORMER_PATHS))
+def test_former_module_paths_still_export_their_names(path):
+    import importlib
+
+    module = importlib.import_module(path)
+    for name in _FORMER_PATHS[path]:
+        assert getattr(module, name) is not None, f"{path}.{name}"
+        assert name in module.__all__, f"{path}.__all__ lacks {name}"

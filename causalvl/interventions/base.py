@@ -57,16 +57,16 @@ __all__ = [
 #: built-in intervention type key -> ``"module:Class"`` of its implementation (resolved lazily)
 BUILTIN_IMPLEMENTATIONS: dict[str, str] = {
     "identity": "causalvl.interventions.identity:Identity",
-    "cfvqa": "causalvl.interventions.counterfactual:Counterfactual",
-    "prior_subtraction": "causalvl.interventions.counterfactual:PriorSubtraction",
-    "rubi": "causalvl.interventions.rubi:RUBi",
-    "lmh": "causalvl.interventions.ensembles:LearnedMixin",
-    "bias_product": "causalvl.interventions.ensembles:LearnedMixin",
-    "gge": "causalvl.interventions.ensembles:GreedyGradientEnsemble",
-    "reweight": "causalvl.interventions.reweight:Reweight",
-    "group_dro": "causalvl.interventions.group_dro:GroupDRO",
-    "backdoor": "causalvl.interventions.backdoor:BackdoorAdjustment",
-    "catt": "causalvl.interventions.catt:CausalAttention",
+    "cfvqa": "causalvl.interventions.cfvqa.intervention:Counterfactual",
+    "prior_subtraction": "causalvl.interventions.prior_subtraction.intervention:PriorSubtraction",
+    "rubi": "causalvl.interventions.rubi.intervention:RUBi",
+    "lmh": "causalvl.interventions.lmh.intervention:LearnedMixin",
+    "bias_product": "causalvl.interventions.lmh.intervention:LearnedMixin",
+    "gge": "causalvl.interventions.gge.intervention:GreedyGradientEnsemble",
+    "reweight": "causalvl.interventions.reweight.intervention:Reweight",
+    "group_dro": "causalvl.interventions.group_dro.intervention:GroupDRO",
+    "backdoor": "causalvl.interventions.backdoor.intervention:BackdoorAdjustment",
+    "catt": "causalvl.interventions.catt.intervention:CausalAttention",
     "counterfactual_decoding": "causalvl.decoding.intervention:CounterfactualDecoding",
 }
 

@@ -8,11 +8,16 @@
 * :func:`check_feature_width` — a clear error when a captured feature is not the width a head
   was built for (e.g. a bidirectional GRU gives twice its ``hidden_size``).
 * :func:`refuse_generative` — discriminative objectives refuse generative models.
+* :class:`AnswerBranch` / :func:`build_branch` — the answer-scoring branch head of CF-VQA and
+  RUBi; ``_check_*`` and ``_seeded_init`` — the config checks and seeded head init that the
+  branch-head configs share.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -186,3 +191,143 @@ class BranchWarmup:
                 "call vl.set_epoch(epoch, num_epochs) before each epoch (causalvl.Trainer does)."
             )
         return self._epoch < warmup
+
+
+# -- config checks shared by the branch-head interventions ---------------------------------
+def _check_hidden(cfg: Any, name: str = "hidden_sizes") -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        cfg._fail(name, "must be a list of hidden-layer widths, e.g. (1024, 1024) or ()")
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value):
+        cfg._fail(name, "every hidden width must be an integer >= 1")
+    cfg._normalise(name, tuple(value))
+
+
+def _check_role(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, str) or not value:
+            cfg._fail(name, "must be a role name or module path, e.g. 'language_features'")
+
+
+def _check_optional_int(cfg: Any, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) is not None:
+            cfg._check_int(name, minimum=1)
+
+
+class AnswerBranch(nn.Module):
+    """A branch head reading one role feature (``stop_gradient_into`` it) and scoring answers.
+
+    Classifier models: ``BranchMLP(dim -> A)`` gives the branch scores ``z`` ``(B, A)`` and an
+    output head ``Linear(A, A)`` gives the branch's own prediction (``logits_q`` / ``logits_v``
+    of the published code).
+
+    Contrastive models (answers = candidate texts): the MLP scores each candidate from its own
+    feature, ``z[i, t] = mlp(feature[t])``, broadcast over the ``num_images`` rows; there is no
+    fixed answer set, so there is no output head and the prediction is ``z`` itself.
+
+    Args:
+        in_dim: width of the pooled role feature.
+        num_answers: ``A`` for classifiers; ``None`` for contrastive models.
+        hidden: hidden widths of the MLP.
+    """
+
+    def __init__(self, in_dim: int, num_answers: int | None, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.contrastive = num_answers is None
+        self.mlp = BranchMLP(in_dim, 1 if num_answers is None else num_answers, hidden)
+        self.head = None if num_answers is None else nn.Linear(num_answers, num_answers)
+
+    def scores(self, feature: torch.Tensor, like: torch.Tensor, role: str) -> torch.Tensor:
+        """Branch scores shaped like the base logits ``like``."""
+        weight = self.mlp.net[0].weight
+        x = stop_gradient_into(feature).to(weight.dtype)
+        if x.dim() != 2:
+            raise InputError(
+                f"role {role!r} gave a feature of shape {tuple(feature.shape)}; the branch needs "
+                "one vector per example (batch, dim). Point the role at a module whose output "
+                "pools to (batch, dim)."
+            )
+        if x.shape[-1] != weight.shape[1]:
+            raise InputError(
+                f"role {role!r} gives features of width {x.shape[-1]}, the branch expects "
+                f"{weight.shape[1]}; set the config's feature dimension to {x.shape[-1]}."
+            )
+        z = self.mlp(x)
+        if self.contrastive:
+            if z.shape[0] != like.shape[-1]:
+                raise InputError(
+                    f"role {role!r} gave {z.shape[0]} candidate features for {like.shape[-1]} "
+                    "candidate texts; the role must be the per-text feature."
+                )
+            return z[:, 0].unsqueeze(0).expand(like.shape[0], -1).to(like.dtype)
+        if z.shape[0] != like.shape[0]:
+            raise InputError(
+                f"role {role!r} gave {z.shape[0]} feature rows for a batch of {like.shape[0]}."
+            )
+        if z.shape[-1] != like.shape[-1]:
+            raise InputError(
+                f"the model gives {like.shape[-1]} answer logits but the branch was built for "
+                f"{z.shape[-1]}; set num_answers={like.shape[-1]} in the config."
+            )
+        return z.to(like.dtype)
+
+    def predict(self, z: torch.Tensor) -> torch.Tensor:
+        """The branch's own answer prediction (the output head, or ``z`` when there is none)."""
+        if self.head is None:
+            return z
+        return self.head(z.to(self.head.weight.dtype)).to(z.dtype)
+
+
+def build_branch(
+    model: nn.Module,
+    adapter: ModelAdapter,
+    role: str,
+    feature_dim: int | None,
+    num_answers: int | None,
+    hidden: Sequence[int],
+) -> AnswerBranch:
+    """An :class:`AnswerBranch` sized from the model (answers ignored for contrastive models)."""
+    dim = feature_dim if feature_dim is not None else infer_feature_dim(model, adapter, role)
+    if adapter.kind == "contrastive":
+        answers = None
+    else:
+        answers = num_answers if num_answers is not None else infer_num_answers(model, adapter)
+    return AnswerBranch(dim, answers, hidden)
+
+
+# ---------------------------------------------------------------------------------------
+# CF-VQA
+# ---------------------------------------------------------------------------------------
+
+
+def _seeded_init(module: nn.Module, seed: int | None) -> None:
+    """Re-draw every ``nn.Linear`` of ``module`` with PyTorch's default init (uniform in
+    ``±1/sqrt(fan_in)``) from a private generator, so heads do not depend on the global RNG.
+    ``None`` keeps the init drawn from the global RNG."""
+    if seed is None:
+        return
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, nn.Linear):
+                bound = 1.0 / math.sqrt(sub.in_features) if sub.in_features else 0.0
+                for p in (sub.weight, sub.bias):
+                    if p is not None:
+                        draw = torch.empty(p.shape, dtype=torch.float32)
+                        nn.init.uniform_(draw, -bound, bound, generator=gen)
+                        p.copy_(draw.to(p.dtype))
+
+
+def _check_roles(cfg: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if not isinstance(value, str) or not value:
+            cfg._fail(name, "must be a role name or module path (a non-empty string)")
+
+
+def _check_dim(cfg: Any, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) is not None:
+            cfg._check_int(name, minimum=1)

@@ -40,14 +40,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters.base import ModelAdapter
-from ..config import InterventionConfig
-from ..errors import ConfigError, InputError, InterventionStateError
-from ..hooks import HookManager, did_not_run_message, get_primary, replace_primary
-from ..runtime import module_dtype_device
-from .base import ForwardState, HookContext, Intervention, implements
-from .confounders import ConfounderDictionary, FeatureCollection
-from .seeding import init_rng
+from ...adapters.base import ModelAdapter
+from ...config import InterventionConfig
+from ...errors import ConfigError, InputError, InterventionStateError
+from ...hooks import HookManager, did_not_run_message, get_primary, replace_primary
+from ...runtime import module_dtype_device
+from ..base import ForwardState, HookContext, Intervention, implements
+from ..confounders import ConfounderDictionary, FeatureCollection
+from ..seeding import init_rng
 
 __all__ = [
     "BackdoorAdjustment",

@@ -38,13 +38,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.base import ModelAdapter
-from ..config import InterventionConfig
-from ..errors import InputError
-from ..losses import per_example_loss
-from ..outputs import InterventionOutput
-from .base import Intervention, implements
-from .losses import group_dro_update, group_mean_losses
+from ...adapters.base import ModelAdapter
+from ...config import InterventionConfig
+from ...errors import InputError
+from ...losses import per_example_loss
+from ...outputs import InterventionOutput
+from ..base import Intervention, implements
+from ..losses import group_dro_update, group_mean_losses
 
 __all__ = [
     "GroupDRO",

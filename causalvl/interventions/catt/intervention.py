@@ -46,13 +46,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..adapters.base import ModelAdapter
-from ..config import InterventionConfig
-from ..errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
-from ..hooks import HookManager, get_primary, replace_primary
-from ..runtime import module_dtype_device
-from .base import ForwardState, HookContext, Intervention, implements
-from .confounders import ConfounderDictionary
+from ...adapters.base import ModelAdapter
+from ...config import InterventionConfig
+from ...errors import ConfigError, InputError, NoMatchingModuleError, UnsupportedModelError
+from ...hooks import HookManager, get_primary, replace_primary
+from ...runtime import module_dtype_device
+from ..base import ForwardState, HookContext, Intervention, implements
+from ..confounders import ConfounderDictionary
 
 __all__ = [
     "CATTConfig",

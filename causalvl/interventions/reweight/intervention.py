@@ -30,15 +30,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..adapters.base import ModelAdapter
-from ..config import InterventionConfig
-from ..errors import InputError
-from ..outputs import InterventionOutput
-from ..runtime import module_dtype_device
-from .base import implements
-from .branches import infer_num_answers
-from .ensembles import _check_prior_fields, _labels_of, _PriorTableMixin
-from .losses import reweight_loss
+from ...adapters.base import ModelAdapter
+from ...config import InterventionConfig
+from ...errors import InputError
+from ...outputs import InterventionOutput
+from ...runtime import module_dtype_device
+from ..base import implements
+from ..branches import infer_num_answers
+from ..losses import reweight_loss
+from ..prior import _check_prior_fields, _labels_of, _PriorTableMixin
 
 
 @dataclass(kw_only=True)

@@ -17,16 +17,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adapters.base import ModelAdapter
-from ..config import InterventionConfig
-from ..losses import answer_cross_entropy
-from ..outputs import InterventionOutput
-from ..runtime import module_dtype_device
-from .base import ForwardState, Intervention, implements
-from .branches import BranchWarmup, refuse_generative
-from .counterfactual import _check_hidden, _check_optional_int, _check_role, build_branch
-from .fusion import fuse
-from .seeding import init_rng
+from ...adapters.base import ModelAdapter
+from ...config import InterventionConfig
+from ...losses import answer_cross_entropy
+from ...outputs import InterventionOutput
+from ...runtime import module_dtype_device
+from ..base import ForwardState, Intervention, implements
+from ..branches import (
+    BranchWarmup,
+    _check_hidden,
+    _check_optional_int,
+    _check_role,
+    build_branch,
+    refuse_generative,
+)
+from ..fusion import fuse
+from ..seeding import init_rng
 
 
 @dataclass(kw_only=True)
