@@ -436,6 +436,10 @@ def _diagnose_split(
         for key in ("group", "bias_aligned", "question_type"):
             if isinstance(batch.get(key), torch.Tensor):
                 add(key, batch[key].reshape(-1))
+        if "causal" in wanted:  # any batch key may be a common cause
+            for key in config.causal_common_causes:
+                if isinstance(batch.get(key), torch.Tensor):
+                    add(f"cause:{key}", batch[key].reshape(-1))
         b = int(preds.shape[0])
 
         if prior_ok:
@@ -605,9 +609,10 @@ def _causal(
     columns = {"correct": correct.numpy(), "bias_aligned": aligned.long().numpy()}
     causes = []
     for key in config.causal_common_causes:
-        if key not in cat or cat[key].numel() != n:
+        values = cat.get(f"cause:{key}")
+        if values is None or values.numel() != n:
             continue
-        values = cat[key].long()
+        values = values.long()
         levels = torch.unique(values).tolist()
         if len(levels) == 1:  # a constant carries no confounding; it would make the fit singular
             continue
