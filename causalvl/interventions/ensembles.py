@@ -12,7 +12,7 @@ working. ``docs/ensembles.md`` transcribes the official formulas.
 Example:
     >>> import torch, causalvl
     >>> from causalvl.interventions.ensembles import question_type_prior, set_bias_prior
-    >>> net = causalvl.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
+    >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     >>> qtype, labels = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 2, 3])
     >>> prior = question_type_prior(qtype, labels, num_types=2, num_answers=4)
     >>> vl = causalvl.intervene(net, causalvl.LMHConfig())

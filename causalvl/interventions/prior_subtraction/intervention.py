@@ -190,15 +190,20 @@ class PriorSubtraction(Intervention):
                 missing[k] = i
         self.cache_hits += len(keys) - len(missing)
         self.cache_misses += len(missing)
+        # this batch's values, read before storing new ones can evict them (more distinct
+        # questions than cache_size in one batch)
+        found = {k: self._cache[k] for k in keys if k in self._cache}
         if missing:
             rows = torch.tensor(list(missing.values()), dtype=torch.long)
             values = self._run_subset(state, rows)
             for j, k in enumerate(missing):
-                self._remember(k, values[j].detach())
+                found[k] = values[j].detach()
+                self._remember(k, found[k])
         out = []
         for k in keys:
-            self._cache.move_to_end(k)
-            out.append(self._cache[k].to(state.factual_logits.device))
+            if k in self._cache:
+                self._cache.move_to_end(k)
+            out.append(found[k].to(state.factual_logits.device))
         stacked = torch.stack(out)  # (B, A) or (num_texts,)
         if self.kind == "contrastive":
             return stacked.unsqueeze(0).expand_as(state.factual_logits)
