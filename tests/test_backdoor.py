@@ -197,10 +197,10 @@ def test_config_json_round_trip_excludes_the_dictionary():
     cfg = BackdoorConfig(dictionary=d, normalize=True)
     data = cfg.to_dict()
     assert "dictionary" not in data and data["num_prototypes"] == 4 and data["feature_dim"] == 16
-    assert data["combine"] == "residual" and len(data["prototype_names"]) == 4
+    assert data["merge"] == "residual" and len(data["prototype_names"]) == 4
     back = causalvl.InterventionConfig.from_dict(json.loads(json.dumps(data)))
     assert back == cfg and back.dictionary is None
-    assert BackdoorConfig(dictionary=d, regions="context").combine == "replace"
+    assert BackdoorConfig(dictionary=d, regions="context").merge == "replace"
 
 
 @pytest.mark.parametrize(
@@ -209,11 +209,11 @@ def test_config_json_round_trip_excludes_the_dictionary():
         ({}, "needs the confounder dictionary"),
         ({"num_prototypes": 3, "feature_dim": 0}, "feature_dim = 0"),
         ({"dictionary": "dic.npy"}, "must be a causalvl.ConfounderDictionary"),
-        ({"num_prototypes": 3, "feature_dim": 4, "combine": "add"}, "combine = 'add'"),
+        ({"num_prototypes": 3, "feature_dim": 4, "merge": "add"}, "merge = 'add'"),
         ({"num_prototypes": 3, "feature_dim": 4, "query": "context"}, "query_target = None"),
         (
-            {"num_prototypes": 3, "feature_dim": 4, "regions": "context", "combine": "residual"},
-            "combine='replace'",
+            {"num_prototypes": 3, "feature_dim": 4, "regions": "context", "merge": "residual"},
+            "merge='replace'",
         ),
         (
             {"num_prototypes": 3, "feature_dim": 4, "input_dim": 8, "project": False},
@@ -255,7 +255,7 @@ def test_clip_vision_feature(clip_model):
     vl2 = causalvl.intervene(
         clip_model,
         BackdoorConfig(
-            target="vision_tokens", dictionary=_random_dictionary(4, 32), combine="concat_project"
+            target="vision_tokens", dictionary=_random_dictionary(4, 32), merge="concat_project"
         ),
     )
     out2 = vl2(**inputs)
@@ -570,3 +570,11 @@ def test_vc_rcnn_target_query_leaks_the_label_when_trained():
         final[query_from] = head(feats, labels)["vc_context"].item()
     assert final["context"] > 0.9 * math.log(c), final
     assert final["target"] < 0.7 * final["context"], final
+
+
+def test_the_former_combine_field_loads_as_merge_with_a_warning():
+    old = {"type": "backdoor", "target": "vision_features", "num_prototypes": 3}
+    old.update(feature_dim=4, combine="concat_project")
+    with pytest.warns(FutureWarning, match="renamed to merge"):
+        cfg = causalvl.InterventionConfig.from_dict(old)
+    assert cfg.merge == "concat_project" and "combine" not in cfg.to_dict()

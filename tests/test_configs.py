@@ -152,7 +152,7 @@ SEEDED = {
     "cfvqa": lambda seed: causalvl.CFVQAConfig(hidden_sizes=(8,), init_seed=seed),
     "rubi": lambda seed: causalvl.RUBiConfig(hidden_sizes=(8,), init_seed=seed),
     "backdoor": lambda seed: causalvl.BackdoorConfig(
-        num_prototypes=3, feature_dim=16, combine="concat_project", init_seed=seed
+        num_prototypes=3, feature_dim=16, merge="concat_project", init_seed=seed
     ),
     "lmh": lambda seed: causalvl.LMHConfig(init_seed=seed),
     "gge": lambda seed: causalvl.GGEConfig(hidden_sizes=(8,), init_seed=seed),

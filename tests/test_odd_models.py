@@ -478,7 +478,7 @@ def _backdoor(target):
         torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
     )
     return causalvl.BackdoorConfig(
-        target=target, dictionary=d, feature_dim=32, combine="residual", project=True
+        target=target, dictionary=d, feature_dim=32, merge="residual", project=True
     )
 
 

@@ -13,42 +13,19 @@ applied at every decoding step), restricted to tokens the real image finds plaus
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 
 from ..adapters.transforms import NOISE_STEPS, diffusion_noise, noise_schedule
 from ..errors import ConfigError, InputError
+from ..interventions.fusion import plausibility_mask
 
 Space = Literal["logits", "log_softmax"]
 SPACES = ("logits", "log_softmax")
 
 # the diffusion noise is an input transform ("diffusion_noise" in causalvl.adapters.transforms);
 # its schedule lives with it and is re-exported here
-
-
-def plausibility_mask(logits: torch.Tensor, beta: float) -> torch.Tensor:
-    """Tokens the factual branch finds plausible: ``p >= beta * max p`` (row-wise).
-
-    Equivalent to ``logits >= log(beta) + max(logits)`` in raw-logit or log-softmax space.
-
-    Args:
-        logits: ``(batch, vocab)`` factual logits.
-        beta: in ``[0, 1]``; ``0`` keeps every token.
-
-    Returns:
-        bool tensor ``(batch, vocab)``, True where the token is kept.
-
-    Example:
-        >>> plausibility_mask(torch.tensor([[0.0, -1.0, -5.0]]), 0.1).tolist()
-        [[True, True, False]]
-    """
-    _check_beta(beta)
-    if beta == 0:
-        return torch.ones_like(logits, dtype=torch.bool)
-    cutoff = math.log(beta) + logits.max(dim=-1, keepdim=True).values
-    return logits >= cutoff
 
 
 def vcd_scores(
@@ -138,13 +115,6 @@ def pai_scores(
     if gamma == 1:
         return vcd_scores(logits, cf_logits, alpha=0.0, beta=0.0, space="log_softmax")
     return vcd_scores(logits, cf_logits, alpha=gamma - 1, beta=beta, space="log_softmax")
-
-
-def _check_beta(beta: float) -> None:
-    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 <= beta <= 1:
-        raise ConfigError(
-            f"beta = {beta!r} is invalid; pass a number in [0, 1] (0 disables the mask)."
-        )
 
 
 __all__ = [

@@ -33,6 +33,7 @@ the outputs have the broadcast shape.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -147,4 +148,30 @@ def effects(
     }
 
 
-__all__ = ["EPS", "FUSION_MODES", "answer_cross_entropy", "effects", "fuse"]
+def plausibility_mask(logits: torch.Tensor, beta: float) -> torch.Tensor:
+    """Tokens the factual branch finds plausible: ``p >= beta * max p`` (row-wise).
+
+    Equivalent to ``logits >= log(beta) + max(logits)`` in raw-logit or log-softmax space.
+
+    Args:
+        logits: ``(batch, vocab)`` factual logits.
+        beta: in ``[0, 1]``; ``0`` keeps every token.
+
+    Returns:
+        bool tensor ``(batch, vocab)``, True where the token is kept.
+
+    Example:
+        >>> plausibility_mask(torch.tensor([[0.0, -1.0, -5.0]]), 0.1).tolist()
+        [[True, True, False]]
+    """
+    if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 <= beta <= 1:
+        raise ConfigError(
+            f"beta = {beta!r} is invalid; pass a number in [0, 1] (0 disables the mask)."
+        )
+    if beta == 0:
+        return torch.ones_like(logits, dtype=torch.bool)
+    cutoff = math.log(beta) + logits.max(dim=-1, keepdim=True).values
+    return logits >= cutoff
+
+
+__all__ = ["EPS", "FUSION_MODES", "answer_cross_entropy", "effects", "fuse", "plausibility_mask"]

@@ -145,7 +145,8 @@ class BackdoorConfig(InterventionConfig):
         embed_dim: ``E`` of the attention (default ``feature_dim``, as published).
         normalize: renormalise ``P(z) * alpha`` to sum to 1 (the published code does not; its
             expectation is then about ``1/K`` of a prototype at uniform attention).
-        combine: ``"residual"`` ``x + P(E_z[z])``; ``"concat_project"`` ``P([x; E_z[z]])``
+        merge: how the expectation joins the feature (``combine`` before; the old name
+            warns for one release): ``"residual"`` ``x + P(E_z[z])``; ``"concat_project"`` ``P([x; E_z[z]])``
             (the paper's ``f(x, E_z[z])``; ``P`` starts as the identity on ``x``);
             ``"replace"`` ``P(E_z[z])``. Default: ``"residual"``, or ``"replace"`` when
             ``regions="context"`` (the only choice there).
@@ -182,7 +183,7 @@ class BackdoorConfig(InterventionConfig):
     input_dim: int | None = None
     embed_dim: int | None = None
     normalize: bool = False
-    combine: Literal["residual", "concat_project", "replace"] | None = None
+    merge: Literal["residual", "concat_project", "replace"] | None = None
     project: bool = True
     query: Literal["self", "context"] = "self"
     query_target: str | None = None
@@ -190,6 +191,8 @@ class BackdoorConfig(InterventionConfig):
     regions: Literal["all", "context"] = "all"
     target_index: int = 0
     prototype_names: tuple[str, ...] = ()
+
+    _renamed = {"combine": "merge"}
 
     def validate(self) -> None:
         if not isinstance(self.target, str) or not self.target:
@@ -224,18 +227,18 @@ class BackdoorConfig(InterventionConfig):
         for name in ("normalize", "project"):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, "must be True or False")
-        if self.combine is None:
-            self._normalise("combine", "replace" if self.regions == "context" else "residual")
-        if self.combine not in ("residual", "concat_project", "replace"):
-            self._fail("combine", "choose 'residual', 'concat_project' or 'replace'")
-        if self.regions == "context" and self.combine != "replace":
+        if self.merge is None:
+            self._normalise("merge", "replace" if self.regions == "context" else "residual")
+        if self.merge not in ("residual", "concat_project", "replace"):
+            self._fail("merge", "choose 'residual', 'concat_project' or 'replace'")
+        if self.regions == "context" and self.merge != "replace":
             self._fail(
-                "combine",
+                "merge",
                 "regions='context' replaces the context regions by their expectation; "
-                "use combine='replace' (or leave combine unset)",
+                "use merge='replace' (or leave merge unset)",
             )
-        if not self.project and self.combine == "concat_project":
-            self._fail("project", "combine='concat_project' always projects; set project=True")
+        if not self.project and self.merge == "concat_project":
+            self._fail("project", "merge='concat_project' always projects; set project=True")
         in_dim = self.input_dim or self.feature_dim
         if not self.project and in_dim != self.feature_dim:
             self._fail(
@@ -321,14 +324,14 @@ class BackdoorAdjustment(Intervention):
             self.attention = NWGMAttention(dq, dz, e, normalize=config.normalize)
             self.projection: nn.Linear | None = None
             if config.project:
-                if config.combine == "concat_project":
+                if config.merge == "concat_project":
                     proj = nn.Linear(d + dz, d)
                     nn.init.normal_(proj.weight, std=0.02)
                     with torch.no_grad():
                         proj.weight[:, :d] = torch.eye(d)
                 else:
                     proj = nn.Linear(dz, d)
-                    if config.combine == "replace" and dz == d:
+                    if config.merge == "replace" and dz == d:
                         nn.init.eye_(proj.weight)
                     else:
                         nn.init.normal_(proj.weight, std=0.02)
@@ -463,10 +466,10 @@ class BackdoorAdjustment(Intervention):
             expectation, weights = self.attention(q, self.prototypes, self.prior)
             expectation = expectation.expand(*xin.shape[:-1], expectation.shape[-1])
             weights = weights.expand(*xin.shape[:-1], weights.shape[-1])
-            if cfg.combine == "residual":
+            if cfg.merge == "residual":
                 proj = self.projection(expectation) if self.projection is not None else expectation
                 out = xin + proj
-            elif cfg.combine == "concat_project":
+            elif cfg.merge == "concat_project":
                 out = self.projection(torch.cat([xin, expectation], dim=-1))
             else:
                 out = self.projection(expectation) if self.projection is not None else expectation
@@ -527,7 +530,7 @@ class BackdoorAdjustment(Intervention):
     def extra_repr(self) -> str:
         c = self.config
         return (
-            f"target={self.target_path!r}, K={c.num_prototypes}, combine={c.combine!r}, "
+            f"target={self.target_path!r}, K={c.num_prototypes}, merge={c.merge!r}, "
             f"regions={c.regions!r}, query={c.query!r}"
         )
 

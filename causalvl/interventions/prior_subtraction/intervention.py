@@ -15,16 +15,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...adapters.base import ModelAdapter
+from ...adapters.transforms import COUNTERFACTUAL_MODES, get_transform
 from ...config import InterventionConfig
 from ...errors import ConfigError, InterventionStateError
 from ..base import ForwardState, Intervention, implements
+from ..fusion import plausibility_mask
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PriorSubtraction", "PriorSubtractionConfig"]
 
 
-_DETERMINISTIC_MODES = ("zeros", "mean", "mask")
+#: the vision modes that give the same counterfactual every call (no random draw)
+_DETERMINISTIC_MODES = tuple(
+    mode
+    for (removed, mode), name in COUNTERFACTUAL_MODES.items()
+    if removed == "vision" and not get_transform(name).needs_generator
+)
 
 
 @dataclass(kw_only=True)
@@ -144,11 +151,7 @@ class PriorSubtraction(Intervention):
     ) -> None:
         super().__init__(config, model, adapter)
         self.kind = adapter.kind
-        if (
-            config.mode == "mask"
-            and adapter.vision_mask_key is None
-            and type(adapter)._mask_vision is ModelAdapter._mask_vision
-        ):
+        if config.mode == "mask" and not adapter.supports("vision_attention_mask"):
             raise ConfigError(
                 f"PriorSubtractionConfig(mode='mask') needs a vision mask, and the "
                 f"{adapter.family or 'generic'} adapter has none; use mode 'zeros' or 'mean'."
@@ -274,8 +277,6 @@ class PriorSubtraction(Intervention):
         if bool(masked.any()):
             debiased = torch.where(masked, f, debiased)
         if cfg.plausibility > 0:
-            from ...decoding.scores import plausibility_mask
-
             keep = plausibility_mask(state.logits.detach(), cfg.plausibility)
             debiased = debiased.masked_fill(~keep, torch.finfo(debiased.dtype).min)
         state.logits = debiased
