@@ -45,10 +45,10 @@ _LAZY: dict[str, str] = {
     "InterventionOutput": ".outputs",
     "ObjectiveOutput": ".outputs",
     # the wrapper
-    "intervene": ".model",
-    "load": ".model",
-    "IntervenedModel": ".model",
-    "inspect_targets": ".model",
+    "intervene": ".wrapper",
+    "load": ".wrapper",
+    "IntervenedModel": ".wrapper",
+    "inspect_targets": ".wrapper",
     # adapters
     "ModelAdapter": ".adapters",
     "GenericAdapter": ".adapters",

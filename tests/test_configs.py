@@ -33,6 +33,9 @@ def test_set_bias_prior_leaves_the_callers_config_alone():
     set_bias_prior(second, torch.full((5, 4), 0.25))  # a different, valid table
     assert second.interventions["0_lmh"].prior.shape == (5, 4)
     assert first.interventions["0_lmh"].prior.shape == (3, 4)
+    # the wrapper reports what each intervention runs with, not the caller's object
+    assert [c.num_question_types for c in (*first.configs, *second.configs)] == [3, 5]
+    assert cfg.num_question_types is None
 
 
 # -- immutability ------------------------------------------------------------------------

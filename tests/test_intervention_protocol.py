@@ -336,7 +336,7 @@ for d in json.loads({json.dumps(json.dumps(dicts))}).values():
     cfg = InterventionConfig.from_dict(d)
     assert cfg.type == d["type"], (cfg, d)
 heavy = sorted(m for m in sys.modules if m == "transformers" or m.startswith(("transformers.",
-               "causalvl.model", "causalvl.training", "causalvl.diagnostics")))
+               "causalvl.wrapper", "causalvl.training", "causalvl.diagnostics")))
 print(json.dumps(heavy))
 """
     assert json.loads(_run(code)) == []
@@ -350,7 +350,7 @@ after_config = sorted(m for m in sys.modules if m.startswith("causalvl.intervent
 import causalvl.interventions
 after_pkg = sorted(m for m in sys.modules if m.startswith("causalvl.decoding"))
 import causalvl.interventions.confounders
-after_confounders = sorted(m for m in sys.modules if m.startswith("causalvl.model"))
+after_confounders = sorted(m for m in sys.modules if m.startswith("causalvl.wrapper"))
 print(json.dumps([after_config, after_pkg, after_confounders]))
 """
     assert json.loads(_run(code)) == [[], [], []]
@@ -460,9 +460,9 @@ def test_the_wrapper_calls_declared_methods_only():
     import inspect
     import re
 
-    import causalvl.model
+    import causalvl.wrapper
 
-    source = inspect.getsource(causalvl.model.IntervenedModel)
+    source = inspect.getsource(causalvl.wrapper.IntervenedModel)
     probes = re.findall(r"(?:getattr|hasattr)\((?:impl|intervention|m)\b[^)]*\)", source)
     assert probes == []
 

@@ -44,3 +44,26 @@ def test_howto_snippets_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "howto.md", "exec"), {})
     assert (tmp_path / "confounders").is_dir()
+
+
+def test_moved_names_resolve_with_a_warning_naming_their_home():
+    import importlib
+    import sys
+    import warnings
+
+    import pytest
+
+    with pytest.warns(FutureWarning, match=r"causalvl\.models\.TinyVQA"):
+        moved = causalvl.TinyVQA
+    assert moved is causalvl.models.TinyVQA
+    assert "TinyVQA" not in causalvl.__all__ and "models" in dir(causalvl)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        causalvl.NoSuchName  # noqa: B018
+    sys.modules.pop("causalvl.model", None)
+    with pytest.warns(FutureWarning, match="renamed causalvl.wrapper"):
+        old = importlib.import_module("causalvl.model")
+    assert old.intervene is causalvl.intervene
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new spellings are quiet
+        from causalvl.models import TinyVQA  # noqa: F401
+        from causalvl.wrapper import intervene  # noqa: F401

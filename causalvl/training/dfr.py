@@ -86,7 +86,7 @@ class RefitResult:
 # model plumbing
 # ----------------------------------------------------------------------------------------
 def _base_and_predict(vl: nn.Module, predict: Any) -> tuple[nn.Module, Any]:
-    from ..model import IntervenedModel
+    from ..wrapper import IntervenedModel
 
     if predict is not None:
         if not callable(predict):

@@ -152,7 +152,7 @@ def as_objective_output(value: Any) -> ObjectiveOutput:
 def default_predict(model: nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
     """Logits of ``model`` on ``batch``: ``model(batch).logits`` for an IntervenedModel, else
     ``model(**tensor inputs)`` with metadata keys removed."""
-    from ..model import IntervenedModel
+    from ..wrapper import IntervenedModel
 
     if isinstance(model, IntervenedModel):
         return model(batch).logits
@@ -258,7 +258,7 @@ class Trainer:
         predict: PredictFn | None = None,
         label: str | None = None,
     ) -> None:
-        from ..model import IntervenedModel
+        from ..wrapper import IntervenedModel
 
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
@@ -846,7 +846,7 @@ class Trainer:
         self._loss_module = self._wrap_loss_module()
 
     def _wrap_loss_module(self) -> nn.Module:
-        from ..model import IntervenedModel
+        from ..wrapper import IntervenedModel
 
         loss_module: nn.Module = _LossModule(self.model, self.objective)
         if not self.dist.enabled:
@@ -874,7 +874,7 @@ class Trainer:
     def _optimizer_stages(self) -> list[int | None]:
         """``[None]`` (one optimizer step per batch on the whole objective), or one index per
         optimizer stage of an IntervenedModel that declares several (GGE-iter)."""
-        from ..model import IntervenedModel
+        from ..wrapper import IntervenedModel
 
         if not isinstance(self.model, IntervenedModel):
             return [None]
@@ -897,7 +897,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training data; returns ``"train/<part>"`` means over its steps."""
-        from ..model import IntervenedModel
+        from ..wrapper import IntervenedModel
 
         cfg = self.config
         self.epoch = epoch
