@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -263,8 +264,12 @@ def test_a_folder_saved_with_the_old_names_still_loads(tmp_path):
     entry["question_feature_dim"] = entry.pop("feature_dim")
     del entry["init_seed"]  # written before init_seed existed
     path.write_text(json.dumps(meta))
-    with pytest.warns(FutureWarning, match="hidden is renamed to hidden_sizes"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         restored = causalvl.load(tmp_path, _tiny_vqa())
+    renamed = sorted(str(w.message).split(" is renamed")[0] for w in caught)
+    assert renamed == ["RUBiConfig.hidden", "RUBiConfig.question_feature_dim"]
+    assert all(issubclass(w.category, FutureWarning) for w in caught)
     assert restored.interventions["0_rubi"].config.hidden_sizes == (8,)
     before, after = _intervention_weights(vl), _intervention_weights(restored)
     assert all(torch.equal(before[k], after[k]) for k in before)
