@@ -171,6 +171,16 @@ HF_FAMILIES: dict[str, Callable[[], torch.nn.Module]] = {
 }
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run fastest single-threaded, and one thread does not oversubscribe the shared
+    CI cores; tests about thread counts set their own."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(params=sorted(HF_FAMILIES))
 def hf_family(request) -> str:
     return request.param

@@ -17,14 +17,6 @@ from causalvl.hooks import count_hooks
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _loader(ds, batch_size, seed=None):
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     return DataLoader(

@@ -21,14 +21,6 @@ from causalvl.training import checkpoint as ckpt_mod
 from causalvl.training.checkpoint import Checkpoint, save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class Blobs(Dataset):
     def __init__(self, n: int = 24, seed: int = 0) -> None:
         g = torch.Generator().manual_seed(seed)

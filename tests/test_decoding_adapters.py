@@ -14,14 +14,6 @@ from causalvl.errors import ConfigError, InputError, UnsupportedModelError
 _MODELS: dict[str, tuple] = {}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny(family: str, batch_size: int = 2):
     if (family, batch_size) not in _MODELS:
         _MODELS[(family, batch_size)] = tiny_generative_model(family, batch_size=batch_size)

@@ -19,15 +19,6 @@ from causalvl.errors import ConfigError, UnsupportedModelError
 NEW = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest (and steadiest on a shared machine) on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 _CACHE: dict[tuple[str, int], tuple[Any, dict[str, torch.Tensor]]] = {}
 
 

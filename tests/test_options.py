@@ -19,16 +19,6 @@ from causalvl.interventions.ensembles import (
     set_bias_prior,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and do not oversubscribe shared CI cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 A = 5  # answers of the tiny VQA model
 T = 3  # question types
 

@@ -30,14 +30,6 @@ from causalvl.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class VQAData(Dataset):
     """TinyVQA inputs with labels and a group id (label x parity of the index)."""
 

@@ -28,15 +28,6 @@ from causalvl.training import checkpoint as ckpt_mod
 from causalvl.training.checkpoint import flatten_state, unflatten_state
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and do not oversubscribe shared CI cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class Blobs(Dataset):
     """Three Gaussian blobs in 8-d, with a group id (class x parity of the index)."""
 
@@ -321,25 +312,28 @@ def test_other_misuse_errors(tmp_path):
         ).fit(resume=True)
 
 
+class _VQAData(Dataset):
+    """Random TinyVQA examples (8x8 images, 5 tokens, 4 answers), with ``group`` = answer parity
+    when ``groups``."""
+
+    def __init__(self, n, seed, *, groups=False):
+        g = torch.Generator().manual_seed(seed)
+        self.px = torch.rand(n, 3, 8, 8, generator=g)
+        self.ids = torch.randint(1, 20, (n, 5), generator=g)
+        self.labels = torch.randint(0, 4, (n,), generator=g)
+        self.groups = groups
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        item = {"pixel_values": self.px[i], "input_ids": self.ids[i], "labels": self.labels[i]}
+        if self.groups:
+            item["group"] = self.labels[i] % 2
+        return item
+
+
 def test_intervened_model_eval_metrics_early_stopping_and_best(tmp_path):
-    class VQAData(Dataset):
-        def __init__(self, n, seed):
-            g = torch.Generator().manual_seed(seed)
-            self.px = torch.rand(n, 3, 8, 8, generator=g)
-            self.ids = torch.randint(1, 20, (n, 5), generator=g)
-            self.labels = torch.randint(0, 4, (n,), generator=g)
-
-        def __len__(self):
-            return len(self.labels)
-
-        def __getitem__(self, i):
-            return {
-                "pixel_values": self.px[i],
-                "input_ids": self.ids[i],
-                "labels": self.labels[i],
-                "group": self.labels[i] % 2,
-            }
-
     with torch.random.fork_rng():
         torch.manual_seed(0)
         vl = causalvl.intervene(
@@ -358,7 +352,10 @@ def test_intervened_model_eval_metrics_early_stopping_and_best(tmp_path):
         load_best_at_end=True,
     )
     result = causalvl.Trainer(
-        vl, VQAData(32, 0), eval_data={"id": VQAData(16, 1), "ood": VQAData(16, 2)}, config=cfg
+        vl,
+        _VQAData(32, 0, groups=True),
+        eval_data={"id": _VQAData(16, 1, groups=True), "ood": _VQAData(16, 2, groups=True)},
+        config=cfg,
     ).fit()
     assert result.stopped_early and result.epochs_completed == 2 and result.best_epoch == 1
     assert set(result.final_metrics) == {
@@ -373,7 +370,12 @@ def test_intervened_model_eval_metrics_early_stopping_and_best(tmp_path):
         )
         assert 0.0 <= worst <= acc <= 1.0
     assert load_checkpoint(tmp_path / "best").state["epoch"] == 1
-    again = causalvl.Trainer(vl, VQAData(32, 0), eval_data={"ood": VQAData(16, 2)}, config=cfg)
+    again = causalvl.Trainer(
+        vl,
+        _VQAData(32, 0, groups=True),
+        eval_data={"ood": _VQAData(16, 2, groups=True)},
+        config=cfg,
+    )
     resumed = again.fit(resume=True)  # an early-stopped run stays stopped
     assert resumed.stopped_early and resumed.epochs_completed == 2
     best = load_checkpoint(tmp_path / "best").model
@@ -825,19 +827,6 @@ def test_evaluation_logging_and_bars_do_not_change_trained_weights(caplog):
 
 
 def test_evaluation_does_not_draw_from_the_wrappers_generator():
-    class VQAData(Dataset):
-        def __init__(self, n, seed):
-            g = torch.Generator().manual_seed(seed)
-            self.px = torch.rand(n, 3, 8, 8, generator=g)
-            self.ids = torch.randint(1, 20, (n, 5), generator=g)
-            self.labels = torch.randint(0, 4, (n,), generator=g)
-
-        def __len__(self):
-            return len(self.labels)
-
-        def __getitem__(self, i):
-            return {"pixel_values": self.px[i], "input_ids": self.ids[i], "labels": self.labels[i]}
-
     def weights(eval_data):
         with torch.random.fork_rng():
             torch.manual_seed(0)
@@ -845,11 +834,11 @@ def test_evaluation_does_not_draw_from_the_wrappers_generator():
         cfg = causalvl.PriorSubtractionConfig(mode="noise", train_on="debiased", alpha=1.0)
         vl = causalvl.intervene(net, cfg, seed=7)
         Trainer(
-            vl, VQAData(16, 0), eval_data=eval_data, config=TrainConfig(epochs=2, batch_size=8)
+            vl, _VQAData(16, 0), eval_data=eval_data, config=TrainConfig(epochs=2, batch_size=8)
         ).fit()
         return torch.cat([p.detach().flatten() for p in vl.parameters()])
 
-    assert torch.equal(weights(None), weights({"val": VQAData(8, 1)}))
+    assert torch.equal(weights(None), weights({"val": _VQAData(8, 1)}))
 
 
 def test_user_objective_gets_the_epoch_schedule():

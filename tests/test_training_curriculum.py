@@ -26,16 +26,6 @@ from causalvl.training.hard_negatives import (
     swap_image_halves,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and do not oversubscribe shared CI cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 DIGITS = [str(d) for d in range(10)]
 
 
