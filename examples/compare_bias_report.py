@@ -19,7 +19,6 @@ import torch
 
 import causalvl
 from causalvl.datasets import PriorShiftVQA
-from causalvl.interventions.ensembles import set_bias_prior
 
 
 def summary_text(report: causalvl.BiasReport) -> str:
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             )
         vl = causalvl.intervene(net, cfg)
         if name == "LMH":
-            set_bias_prior(vl, train.train_prior())
+            vl.set_bias_prior(train.train_prior())
         config = causalvl.TrainConfig(
             epochs=1 if args.fast else 10, lr=3e-3, seed=args.seed, progress=not args.fast
         )

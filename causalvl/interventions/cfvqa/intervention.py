@@ -91,7 +91,7 @@ class CFVQAConfig(InterventionConfig):
             :class:`~causalvl.interventions.branches.BranchWarmup`.
 
     Labels: class ids ``(B,)`` use softmax CE; VQA soft scores ``(B, A)`` use the soft-target
-    CE of :func:`~causalvl.interventions.fusion.answer_cross_entropy`.
+    CE of :func:`~causalvl.losses.answer_cross_entropy`.
 
     Example:
         >>> import torch, causalvl

@@ -26,12 +26,12 @@ The pure functions (:func:`lmh_bce_loss`, :func:`lmh_softmax_loss`, :func:`bias_
 
 Example:
     >>> import torch, causalvl
-    >>> from causalvl.interventions.ensembles import question_type_prior, set_bias_prior
+    >>> from causalvl import question_type_prior
     >>> net = causalvl.models.TinyVQA(vocab_size=20, num_answers=4, image_size=8)
     >>> qtype, labels = torch.tensor([0, 0, 1, 1]), torch.tensor([1, 1, 2, 3])
     >>> prior = question_type_prior(qtype, labels, num_types=2, num_answers=4)
     >>> vl = causalvl.intervene(net, causalvl.LMHConfig())
-    >>> set_bias_prior(vl, prior)
+    >>> vl.set_bias_prior(prior)
     >>> batch = {"pixel_values": torch.rand(4, 3, 8, 8), "input_ids": torch.randint(1, 20, (4, 5)),
     ...          "labels": labels, "question_type": qtype}
     >>> sorted(vl.objective(vl(batch), batch).parts)

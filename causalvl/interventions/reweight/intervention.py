@@ -55,7 +55,7 @@ class ReweightConfig(InterventionConfig):
             ``1 / min_prior``).
         num_question_types, num_answers, prior: the prior table, as in
             :class:`~causalvl.LMHConfig` (install it with
-            :func:`~causalvl.interventions.ensembles.set_bias_prior`).
+            :meth:`vl.set_bias_prior <causalvl.IntervenedModel.set_bias_prior>`).
 
     The batch passed to ``objective`` needs ``labels`` and ``question_type`` ``(B,)`` long.
 
