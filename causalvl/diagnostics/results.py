@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 from ..config import JSONSerializable
 from ..errors import ConfigError, DataError
+from ..outputs import EFFECT_KEYS
 
 R = TypeVar("R", bound="Result")
 
@@ -586,13 +587,20 @@ class CalibrationResult(Result):
 # effects
 # ---------------------------------------------------------------------------------------
 
-EFFECT_NAMES: dict[str, str] = {
-    "te": "total effect (TE)",
-    "nde": "natural direct effect (NDE)",
-    "tie": "total indirect effect (TIE)",
-    "nie": "natural indirect effect (NIE)",
-    "prior": "image-blind prediction (language prior)",
-}
+#: a display name for each key of :data:`causalvl.outputs.EFFECT_KEYS`, in that order
+EFFECT_NAMES: dict[str, str] = dict(
+    zip(
+        EFFECT_KEYS,
+        (
+            "total effect (TE)",
+            "natural direct effect (NDE)",
+            "total indirect effect (TIE)",
+            "natural indirect effect (NIE)",
+            "image-blind prediction (language prior)",
+        ),
+        strict=True,
+    )
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
