@@ -481,16 +481,18 @@ def fit_probe(efficacy: EfficacyData, seed: int) -> Callable[[Any], torch.Tensor
     from sklearn.linear_model import LogisticRegression
 
     from .datasets._common import COLOURS
+    from .runtime import single_threaded_blas
 
     src = efficacy.balanced.tensors()
     key = "image_features" if "image_features" in src else "pixel_values"
     x = src[key].flatten(1).numpy()
-    clf_class = LogisticRegression(max_iter=500, C=0.5, random_state=seed).fit(
-        x, src["image_label"].numpy()
-    )
-    clf_colour = LogisticRegression(max_iter=500, C=0.5, random_state=seed).fit(
-        x, src["colour"].numpy()
-    )
+    with single_threaded_blas():  # the same weights whatever the machine's thread count
+        clf_class = LogisticRegression(max_iter=500, C=0.5, random_state=seed).fit(
+            x, src["image_label"].numpy()
+        )
+        clf_colour = LogisticRegression(max_iter=500, C=0.5, random_state=seed).fit(
+            x, src["colour"].numpy()
+        )
     ref = getattr(efficacy.balanced, "source", None)
     ref = (
         ref if hasattr(ref, "question_types") and hasattr(ref, "_sup_names") else efficacy.balanced

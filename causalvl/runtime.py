@@ -100,9 +100,24 @@ def eval_mode(model: Any) -> Iterator[Any]:
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Run the block with one BLAS / OpenMP thread in numpy and scikit-learn.
+
+    A solver such as scikit-learn's lbfgs sums in a thread-dependent order, so the same fit on
+    the same data can land on slightly different weights with another thread count; inside
+    this block the result depends on the data and the seed only. (threadpoolctl comes with
+    scikit-learn.)"""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 __all__ = [
     "RUN_PACKAGES",
     "eval_mode",
+    "single_threaded_blas",
     "module_device",
     "module_dtype_device",
     "package_version",

@@ -123,3 +123,26 @@ def test_targets_missed_when_the_gap_is_noise():
     ]
     j = E.judge(E.summarise(seeds))
     assert not j["gap_ok"] and not j["oracle_learns_image"]
+
+
+def test_the_probe_fits_with_one_blas_thread(monkeypatch):
+    """The probe's lbfgs fit sums in a thread-dependent order, so it runs single-threaded: the
+    same seed gives the same probe row on any machine."""
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_info
+
+    from causalvl.runtime import single_threaded_blas
+
+    seen = []
+    fit = LogisticRegression.fit
+
+    def recording_fit(self, *args, **kwargs):
+        seen.append(max((p["num_threads"] for p in threadpool_info()), default=1))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", recording_fit)
+    settings = E.EfficacySettings.smoke()
+    E.fit_probe(E.build_data(settings, 0), 0)
+    assert seen == [1, 1]
+    with single_threaded_blas():
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
