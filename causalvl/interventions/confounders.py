@@ -32,6 +32,7 @@ from torch import nn
 from .._version import __version__
 from ..config import atomic_destination, atomic_write_text
 from ..errors import CheckpointError, ConfigError, DataError, InputError
+from ..runtime import module_device
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ class ConfounderDictionary:
             base, bound = model_or_vl, get_adapter(model_or_vl, adapter)
         path, module = bound.resolve(role, base)
         keys = [labels_key] if isinstance(labels_key, str) else list(labels_key or [])
-        device = next((p.device for p in base.parameters()), torch.device("cpu"))
+        device = module_device(base)
         feats: list[torch.Tensor] = []
         labels: list[torch.Tensor] = []
         store: dict[str, torch.Tensor] = {}

@@ -35,6 +35,7 @@ from ..config import Config
 from ..errors import ConfigError, InputError
 from ..losses import info_nce
 from ..outputs import ObjectiveOutput
+from ..runtime import eval_mode, module_device
 from .hard_negatives import HardNegativeGenerator, swap_image_halves
 
 ScheduleKind = Literal["constant", "linear", "step", "competence"]
@@ -371,13 +372,10 @@ def winoground_evaluate(model: nn.Module, groups: Any, *, batch_size: int = 64) 
         prefer their own image's caption over the other; image: both captions prefer their own
         image; group: both. Ties count as failures.
     """
-    was_training = model.training
-    model.eval()
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    text = image = group = 0
-    n = 0
-    try:
+    with eval_mode(model):
+        device = module_device(model)
+        text = image = group = 0
+        n = 0
         for start in range(0, len(groups), batch_size):
             items = [groups[i] for i in range(start, min(len(groups), start + batch_size))]
             pixels = torch.stack([it["pixel_values"] for it in items]).to(device)
@@ -396,8 +394,6 @@ def winoground_evaluate(model: nn.Module, groups: Any, *, batch_size: int = 64) 
             image += int(i_ok.sum())
             group += int((t_ok & i_ok).sum())
             n += g
-    finally:
-        model.train(was_training)
     if n == 0:
         raise InputError("winoground_evaluate got no groups.")
     return {"text": text / n, "image": image / n, "group": group / n}

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..batch import to_device
 from ..errors import ConfigError, InputError, NoMatchingModuleError, OptionalDependencyError
-from ..runtime import version_at_least
+from ..runtime import eval_mode, module_device, version_at_least
 from .trainer import default_predict
 
 logger = logging.getLogger("causalvl.training")
@@ -462,10 +462,8 @@ def refit_last_layer(
             shuffle=False,
             collate_fn=collate if callable(collate) else None,
         )
-    device = next((p.device for p in vl.parameters()), torch.device("cpu"))
-    was_training = vl.training
-    vl.eval()
-    try:
+    device = module_device(vl)
+    with eval_mode(vl):
         with torch.no_grad():
             first = next(iter(loader), None)
             if first is None:
@@ -476,8 +474,6 @@ def refit_last_layer(
                 )
             path, linear = _resolve_layer(base, layer, vl, predict, to_device(first, device))
         x, y, cell_values = _collect(vl, predict, linear, loader, keys, device)
-    finally:
-        vl.train(was_training)
 
     out = linear.out_features
     n = len(y)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..batch import to_device
 from ..errors import ConfigError, InputError
-from ..runtime import module_device
+from ..runtime import eval_mode, module_device
 from .config import TrainConfig
 from .trainer import PredictFn, Trainer, TrainResult, default_predict
 
@@ -111,11 +111,9 @@ def jtt_error_set(
         collate_fn=collate if callable(collate) else None,
     )
     device = module_device(model)
-    was_training = model.training
-    model.eval()
-    wrong: list[torch.Tensor] = []
-    seen = 0
-    try:
+    with eval_mode(model):
+        wrong: list[torch.Tensor] = []
+        seen = 0
         for batch in loader:
             if not isinstance(batch, Mapping) or batch.get("labels") is None:
                 keys = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
@@ -148,8 +146,6 @@ def jtt_error_set(
                 err = pred != labels.long()
             wrong.append(err.nonzero().flatten().cpu() + seen)
             seen += int(labels.shape[0])
-    finally:
-        model.train(was_training)
     if seen != n:
         raise InputError(f"jtt_error_set read {seen} examples but len(data) = {n}.")
     return torch.cat(wrong).long() if wrong else torch.zeros(0, dtype=torch.long)

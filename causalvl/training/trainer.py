@@ -706,14 +706,10 @@ class Trainer:
         group of a split is that large, every group is considered (with a warning) so that
         the split still has a worst-group accuracy to select checkpoints by."""
         model = self.model
-        was_training = model.training
-        model.eval()
-        metrics: dict[str, float] = {}
-        try:
+        with runtime.eval_mode(model):
+            metrics: dict[str, float] = {}
             for split, data in self.eval_data.items():
                 metrics.update(self._evaluate_split(split, data))
-        finally:
-            model.train(was_training)
         return metrics
 
     def _evaluate_split(self, split: str, data: Dataset | DataLoader) -> dict[str, float]:

@@ -43,6 +43,7 @@ from ...config import InterventionConfig
 from ...errors import InputError
 from ...losses import per_example_loss
 from ...outputs import InterventionOutput
+from ...runtime import module_device
 from ..base import Intervention, implements
 from ..losses import group_dro_update, group_mean_losses
 
@@ -191,7 +192,7 @@ class GroupDRO(Intervention):
     def __init__(self, config: GroupDROConfig, model: nn.Module, adapter: ModelAdapter) -> None:
         super().__init__(config, model, adapter)
         g = int(config.num_groups)  # type: ignore[arg-type]
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = module_device(model)
         self.register_buffer("q", torch.full((g,), 1.0 / g, device=device))
         self.register_buffer(
             "adjustment", torch.tensor(config.adjustments(), dtype=torch.float32, device=device)
