@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import importlib
 import logging
-import warnings
 from typing import Any
 
 from ._version import __version__
+from .errors import warn_at_caller
 
 logging.getLogger("causalvl").addHandler(logging.NullHandler())
 
@@ -199,11 +199,9 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f".{name}", __name__)
     if name in _MOVED:
         home = f"causalvl.{_MOVED[name]}"
-        warnings.warn(
+        warn_at_caller(
             f"causalvl.{name} moved to {home}.{name}; the top-level name will be removed in the "
-            f"next release (use: from {home} import {name}).",
-            FutureWarning,
-            stacklevel=2,
+            f"next release (use: from {home} import {name})."
         )
         return getattr(importlib.import_module(home), name)
     raise AttributeError(f"module 'causalvl' has no attribute {name!r}")

@@ -26,13 +26,12 @@ import math
 import os
 import tempfile
 import typing
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from ._version import __version__
-from .errors import ConfigError
+from .errors import ConfigError, warn_at_caller
 
 C = TypeVar("C", bound="Config")
 
@@ -183,11 +182,9 @@ class Config(JSONSerializable, metaclass=_ConfigMeta):
         new = type(self).renamed_fields.get(name) if not name.startswith("__") else None
         if new is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        warnings.warn(
+        warn_at_caller(
             f"{type(self).__name__}.{name} is renamed to {new}; the old name is accepted for "
-            f"one release. Read cfg.{new} instead.",
-            FutureWarning,
-            stacklevel=2,
+            f"one release. Read cfg.{new} instead."
         )
         return getattr(self, new)
 
@@ -222,11 +219,9 @@ class Config(JSONSerializable, metaclass=_ConfigMeta):
                 raise ConfigError(
                     f"{where}: got both {old!r} (renamed) and {new!r}; pass only {new!r}."
                 )
-            warnings.warn(
+            warn_at_caller(
                 f"{cls.__name__}.{old} is renamed to {new}; the old name is accepted for one "
-                f"release. Write {new}=... instead.",
-                FutureWarning,
-                stacklevel=3,
+                f"release. Write {new}=... instead."
             )
             out[new] = out.pop(old)
         return out
@@ -314,11 +309,10 @@ class Config(JSONSerializable, metaclass=_ConfigMeta):
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            warnings.warn(
+            warn_at_caller(
                 f"{cls.__name__}: ignoring unknown keys {unknown} (written by another causalvl "
                 f"version?). Known keys: {sorted(names)}.",
                 UserWarning,
-                stacklevel=2,
             )
         missing = [
             f.name
@@ -433,11 +427,9 @@ def registered_intervention_types() -> dict[str, type[InterventionConfig]]:
     """Deprecated: use :func:`intervention_config_class` (one type) or :func:`intervention_types`.
 
     The registry key -> config class mapping (a copy), with every built-in type imported."""
-    warnings.warn(
+    warn_at_caller(
         "causalvl.config.registered_intervention_types() is deprecated; use "
-        "causalvl.config.intervention_config_class(key) or intervention_types().",
-        FutureWarning,
-        stacklevel=2,
+        "causalvl.config.intervention_config_class(key) or intervention_types()."
     )
     return {key: intervention_config_class(key) for key in intervention_types()}
 

@@ -7,6 +7,10 @@ Messages say what was wrong, the offending value, and how to fix it.
 
 from __future__ import annotations
 
+import sys
+import warnings
+from typing import Any
+
 
 class CausalVLError(Exception):
     """Base class of every error raised by causalvl."""
@@ -48,6 +52,32 @@ class OptionalDependencyError(CausalVLError, ImportError):
     """An optional dependency is missing."""
 
 
+def _importlib(frame: Any) -> bool:
+    # the frames warnings.warn itself skips when it counts stacklevel
+    name = frame.f_code.co_filename
+    return "importlib" in name and "_bootstrap" in name
+
+
+def _ours(frame: Any) -> bool:
+    # causalvl's own code, including dataclass-generated methods (their file is "<string>")
+    module = frame.f_globals.get("__name__", "")
+    return module == "causalvl" or module.startswith("causalvl.") or _importlib(frame)
+
+
+def warn_at_caller(message: str, category: type[Warning] = FutureWarning) -> None:
+    """Warn with the user's line as the location: the first caller outside the causalvl
+    package, however deep inside causalvl the warning was reached (a config's metaclass or
+    generated ``__init__``, ``from_dict``, ``causalvl.load``, a deprecated module's import).
+    Deprecations use the default ``FutureWarning``."""
+    frame = sys._getframe(1)
+    level = 2  # 1 is this function, 2 its caller
+    while frame.f_back is not None and _ours(frame):
+        frame = frame.f_back
+        if not _importlib(frame):
+            level += 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 __all__ = [
     "AlreadyIntervenedError",
     "CausalVLError",
@@ -59,4 +89,5 @@ __all__ = [
     "NoMatchingModuleError",
     "OptionalDependencyError",
     "UnsupportedModelError",
+    "warn_at_caller",
 ]

@@ -4,17 +4,14 @@ release."""
 
 from __future__ import annotations
 
-import warnings
-
+from .errors import warn_at_caller
 from .losses import task_loss
 from .wrapper import *  # noqa: F403
 from .wrapper import IntervenedModel, inspect_targets, intervene, load
 
-warnings.warn(
+warn_at_caller(
     "causalvl.model is renamed causalvl.wrapper (the wrapper) and the task loss lives in "
-    "causalvl.losses; the old module is removed in the next release.",
-    FutureWarning,
-    stacklevel=2,
+    "causalvl.losses; the old module is removed in the next release."
 )
 
 __all__ = ["IntervenedModel", "inspect_targets", "intervene", "load", "task_loss"]

@@ -67,3 +67,26 @@ def test_moved_names_resolve_with_a_warning_naming_their_home():
         warnings.simplefilter("error")  # the new spellings are quiet
         from causalvl.models import TinyVQA  # noqa: F401
         from causalvl.wrapper import intervene  # noqa: F401
+
+
+def test_deprecation_warnings_point_at_the_callers_line():
+    """However deep inside causalvl a deprecated spelling is reached (a config's generated
+    __init__, from_dict, a module __getattr__, a deprecated module's import), the warning names
+    the user's file and line."""
+    import sys
+    import warnings
+
+    from causalvl.interventions.counterfactual import CounterfactualConfig
+
+    sys.modules.pop("causalvl.model", None)
+    vars(causalvl).pop("model", None)  # so the import below runs the module again
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        CounterfactualConfig(hidden_sizes=(8,))
+        causalvl.GGEConfig(hidden=(8,))
+        causalvl.InterventionConfig.from_dict({"type": "gge", "hidden": [8], "unknown": 1})
+        causalvl.models.TinyVQA  # noqa: B018  (the new spelling: quiet)
+        causalvl.TinyVQA  # noqa: B018
+        from causalvl import model  # noqa: F401
+    assert len(caught) == 6
+    assert {w.filename for w in caught} == {__file__}

@@ -18,12 +18,11 @@ import dataclasses
 import math
 import types
 import typing
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, TypeVar
 
 from ..config import JSONSerializable
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, warn_at_caller
 from ..outputs import EFFECT_KEYS
 
 R = TypeVar("R", bound="Result")
@@ -1254,11 +1253,9 @@ class Diagnostics(Result):
     @classmethod
     def combine(cls, *parts: Diagnostics, extras: Sequence[MetricTable] = ()) -> Diagnostics:
         """Deprecated name of :meth:`join` (``combine`` is the intervention protocol's step)."""
-        warnings.warn(
+        warn_at_caller(
             "Diagnostics.combine is deprecated and will be removed in the next release; use "
-            "Diagnostics.join (same arguments).",
-            FutureWarning,
-            stacklevel=2,
+            "Diagnostics.join (same arguments)."
         )
         return cls.join(*parts, extras=extras)
 

@@ -31,7 +31,6 @@ import contextlib
 import functools
 import importlib
 import inspect
-import warnings
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -41,7 +40,7 @@ from torch import nn
 
 from ..adapters.base import ModelAdapter
 from ..config import InterventionConfig
-from ..errors import ConfigError, InterventionStateError
+from ..errors import ConfigError, InterventionStateError, warn_at_caller
 from ..hooks import HookManager
 from ..outputs import InterventionOutput
 
@@ -286,23 +285,19 @@ def takes_over_generation(impl: Intervention) -> bool:
 
 def warn_undeclared_generate(impl: Intervention) -> None:
     if type(impl).generate is not Intervention.generate and not impl.takes_over_generation:
-        warnings.warn(
+        warn_at_caller(
             f"{type(impl).__name__} defines generate() without takes_over_generation = True; "
             "vl.generate still hands it the decoding loop, but set the class attribute "
-            "takes_over_generation = True (it will be required in the next release).",
-            FutureWarning,
-            stacklevel=4,
+            "takes_over_generation = True (it will be required in the next release)."
         )
 
 
 def warn_legacy_install(impl: Intervention) -> None:
-    warnings.warn(
+    warn_at_caller(
         f"{type(impl).__name__}.install(hooks, state_box) uses the former hook protocol; "
         "declare it as install(self, hooks, context: causalvl.HookContext) and read "
         "context.inputs / context.is_factual / context.storage(self) instead. The dict-like "
-        "state_box keeps working for one release.",
-        FutureWarning,
-        stacklevel=4,
+        "state_box keeps working for one release."
     )
 
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from ...adapters.base import ModelAdapter
 from ...config import InterventionConfig
-from ...errors import ConfigError, NoMatchingModuleError
+from ...errors import ConfigError, NoMatchingModuleError, warn_at_caller
 from ...losses import answer_cross_entropy
 from ...outputs import InterventionOutput
 from ...runtime import module_dtype_device
@@ -151,11 +151,9 @@ class CounterfactualConfig(CFVQAConfig):
     It keeps the type key ``"cfvqa"``, so saved files load (as :class:`CFVQAConfig`)."""
 
     def __post_init__(self) -> None:
-        warnings.warn(
+        warn_at_caller(
             "CounterfactualConfig is deprecated and will be removed in the next release; use "
-            "causalvl.CFVQAConfig (same fields, same saved type 'cfvqa').",
-            FutureWarning,
-            stacklevel=3,
+            "causalvl.CFVQAConfig (same fields, same saved type 'cfvqa')."
         )
         super().__post_init__()
 
