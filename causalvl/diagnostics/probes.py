@@ -230,11 +230,19 @@ class AccuracyProbe(Probe):
         return sum(int(c.numel()) for c in self._correct)
 
     def update(self, batch: Mapping[str, Any], outputs: StepOutputs) -> None:
-        correct = _cpu(outputs.correct)
+        group = _metadata(batch, "group") if isinstance(batch, Mapping) else None
+        self.add(outputs.correct, group)
+
+    def add(self, correct: torch.Tensor, group: Any = None) -> None:
+        """Add one batch's ``(B,)`` correctness (see :func:`causalvl.batch.correctness`) and
+        its ``(B,)`` group ids (``None`` or not a tensor: the batch has none), without building
+        :class:`StepOutputs` (what :meth:`update` does with ``outputs.correct`` and the
+        batch's ``group``)."""
+        correct = _cpu(correct)
         self._correct.append(correct)
         if not self.groups:
             return
-        group = _metadata(batch, "group") if isinstance(batch, Mapping) else None
+        group = _cpu(group).reshape(-1) if isinstance(group, torch.Tensor) else None
         if group is None or group.numel() != correct.numel():
             self._every_batch_grouped = False
         else:

@@ -54,6 +54,7 @@ from torch.utils.data import (
 from .. import runtime
 from ..batch import batch_correctness, logits_of, tensor_inputs, to_device
 from ..config import atomic_write_text
+from ..diagnostics.probes import AccuracyProbe
 from ..errors import CheckpointError, ConfigError, InputError
 from ..outputs import ObjectiveOutput
 from ..progress import progress_bar
@@ -318,6 +319,7 @@ class Trainer:
         else:
             self.eval_data = {"eval": eval_data}
         self.should_stop = False
+        self._group_warned: set[str] = set()  # splits warned about their groups in this fit
         self.epoch = 0
         self.state = TrainState()
         self.device = torch.device("cpu")
@@ -701,8 +703,9 @@ class Trainer:
 
         Accuracy and worst-group accuracy come from
         :class:`~causalvl.diagnostics.probes.AccuracyProbe`, as in :func:`causalvl.diagnose`:
-        the worst group is taken among groups of at least
-        :data:`~causalvl.diagnostics.metrics.DEFAULT_MIN_GROUP_SIZE` (20) examples. When no
+        the worst group is taken among groups of at least ``TrainConfig.min_group_size``
+        (default :data:`~causalvl.diagnostics.metrics.DEFAULT_MIN_GROUP_SIZE`, 20) examples,
+        and the groups left out are named in a warning (once per split and ``fit``). When no
         group of a split is that large, every group is considered (with a warning) so that
         the split still has a worst-group accuracy to select checkpoints by."""
         model = self.model
@@ -713,9 +716,7 @@ class Trainer:
         return metrics
 
     def _evaluate_split(self, split: str, data: Dataset | DataLoader) -> dict[str, float]:
-        from ..diagnostics.probes import AccuracyProbe, StepOutputs
-
-        probe = AccuracyProbe(groups=True)
+        probe = AccuracyProbe(groups=True, min_group_size=self.config.min_group_size)
         loss_sum = 0.0
         loss_batches = 0
         for batch in self._eval_loader(data):
@@ -728,8 +729,7 @@ class Trainer:
             scores = batch_correctness(logits.float(), batch)
             if scores is None:
                 continue
-            group = batch.get("group") if isinstance(batch, Mapping) else None
-            probe.update({"group": group}, StepOutputs.of(logits, correct=scores))
+            probe.add(scores, batch.get("group") if isinstance(batch, Mapping) else None)
         out = {f"{split}/loss": loss_sum / max(1, loss_batches)}
         if not probe.n:
             return out
@@ -738,18 +738,34 @@ class Trainer:
         groups = result.groups
         if groups is not None:
             worst = groups.worst_group_accuracy
+            setting = f"TrainConfig(min_group_size={groups.min_group_size})"
             if worst is None:
                 worst = min(g.accuracy for g in groups.per_group)
-                warnings.warn(
+                self._warn_once(
+                    split,
                     f"no group of eval split {split!r} has {groups.min_group_size} examples "
                     f"(the largest has {max(g.n for g in groups.per_group)}); its worst-group "
                     "accuracy is taken over every group and is mostly noise. Evaluate on more "
-                    "data.",
-                    UserWarning,
-                    stacklevel=4,  # the caller of evaluate(), past its no_grad wrapper
+                    f"data, or lower {setting}.",
+                )
+            elif groups.small_groups:
+                sizes = ", ".join(f"{g.name} ({g.n})" for g in groups.small_groups)
+                self._warn_once(
+                    split,
+                    f"eval split {split!r}: {len(groups.small_groups)} group(s) under "
+                    f"{groups.min_group_size} examples are left out of its worst-group "
+                    f"accuracy: {sizes}. Lower {setting} to count them (1 counts every group).",
                 )
             out[f"{split}/worst_group_accuracy"] = worst
         return out
+
+    def _warn_once(self, split: str, message: str) -> None:
+        """Warn about ``split``'s groups once per ``fit`` (evaluation runs every epoch)."""
+        if split in self._group_warned:
+            return
+        self._group_warned.add(split)
+        # the caller of evaluate(): past _evaluate_split, evaluate and its no_grad wrapper
+        warnings.warn(message, UserWarning, stacklevel=5)
 
     # -- training ---------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -801,6 +817,7 @@ class Trainer:
         resumed_from = self._resume() if resume else None
         self._write_run_files(resumed_from=resumed_from)
         self.should_stop = False
+        self._group_warned = set()
         # a run that had already stopped early stays stopped when resumed
         stopped_early = self.state.patience_exhausted(cfg.patience)
         for cb in self.callbacks:
