@@ -75,6 +75,51 @@ class StopAfter(Callback):
             raise KeyboardInterrupt("simulated interrupt")
 
 
+class EvaluateEveryEpoch(Callback):
+    """Calls the public ``trainer.evaluate()`` after every epoch."""
+
+    def on_epoch_end(self, trainer, epoch, metrics) -> None:
+        trainer.evaluate()
+
+
+def _noisy_objective(model: nn.Module, batch: dict) -> torch.Tensor:
+    """ce_objective plus a draw from the global RNG (times zero), also during evaluation."""
+    return ce_objective(model, batch) + 0.0 * torch.rand(())
+
+
+def test_evaluate_restores_the_global_random_state():
+    trainer = Trainer(
+        make_net(),
+        Blobs(24, 0),
+        eval_data={"val": Blobs(24, 1)},
+        config=TrainConfig(epochs=1, batch_size=8),
+        objective=_noisy_objective,
+    )
+    before = torch.get_rng_state()
+    trainer.evaluate()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_callback_calling_evaluate_does_not_shift_training():
+    data, val = Blobs(48, 0), Blobs(24, 1)
+    nets = []
+    for callbacks in ([], [EvaluateEveryEpoch()]):
+        with torch.random.fork_rng():
+            torch.manual_seed(11)  # dropout draws from the global RNG
+            net = make_net()
+            Trainer(
+                net,
+                data,
+                eval_data={"val": val},
+                config=_cfg(None, output_dir=None, epochs=3),
+                objective=_noisy_objective,
+                callbacks=callbacks,
+            ).fit()
+        nets.append(net)
+    for (name, a), (_, b) in zip(nets[0].state_dict().items(), nets[1].state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def _cfg(tmp: Path, **kw) -> TrainConfig:
     base = dict(
         epochs=4,

@@ -699,7 +699,9 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Accuracy, worst-group accuracy and loss on every evaluation split (see the class
-        docstring); the model is put back into train mode afterwards.
+        docstring); the model is put back into its previous mode afterwards, and the global
+        and model random states are restored, so a :class:`Callback` may call it without
+        changing what training draws next.
 
         Accuracy and worst-group accuracy come from
         :class:`~causalvl.diagnostics.probes.AccuracyProbe`, as in :func:`causalvl.diagnose`:
@@ -708,9 +710,9 @@ class Trainer:
         and the groups left out are named in a warning (once per split and ``fit``). When no
         group of a split is that large, every group is considered (with a warning) so that
         the split still has a worst-group accuracy to select checkpoints by."""
-        model = self.model
-        with runtime.eval_mode(model):
-            metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        # an objective or dataset that draws must not shift training's random state
+        with self._isolated_rng(), runtime.eval_mode(self.model):
             for split, data in self.eval_data.items():
                 metrics.update(self._evaluate_split(split, data))
         return metrics
@@ -1011,8 +1013,7 @@ class Trainer:
         stopping triggered."""
         cfg = self.config
         metrics = dict(train_metrics)
-        with self._isolated_rng():
-            metrics.update(self.evaluate())
+        metrics.update(self.evaluate())  # restores the random state itself
         state = self.state
         state.history.append({"epoch": float(epoch + 1), "lr": cfg.lr * state.lr_factor, **metrics})
         state.epoch = epoch + 1
