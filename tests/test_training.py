@@ -26,6 +26,7 @@ from causalvl.training import (
 )
 from causalvl.training import checkpoint as ckpt_mod
 from causalvl.training.checkpoint import flatten_state, unflatten_state
+from causalvl.training.state import is_improvement
 
 
 class Blobs(Dataset):
@@ -735,14 +736,8 @@ def test_train_state_checkpoint_roundtrip(tmp_path):
         ("max", 0.0, float("nan"), None, False),
     ],
 )
-def test_is_better_follows_mode_and_min_delta(mode, min_delta, value, best, better):
-    trainer = Trainer(
-        make_net(),
-        Blobs(8),
-        config=TrainConfig(select_metric="val/loss", select_mode=mode, min_delta=min_delta),
-        objective=ce_objective,
-    )
-    assert trainer._is_better(value, best) is better
+def test_is_improvement_follows_mode_and_min_delta(mode, min_delta, value, best, better):
+    assert is_improvement(value, best, mode=mode, min_delta=min_delta) is better
 
 
 def test_selection_in_min_mode_keeps_the_lowest_loss_epoch(tmp_path):

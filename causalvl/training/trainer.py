@@ -69,7 +69,7 @@ from .checkpoint import (
 from .config import TrainConfig, check_select_metric
 from .samplers import balanced_weights
 from .schedules import lr_factor
-from .state import OBJECTIVE_PREFIX, RNG_PREFIX, TrainState, is_improvement, strip_prefix
+from .state import OBJECTIVE_PREFIX, RNG_PREFIX, TrainState, strip_prefix
 
 logger = logging.getLogger("causalvl.training")
 
@@ -775,11 +775,6 @@ class Trainer:
             dtype = torch.bfloat16 if self.config.amp_dtype == "bfloat16" else torch.float16
             return torch.autocast(device_type="cuda", dtype=dtype)
         return contextlib.nullcontext()
-
-    def _is_better(self, value: float, best: float | None) -> bool:
-        return is_improvement(
-            value, best, mode=self.config.select_mode, min_delta=self.config.min_delta
-        )
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train for ``config.epochs`` epochs (fewer with early stopping).
