@@ -179,6 +179,10 @@ def test_save_writes_three_files_and_json_round_trips(report, tmp_path):
     data = json.loads(paths["json"].read_text())
     assert data["seed"] == 7 and data["config"]["lr"] == 0.001
     assert data["provenance"]["versions"]["causalvl"]
+    # the versions come from causalvl.runtime, as run.json's do
+    versions = data["provenance"]["versions"]
+    assert versions["python"] == data["provenance"]["python"]
+    assert {"causalvl", "torch", "transformers", "numpy", "scikit-learn"} <= set(versions)
     assert "created" not in data["provenance"]  # deterministic
     again = BiasReport.from_json(paths["json"])
     assert again.to_dict() == report.to_dict()

@@ -182,6 +182,7 @@ def test_interrupt_and_resume_is_bitwise_equal(tmp_path):
     # the run files: config, seed, versions; one metrics line per epoch
     run = json.loads((tmp_path / "cut" / "run.json").read_text())
     assert run["seed"] == 3 and run["resumed_from_epoch"] == 2 and "torch" in run["versions"]
+    assert set(run["versions"]) == set(causalvl.runtime.package_versions())
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
     # dropout really was active: a run with another global RNG state ends elsewhere

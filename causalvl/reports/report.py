@@ -33,7 +33,7 @@ from .._version import __version__
 from ..config import Config, atomic_write_text, read_json
 from ..diagnostics.results import BlindSolvabilityAudit, Diagnostics, MetricTable
 from ..errors import DataError
-from ..runtime import package_version
+from ..runtime import package_versions
 from .builders import (
     DIAGNOSTIC_SECTIONS,
     GLANCE,
@@ -59,20 +59,8 @@ FORMAT_VERSION = 1
 #: the report stylesheet (package data ``causalvl/reports/templates/style.css``)
 CSS = stylesheet()
 
-_PACKAGES = (
-    "causalvl",
-    "torch",
-    "transformers",
-    "dowhy",
-    "numpy",
-    "pandas",
-    "scikit-learn",
-    "matplotlib",
-)
-
-
-def _versions() -> dict[str, str | None]:
-    return {name: package_version(name) for name in _PACKAGES}
+#: the packages whose versions ``report.json`` records, besides python, causalvl and torch
+_REPORT_PACKAGES = ("transformers", "dowhy", "numpy", "pandas", "scikit-learn", "matplotlib")
 
 
 def _as_tables(extra: Any) -> tuple[MetricTable, ...]:
@@ -189,7 +177,10 @@ class BiasReport:
                     f"BiasReport.config must be JSON-ready (a Config or plain dict): {exc}."
                 ) from exc
         if self.provenance is None:
-            prov: dict[str, Any] = {"versions": _versions(), "python": platform.python_version()}
+            prov: dict[str, Any] = {
+                "versions": package_versions(_REPORT_PACKAGES),
+                "python": platform.python_version(),
+            }
             if not self.deterministic:
                 prov["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds"

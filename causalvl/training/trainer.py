@@ -185,11 +185,6 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
 
 
-def package_versions() -> dict[str, str]:
-    """Versions of python and the packages a run depends on (for ``run.json``)."""
-    return {k: v or "not installed" for k, v in runtime.package_versions().items()}
-
-
 class _LossModule(nn.Module):
     """Runs the objective inside ``forward`` so DistributedDataParallel can wrap it: the
     objective sees the unwrapped model, DDP sees a tensor output."""
@@ -679,7 +674,7 @@ class Trainer:
         meta = {
             "config": self.config.to_dict(),
             "seed": self.config.seed,
-            "versions": package_versions(),
+            "versions": {k: v or "not installed" for k, v in runtime.package_versions().items()},
             "device": str(self.device),
             "world_size": self.dist.world_size,
             "model": type(self.model).__name__,
