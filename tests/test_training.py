@@ -905,3 +905,18 @@ def test_user_objective_gets_the_epoch_schedule():
     Trainer(mine, _gge_batches(), config=cfg, objective=objective).fit()
     for (name, a), (_, b) in zip(default.state_dict().items(), mine.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_eval_mode_restores_each_submodules_own_mode():
+    net = make_net().train()
+    frozen = net.net[2]  # the dropout, kept in eval mode as a frozen part would be
+    frozen.eval()
+    with causalvl.runtime.eval_mode(net):
+        assert not any(m.training for m in net.modules())
+    assert net.training and net.net[0].training and not frozen.training
+    with pytest.raises(RuntimeError), causalvl.runtime.eval_mode(net):
+        raise RuntimeError("the block fails")
+    assert net.training and not frozen.training
+    plain = object()
+    with causalvl.runtime.eval_mode(plain) as same:
+        assert same is plain
