@@ -3,6 +3,7 @@ evaluation sharing the accuracy / worst-group code (and its minimum group size) 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -122,6 +123,25 @@ class _Net(nn.Module):
 
     def forward(self, image, tokens):
         return self.w * image + 0.0 * tokens[:, :1].float()
+
+
+def test_language_prior_probe_takes_the_blind_reason_from_the_context():
+    class Impl:
+        image_blind_reason = "its answer has no image-blind counterpart"
+
+    class Wrapped(_Net):
+        base_model = adapter = disable_interventions = None
+        interventions = {"cf": Impl()}
+
+    adapter = causalvl.GenericAdapter(vision_keys=["image"], language_keys=["tokens"])
+    ctx = ProbeContext(
+        config=DiagnosticsConfig(), run=lambda b: (b["image"], {}), adapter=adapter, model=Wrapped()
+    )
+    probe = LanguagePriorProbe.from_context(ctx)
+    assert probe.blind_reason == Impl.image_blind_reason  # known before applies()
+    assert probe.applies(ctx) is None and probe.blind_reason == Impl.image_blind_reason
+    bare = dataclasses.replace(ctx, model=_Net())
+    assert LanguagePriorProbe.from_context(bare).blind_reason is None
 
 
 def test_probes_that_do_not_apply_give_a_reason_and_stay_none():
