@@ -38,7 +38,12 @@ from causalvl.reports.document import (
     walk,
 )
 from causalvl.reports.formatting import format_number
-from causalvl.reports.render_html import environment, render_html, stylesheet
+from causalvl.reports.render_html import (
+    environment,
+    render_html,
+    render_section_html,
+    stylesheet,
+)
 from causalvl.reports.render_markdown import render_markdown
 
 EVIL = "<script>alert(1)</script>"
@@ -215,8 +220,16 @@ def test_unknown_block_is_an_error_not_a_silent_gap():
         kind = "odd"
 
     doc = Document("t", (Section("s", (Odd(),), brief=True),))  # type: ignore[arg-type]
-    with pytest.raises(DataError, match="Odd"):
+    with pytest.raises(DataError, match="render_markdown cannot show a Odd block"):
         render_markdown(doc)
+    # the HTML renderer fails the same way, also for a block inside Details
+    with pytest.raises(DataError, match="render_html cannot show a Odd block"):
+        render_html(doc)
+    nested = Section("s", (Details("more", (Odd(),)),))  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="Odd"):
+        render_html(Document("t", (nested,)))
+    with pytest.raises(DataError, match="Odd"):
+        render_section_html(nested)
 
 
 # -- templates are package data -----------------------------------------------------------------
