@@ -21,6 +21,7 @@ from causalvl.diagnostics.results import (
     LanguagePriorReliance,
     MetricTable,
     SplitDiagnostics,
+    as_metric_table,
 )
 from causalvl.errors import DataError
 from causalvl.reports import builders
@@ -323,3 +324,21 @@ def test_audit_page_uses_the_report_template():
     )
     same = audit_section_html(audit).strip()
     assert re.sub(r">\s+<", "><", same) in re.sub(r">\s+<", "><", page)
+
+
+def test_results_become_metric_tables_one_way_everywhere():
+    res = _pope()
+    table = res.to_metric_table()
+    d = _diag(0.4)
+    convert = {
+        "with_extras": lambda x: d.with_extras(x).extras[-1],
+        "BiasReport": lambda x: causalvl.BiasReport(d, extra_sections=[x]).extra_sections[0],
+        "builders": lambda x: builders.as_metric_table(x),
+    }
+    for name, fn in convert.items():
+        assert fn(res) == table and fn(table) is table, name
+        # a result class (not an instance) and a plain object are refused with the same hint
+        for bad in (POPEResult, object()):
+            with pytest.raises(DataError, match=r"to_metric_table\(\).*MetricTable.from_mapping"):
+                fn(bad)
+    assert builders.as_metric_table is as_metric_table

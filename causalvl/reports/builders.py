@@ -32,8 +32,8 @@ from ..diagnostics.results import (
     BlindSolvabilityAudit,
     Diagnostics,
     Metric,
-    MetricTable,
     SplitDiagnostics,
+    as_metric_table,
 )
 from .document import (
     Block,
@@ -807,28 +807,10 @@ def numbers_section(view: ReportView) -> Section:
 
 
 # -- other results ------------------------------------------------------------------------------
-def as_metric_table(result: Any) -> MetricTable:
-    """A :class:`MetricTable`, or a result that makes one (``to_metric_table()``, e.g.
-    :class:`~causalvl.decoding.POPEResult`)."""
-    if isinstance(result, MetricTable):
-        return result
-    make = getattr(result, "to_metric_table", None)
-    if callable(make):
-        table = make()
-        if isinstance(table, MetricTable):
-            return table
-    from ..errors import DataError
-
-    raise DataError(
-        f"a report table must be a MetricTable or a result with to_metric_table() (such as a "
-        f"POPEResult), got {type(result).__name__}."
-    )
-
-
 def metric_table_section(table: Any, title: str | None = None) -> Section:
     """A table of named numbers (a :class:`MetricTable`, a POPE result, ...): its description
     (relative ``*.html`` paths become links), the numbers and their definitions."""
-    t = as_metric_table(table)
+    t = as_metric_table(table, what="a report table")
     blocks: list[Block] = []
     if t.description:
         blocks.append(Paragraph.of(t.description, "explain", links=True))

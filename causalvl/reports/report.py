@@ -31,7 +31,13 @@ from typing import Any
 
 from .._version import __version__
 from ..config import Config, atomic_write_text, read_json
-from ..diagnostics.results import BlindSolvabilityAudit, Diagnostics, MetricTable
+from ..diagnostics.results import (
+    BlindSolvabilityAudit,
+    Diagnostics,
+    MetricTable,
+    as_metric_table,
+    makes_metric_table,
+)
 from ..errors import DataError
 from ..runtime import package_versions
 from .builders import (
@@ -39,7 +45,6 @@ from .builders import (
     GLANCE,
     SECTION_TEXT,
     ReportView,
-    as_metric_table,
     audit_section,
     headline_sentences,
     metric_table_section,
@@ -69,40 +74,23 @@ def _as_tables(extra: Any) -> tuple[MetricTable, ...]:
     {column: {metric: value}}}`` / ``{title: table or result}``."""
     if extra is None:
         return ()
-    if isinstance(extra, MetricTable) or _makes_table(extra):
+    if makes_metric_table(extra):
         return (as_metric_table(extra),)
     if isinstance(extra, Mapping):
-        out = []
-        for title, value in extra.items():
-            if isinstance(value, MetricTable) or _makes_table(value):
-                out.append(as_metric_table(value))
-            elif isinstance(value, Mapping):
-                out.append(MetricTable.from_mapping(str(title), value))
-            else:
-                raise DataError(
-                    f"extra section {title!r} must be a MetricTable, a result with "
-                    f"to_metric_table() (e.g. a POPEResult) or {{column: {{metric: value}}}}, "
-                    f"got {type(value).__name__}."
-                )
-        return tuple(out)
+        return tuple(
+            MetricTable.from_mapping(str(title), value)
+            if isinstance(value, Mapping) and not makes_metric_table(value)
+            else as_metric_table(
+                value, what=f"extra section {title!r} (or {{column: {{metric: value}}}})"
+            )
+            for title, value in extra.items()
+        )
     if isinstance(extra, Sequence) and not isinstance(extra, str):
-        out = []
-        for t in extra:
-            if not (isinstance(t, MetricTable) or _makes_table(t)):
-                raise DataError(
-                    "extra_sections entries must be MetricTable objects or results with "
-                    f"to_metric_table() (e.g. a POPEResult), got {type(t).__name__}."
-                )
-            out.append(as_metric_table(t))
-        return tuple(out)
+        return tuple(as_metric_table(t, what="an extra_sections entry") for t in extra)
     raise DataError(
         f"extra_sections must be MetricTable objects or {{title: {{column: {{metric: value}}}}}}, "
         f"got {type(extra).__name__}."
     )
-
-
-def _makes_table(value: Any) -> bool:
-    return callable(getattr(value, "to_metric_table", None)) and not isinstance(value, type)
 
 
 @dataclass
