@@ -375,3 +375,29 @@ def test_many_models_figures_have_no_clipped_or_colliding_text(many):
                     for b in exts[i + 1 :]:
                         assert not _overlaps(a, b), (name, ax.get_title())
         assert fig.get_figwidth() <= 11.0, name
+
+
+def test_save_builds_the_document_and_the_headline_once(report, tmp_path, monkeypatch):
+    from causalvl.reports import builders
+    from causalvl.reports import report as report_module
+
+    counts = {"document": 0, "headline": 0}
+    summary_section, headline_sentences = builders.summary_section, builders.headline_sentences
+
+    def counted_summary(view):
+        counts["document"] += 1
+        return summary_section(view)
+
+    def counted_headline(view):
+        counts["headline"] += 1
+        return headline_sentences(view)
+
+    monkeypatch.setattr(report_module, "summary_section", counted_summary)
+    monkeypatch.setattr(builders, "headline_sentences", counted_headline)
+    paths = report.save(tmp_path / "out")
+    assert counts == {"document": 1, "headline": 1}
+    monkeypatch.undo()
+    # the same files as the one-at-a-time methods write
+    assert paths["html"].read_text() == report.to_html()
+    assert paths["markdown"].read_text() == report.to_markdown()
+    assert paths["json"].read_text() == report.to_json() + "\n"

@@ -125,6 +125,11 @@ class ReportView:
         """The focus split: the first OOD split, else the first split."""
         return focus_split(self.models)
 
+    @functools.cached_property
+    def headline(self) -> tuple[str, ...]:
+        """The headline sentences (:func:`headline_sentences`), worked out once per view."""
+        return tuple(headline_sentences(self))
+
     def split_of(self, model: str, split: str) -> SplitDiagnostics:
         return self.models[model].splits[split]
 
@@ -493,9 +498,7 @@ def metric_grid(
 # -- diagnostic sections ----------------------------------------------------------------------
 def summary_section(view: ReportView) -> Section:
     """The headline sentences and the per-model summary table."""
-    blocks: list[Block] = [
-        BulletList(tuple(headline_sentences(view)) or ("No results to summarise.",))
-    ]
+    blocks: list[Block] = [BulletList(view.headline or ("No results to summarise.",))]
     header, rows = summary_rows(view)
     if rows:
         blocks.append(

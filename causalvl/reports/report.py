@@ -46,7 +46,6 @@ from .builders import (
     SECTION_TEXT,
     ReportView,
     audit_section,
-    headline_sentences,
     metric_table_section,
     numbers_section,
     provenance_section,
@@ -193,7 +192,7 @@ class BiasReport:
         baseline, the ID to OOD change, the worst group); the per-model numbers are in
         :meth:`summary_rows`.
         """
-        return headline_sentences(self._view())
+        return list(self._view().headline)
 
     def summary_rows(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
         """The per-model summary table: ``(column names, [(model, values)])``.
@@ -213,7 +212,9 @@ class BiasReport:
         """The report as a renderer-neutral :class:`~causalvl.reports.document.Document`:
         the summary, one section per diagnostic (:data:`~causalvl.reports.builders.DIAGNOSTIC_SECTIONS`),
         the audit, the extra tables, every number and the provenance."""
-        view = self._view()
+        return self._document(self._view())
+
+    def _document(self, view: ReportView) -> Document:
         splits = sorted({s for _, s in view.cols})
         subtitle = f"Models: {', '.join(self.models)} · splits: {', '.join(splits)}"
         created = (self.provenance or {}).get("created")
@@ -250,6 +251,9 @@ class BiasReport:
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Everything in the report as a JSON-ready dict (every number with its definition)."""
+        return self._to_dict(self._view())
+
+    def _to_dict(self, view: ReportView) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -259,7 +263,7 @@ class BiasReport:
             "deterministic": self.deterministic,
             "seed": self.seed,
             "config": self.config,
-            "headline": self.headline(),
+            "headline": list(view.headline),
             "focus_split": self.focus_split(),
             "models": {m: d.to_dict() for m, d in self.models.items()},
             "extra_sections": [t.to_dict() for t in self.extra_sections],
@@ -270,7 +274,10 @@ class BiasReport:
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """Serialise to JSON; with ``path``, also write it atomically."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False)
+        return self._json(self._view(), path)
+
+    def _json(self, view: ReportView, path: str | os.PathLike | None) -> str:
+        text = json.dumps(self._to_dict(view), indent=2, sort_keys=False, ensure_ascii=False)
         if path is not None:
             atomic_write_text(path, text + "\n")
         return text
@@ -323,17 +330,20 @@ class BiasReport:
             "json": folder / "report.json",
             "markdown": folder / "summary.md",
         }
-        self.to_json(paths["json"])
-        self.to_html(paths["html"])
-        self.to_markdown(paths["markdown"])
+        view = self._view()  # the headline and the document are worked out once
+        document = self._document(view)
+        self._json(view, paths["json"])
+        self._html(document, paths["html"])
+        self._markdown(document, paths["markdown"], brief=True)
         return paths
 
     # -- HTML ------------------------------------------------------------------------------
     def to_html(self, path: str | os.PathLike | None = None) -> str:
         """The self-contained HTML page; with ``path``, also write it atomically."""
-        html_text = render_html(
-            self.document(), figures=self.figures(), deterministic=self.deterministic
-        )
+        return self._html(self.document(), path)
+
+    def _html(self, document: Document, path: str | os.PathLike | None) -> str:
+        html_text = render_html(document, figures=self.figures(), deterministic=self.deterministic)
         if path is not None:
             atomic_write_text(path, html_text)
         return html_text
@@ -342,7 +352,10 @@ class BiasReport:
     def to_markdown(self, path: str | os.PathLike | None = None, *, brief: bool = True) -> str:
         """A Markdown summary (headline, comparison tables, causal estimates, extra tables);
         ``brief=False`` renders the whole document. With ``path``, also write it atomically."""
-        text = render_markdown(self.document(), brief=brief)
+        return self._markdown(self.document(), path, brief=brief)
+
+    def _markdown(self, document: Document, path: str | os.PathLike | None, *, brief: bool) -> str:
+        text = render_markdown(document, brief=brief)
         text += "\nFull numbers with definitions: report.json; figures: index.html.\n"
         if path is not None:
             atomic_write_text(path, text)
