@@ -205,8 +205,11 @@ def test_trainer_worst_group_uses_the_diagnostics_minimum_group_size():
     data = _Rows(preds, [0] * 28, [0] * 25 + [1] * 3)
     vl, adapter, trainer = _trainer({"val": data})
     # a group of 25 is large enough; the group of 3 left out is named, with the setting
-    with pytest.warns(UserWarning, match=r"group=1 \(3\).*TrainConfig\(min_group_size=20\)"):
+    with pytest.warns(
+        UserWarning, match=r"group=1 \(3\).*TrainConfig\(min_group_size=20\)"
+    ) as caught:
         metrics = trainer.evaluate()
+    assert caught[0].filename == __file__  # it points at the caller of evaluate()
     d = diagnose(vl, data, adapter=adapter, progress=False, batch_size=6)["test"]
     assert DEFAULT_MIN_GROUP_SIZE == 20 == d.groups.min_group_size
     assert metrics["val/accuracy"] == d.accuracy == 20 / 28
