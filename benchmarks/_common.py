@@ -25,7 +25,7 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    from causalvl.training.trainer import package_versions
+    from causalvl.runtime import package_versions
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
@@ -34,7 +34,7 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "load_average_at_start": [round(x, 2) for x in load],
-        "versions": package_versions(),
+        "versions": {k: v or "not installed" for k, v in package_versions().items()},
     }
 
 

@@ -37,6 +37,8 @@ from typing import Any
 
 import torch
 
+from .diagnostics.metrics import DEFAULT_MIN_GROUP_SIZE
+
 log = logging.getLogger("causalvl.demo")
 
 PRIOR_METHODS = ("plain", "BiasProduct", "LMH", "JTT", "DFR", "oracle")
@@ -307,7 +309,9 @@ def prior_benchmark(
     return diagnostics, times, data
 
 
-def reference_rows(data: Any, seed: int, min_group_size: int = 20) -> list[DemoRow]:
+def reference_rows(
+    data: Any, seed: int, min_group_size: int = DEFAULT_MIN_GROUP_SIZE
+) -> list[DemoRow]:
     """The blind rules and the image-only probe on the demo's splits (nothing is trained)."""
     from .efficacy import BLIND_RULES, blind_predictions, evaluate, fit_probe
 

@@ -41,6 +41,8 @@ from typing import Any
 
 import torch
 
+from .diagnostics.metrics import DEFAULT_MIN_GROUP_SIZE
+
 log = logging.getLogger("causalvl.efficacy")
 
 #: ``(split name in the tables, PriorShiftVQA split)``
@@ -75,7 +77,7 @@ class EfficacySettings:
     hidden: int = 64
     lr: float = 3e-3
     batch_size: int = 64
-    min_group_size: int = 20
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE
     num_refit: int = 450
     train_images_per_class: int | None = None
     image_size: int | None = None

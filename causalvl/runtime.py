@@ -87,17 +87,21 @@ def module_device(model: Any) -> torch.device:
 
 @contextlib.contextmanager
 def eval_mode(model: Any) -> Iterator[Any]:
-    """Put ``model`` in eval mode for the block and restore its previous mode on exit, also
-    when the block raises. Objects without ``train`` / ``eval`` pass through unchanged."""
+    """Put ``model`` in eval mode for the block and restore the previous mode of each of its
+    submodules on exit, also when the block raises: a submodule that was in eval mode before
+    (a frozen encoder in a training model) stays in eval mode. Objects that are not an
+    ``nn.Module`` pass through unchanged."""
     if not isinstance(model, nn.Module):
         yield model
         return
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        model.train(modes[0][1])  # the model's own train() runs (it may reset caches)
+        for m, was_training in modes:  # then every submodule gets its own mode back
+            m.training = was_training
 
 
 @contextlib.contextmanager

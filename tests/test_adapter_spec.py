@@ -244,3 +244,42 @@ def test_attributes_set_on_an_instance_describe_the_bound_adapter():
         {"image": torch.ones(2, 3), "text": torch.ones(2, 3)}, remove="vision"
     )
     assert not bool(out["image"].any()) and bool(out["text"].all())
+
+
+def test_setting_a_mirrored_attribute_on_a_bound_adapter_updates_its_spec():
+    class Net(torch.nn.Module):
+        def forward(self, image, text):
+            return image.sum(-1, keepdim=True) + text.sum(-1, keepdim=True)
+
+    adapter = causalvl.GenericAdapter(vision_keys=["image"], language_keys=["text"])
+    bound = adapter.bind(Net())
+    inputs = {"image": torch.ones(2, 3), "text": torch.ones(2, 3)}
+    bound.vision_keys = ("text",)  # now "text" is what removing vision blanks
+    assert bound.spec.vision_keys == bound.vision_keys == ("text",)
+    out = bound.counterfactual_inputs(inputs, remove="vision")
+    assert bool(out["image"].all()) and not bool(out["text"].any())
+    bound.language_keys = ()
+    assert bound.spec.language_keys == ()
+    assert adapter.spec.vision_keys == ("image",)  # the user's adapter is not touched
+    assert type(bound).spec.vision_keys == ()  # nor the class's spec
+    bound.roles = {"fused": "net"}
+    assert dict(bound.spec.roles) == {"fused": "net"}
+
+
+def test_adapter_specs_hash_and_compare_by_value():
+    clip = FAMILY_SPECS["clip"]
+    same = dataclasses.replace(clip)
+    assert same == clip and hash(same) == hash(clip)
+    assert len({clip, same, FAMILY_SPECS["siglip"]}) == 2
+    assert {spec: name for name, spec in FAMILY_SPECS.items()}[FAMILY_SPECS["vilt"]] == "vilt"
+
+
+def test_removal_modes_come_from_the_transform_table():
+    from causalvl.adapters.base import LANGUAGE_MODES, VISION_MODES
+    from causalvl.adapters.transforms import COUNTERFACTUAL_MODES
+
+    assert VISION_MODES == ("zeros", "mean", "shuffle", "noise", "mask")
+    assert LANGUAGE_MODES == ("zeros", "mask", "shuffle")
+    assert set(COUNTERFACTUAL_MODES) == {("vision", m) for m in VISION_MODES} | {
+        ("language", m) for m in LANGUAGE_MODES
+    }

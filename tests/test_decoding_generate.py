@@ -343,3 +343,21 @@ def test_branch_on_left_padded_rows_matches_uncached_forward() -> None:
         with torch.no_grad():
             ref = model(**full, position_ids=positions).logits[:, -1].float()
         torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_a_subclass_override_of_decoding_counterfactual_is_used() -> None:
+    model, inputs = tiny("llava")
+    calls: list[str] = []
+
+    class Recording(type(get_adapter(model))):  # type: ignore[misc]
+        def decoding_counterfactual(self, inputs, mode, **options):
+            calls.append(mode)
+            return super().decoding_counterfactual(inputs, mode, **options)
+
+    cfg = causalvl.CounterfactualDecodingConfig(counterfactual="blank", seed=1)
+    vl = causalvl.intervene(model, cfg, adapter=Recording())
+    plain = causalvl.intervene(model, cfg)
+    seq = vl.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert calls and set(calls) == {"blank"}
+    # the override changes nothing else: the same tokens as with the family's own adapter
+    assert torch.equal(seq, plain.generate(**inputs, max_new_tokens=3, do_sample=False))

@@ -256,6 +256,17 @@ def test_causal_metric_through_diagnose():
     assert e.treatment == "bias_aligned" and len(e.refutations) == 3
 
 
+def test_causal_probe_warning_points_at_the_caller_of_diagnose():
+    batch = make_batch(8)
+    del batch["bias_aligned"]  # the causal probe skips with a warning from finish()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(BlindModel(), batch, metrics=("causal",))
+    (skipped,) = [w for w in caught if "causal effect skipped" in str(w.message)]
+    # run() in this file calls diagnose()
+    assert skipped.filename == __file__
+
+
 def test_bad_options_and_data_raise_helpful_errors():
     with pytest.raises(ConfigError, match="unknown options"):
         run(LookingModel(), make_batch(4), bins=3)

@@ -3,6 +3,7 @@ evaluation sharing the accuracy / worst-group code (and its minimum group size) 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -124,6 +125,25 @@ class _Net(nn.Module):
         return self.w * image + 0.0 * tokens[:, :1].float()
 
 
+def test_language_prior_probe_takes_the_blind_reason_from_the_context():
+    class Impl:
+        image_blind_reason = "its answer has no image-blind counterpart"
+
+    class Wrapped(_Net):
+        base_model = adapter = disable_interventions = None
+        interventions = {"cf": Impl()}
+
+    adapter = causalvl.GenericAdapter(vision_keys=["image"], language_keys=["tokens"])
+    ctx = ProbeContext(
+        config=DiagnosticsConfig(), run=lambda b: (b["image"], {}), adapter=adapter, model=Wrapped()
+    )
+    probe = LanguagePriorProbe.from_context(ctx)
+    assert probe.blind_reason == Impl.image_blind_reason  # known before applies()
+    assert probe.applies(ctx) is None and probe.blind_reason == Impl.image_blind_reason
+    bare = dataclasses.replace(ctx, model=_Net())
+    assert LanguagePriorProbe.from_context(bare).blind_reason is None
+
+
 def test_probes_that_do_not_apply_give_a_reason_and_stay_none():
     cfg = DiagnosticsConfig(metrics=("bias",))
     adapter = causalvl.GenericAdapter(vision_keys=["image"], language_keys=[])
@@ -172,10 +192,10 @@ class _Rows(torch.utils.data.Dataset):
         }
 
 
-def _trainer(eval_data):
+def _trainer(eval_data, **settings):
     adapter = causalvl.GenericAdapter(vision_keys=["image"], language_keys=["tokens"])
     vl = causalvl.intervene(_Net(), causalvl.IdentityConfig(), adapter=adapter)
-    cfg = causalvl.TrainConfig(epochs=1, batch_size=6)
+    cfg = causalvl.TrainConfig(**{"epochs": 1, "batch_size": 6, **settings})
     return vl, adapter, causalvl.Trainer(vl, eval_data["val"], eval_data=eval_data, config=cfg)
 
 
@@ -184,9 +204,12 @@ def test_trainer_worst_group_uses_the_diagnostics_minimum_group_size():
     preds = [0] * 20 + [1] * 5 + [1] * 3
     data = _Rows(preds, [0] * 28, [0] * 25 + [1] * 3)
     vl, adapter, trainer = _trainer({"val": data})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a group of 25 is large enough: no warning
+    # a group of 25 is large enough; the group of 3 left out is named, with the setting
+    with pytest.warns(
+        UserWarning, match=r"group=1 \(3\).*TrainConfig\(min_group_size=20\)"
+    ) as caught:
         metrics = trainer.evaluate()
+    assert caught[0].filename == __file__  # it points at the caller of evaluate()
     d = diagnose(vl, data, adapter=adapter, progress=False, batch_size=6)["test"]
     assert DEFAULT_MIN_GROUP_SIZE == 20 == d.groups.min_group_size
     assert metrics["val/accuracy"] == d.accuracy == 20 / 28
@@ -198,10 +221,45 @@ def test_trainer_falls_back_to_every_group_when_none_is_large_enough():
     data = _Rows([0, 0, 1, 1, 1, 1], [0, 1, 1, 1, 0, 0], [0, 0, 1, 1, 2, 2])
     vl, adapter, trainer = _trainer({"val": data})
     with pytest.warns(
-        UserWarning, match=r"no group of eval split 'val' has 20 examples \(the largest has 2\)"
+        UserWarning,
+        match=r"no group of eval split 'val' has 20 examples \(the largest has 2\).*"
+        r"TrainConfig\(min_group_size=20\)",
     ):
         metrics = trainer.evaluate()
     d = diagnose(vl, data, adapter=adapter, progress=False)["test"]
     assert d.groups.worst_group_accuracy is None  # diagnose reports no worst group (n/a)
     assert metrics["val/accuracy"] == d.accuracy == 0.5
     assert metrics["val/worst_group_accuracy"] == 0.0  # group 2: both wrong
+
+
+def test_trainer_min_group_size_is_a_setting_passed_to_the_probe():
+    preds = [0] * 20 + [1] * 5 + [1] * 3
+    data = _Rows(preds, [0] * 28, [0] * 25 + [1] * 3)
+    vl, adapter, trainer = _trainer({"val": data}, min_group_size=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every group has 3 examples: none is left out
+        metrics = trainer.evaluate()
+    d = diagnose(vl, data, adapter=adapter, progress=False, min_group_size=3)["test"]
+    assert metrics["val/worst_group_accuracy"] == d.groups.worst_group_accuracy == 0.0
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, "20"])
+def test_trainconfig_rejects_a_bad_min_group_size(value):
+    with pytest.raises(causalvl.ConfigError, match="min_group_size"):
+        causalvl.TrainConfig(min_group_size=value)
+
+
+def test_trainer_warns_about_left_out_groups_once_per_split_per_fit():
+    preds = [0] * 20 + [1] * 5 + [1] * 3
+    data = _Rows(preds, [0] * 28, [0] * 25 + [1] * 3)
+    vl, adapter, trainer = _trainer({"val": data, "ood": data}, epochs=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit()
+    left_out = [str(w.message) for w in caught if "left out" in str(w.message)]
+    assert len(left_out) == 2  # one per split, not one per epoch
+    assert any("'val'" in m for m in left_out) and any("'ood'" in m for m in left_out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit()  # a new fit warns again
+    assert len([w for w in caught if "left out" in str(w.message)]) == 2

@@ -179,6 +179,10 @@ def test_save_writes_three_files_and_json_round_trips(report, tmp_path):
     data = json.loads(paths["json"].read_text())
     assert data["seed"] == 7 and data["config"]["lr"] == 0.001
     assert data["provenance"]["versions"]["causalvl"]
+    # the versions come from causalvl.runtime, as run.json's do
+    versions = data["provenance"]["versions"]
+    assert versions["python"] == data["provenance"]["python"]
+    assert {"causalvl", "torch", "transformers", "numpy", "scikit-learn"} <= set(versions)
     assert "created" not in data["provenance"]  # deterministic
     again = BiasReport.from_json(paths["json"])
     assert again.to_dict() == report.to_dict()
@@ -371,3 +375,29 @@ def test_many_models_figures_have_no_clipped_or_colliding_text(many):
                     for b in exts[i + 1 :]:
                         assert not _overlaps(a, b), (name, ax.get_title())
         assert fig.get_figwidth() <= 11.0, name
+
+
+def test_save_builds_the_document_and_the_headline_once(report, tmp_path, monkeypatch):
+    from causalvl.reports import builders
+    from causalvl.reports import report as report_module
+
+    counts = {"document": 0, "headline": 0}
+    summary_section, headline_sentences = builders.summary_section, builders.headline_sentences
+
+    def counted_summary(view):
+        counts["document"] += 1
+        return summary_section(view)
+
+    def counted_headline(view):
+        counts["headline"] += 1
+        return headline_sentences(view)
+
+    monkeypatch.setattr(report_module, "summary_section", counted_summary)
+    monkeypatch.setattr(builders, "headline_sentences", counted_headline)
+    paths = report.save(tmp_path / "out")
+    assert counts == {"document": 1, "headline": 1}
+    monkeypatch.undo()
+    # the same files as the one-at-a-time methods write
+    assert paths["html"].read_text() == report.to_html()
+    assert paths["markdown"].read_text() == report.to_markdown()
+    assert paths["json"].read_text() == report.to_json() + "\n"

@@ -21,6 +21,7 @@ from causalvl.diagnostics.results import (
     LanguagePriorReliance,
     MetricTable,
     SplitDiagnostics,
+    as_metric_table,
 )
 from causalvl.errors import DataError
 from causalvl.reports import builders
@@ -38,7 +39,12 @@ from causalvl.reports.document import (
     walk,
 )
 from causalvl.reports.formatting import format_number
-from causalvl.reports.render_html import environment, render_html, stylesheet
+from causalvl.reports.render_html import (
+    environment,
+    render_html,
+    render_section_html,
+    stylesheet,
+)
 from causalvl.reports.render_markdown import render_markdown
 
 EVIL = "<script>alert(1)</script>"
@@ -215,8 +221,16 @@ def test_unknown_block_is_an_error_not_a_silent_gap():
         kind = "odd"
 
     doc = Document("t", (Section("s", (Odd(),), brief=True),))  # type: ignore[arg-type]
-    with pytest.raises(DataError, match="Odd"):
+    with pytest.raises(DataError, match="render_markdown cannot show a Odd block"):
         render_markdown(doc)
+    # the HTML renderer fails the same way, also for a block inside Details
+    with pytest.raises(DataError, match="render_html cannot show a Odd block"):
+        render_html(doc)
+    nested = Section("s", (Details("more", (Odd(),)),))  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="Odd"):
+        render_html(Document("t", (nested,)))
+    with pytest.raises(DataError, match="Odd"):
+        render_section_html(nested)
 
 
 # -- templates are package data -----------------------------------------------------------------
@@ -310,3 +324,21 @@ def test_audit_page_uses_the_report_template():
     )
     same = audit_section_html(audit).strip()
     assert re.sub(r">\s+<", "><", same) in re.sub(r">\s+<", "><", page)
+
+
+def test_results_become_metric_tables_one_way_everywhere():
+    res = _pope()
+    table = res.to_metric_table()
+    d = _diag(0.4)
+    convert = {
+        "with_extras": lambda x: d.with_extras(x).extras[-1],
+        "BiasReport": lambda x: causalvl.BiasReport(d, extra_sections=[x]).extra_sections[0],
+        "builders": lambda x: builders.as_metric_table(x),
+    }
+    for name, fn in convert.items():
+        assert fn(res) == table and fn(table) is table, name
+        # a result class (not an instance) and a plain object are refused with the same hint
+        for bad in (POPEResult, object()):
+            with pytest.raises(DataError, match=r"to_metric_table\(\).*MetricTable.from_mapping"):
+                fn(bad)
+    assert builders.as_metric_table is as_metric_table

@@ -26,6 +26,7 @@ from causalvl.training import (
 )
 from causalvl.training import checkpoint as ckpt_mod
 from causalvl.training.checkpoint import flatten_state, unflatten_state
+from causalvl.training.state import is_improvement
 
 
 class Blobs(Dataset):
@@ -73,6 +74,51 @@ class StopAfter(Callback):
     def on_epoch_end(self, trainer, epoch, metrics) -> None:
         if epoch == self.k:
             raise KeyboardInterrupt("simulated interrupt")
+
+
+class EvaluateEveryEpoch(Callback):
+    """Calls the public ``trainer.evaluate()`` after every epoch."""
+
+    def on_epoch_end(self, trainer, epoch, metrics) -> None:
+        trainer.evaluate()
+
+
+def _noisy_objective(model: nn.Module, batch: dict) -> torch.Tensor:
+    """ce_objective plus a draw from the global RNG (times zero), also during evaluation."""
+    return ce_objective(model, batch) + 0.0 * torch.rand(())
+
+
+def test_evaluate_restores_the_global_random_state():
+    trainer = Trainer(
+        make_net(),
+        Blobs(24, 0),
+        eval_data={"val": Blobs(24, 1)},
+        config=TrainConfig(epochs=1, batch_size=8),
+        objective=_noisy_objective,
+    )
+    before = torch.get_rng_state()
+    trainer.evaluate()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_a_callback_calling_evaluate_does_not_shift_training():
+    data, val = Blobs(48, 0), Blobs(24, 1)
+    nets = []
+    for callbacks in ([], [EvaluateEveryEpoch()]):
+        with torch.random.fork_rng():
+            torch.manual_seed(11)  # dropout draws from the global RNG
+            net = make_net()
+            Trainer(
+                net,
+                data,
+                eval_data={"val": val},
+                config=_cfg(None, output_dir=None, epochs=3),
+                objective=_noisy_objective,
+                callbacks=callbacks,
+            ).fit()
+        nets.append(net)
+    for (name, a), (_, b) in zip(nets[0].state_dict().items(), nets[1].state_dict().items()):
+        assert torch.equal(a, b), name
 
 
 def _cfg(tmp: Path, **kw) -> TrainConfig:
@@ -136,6 +182,7 @@ def test_interrupt_and_resume_is_bitwise_equal(tmp_path):
     # the run files: config, seed, versions; one metrics line per epoch
     run = json.loads((tmp_path / "cut" / "run.json").read_text())
     assert run["seed"] == 3 and run["resumed_from_epoch"] == 2 and "torch" in run["versions"]
+    assert set(run["versions"]) == set(causalvl.runtime.package_versions())
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4]
     # dropout really was active: a run with another global RNG state ends elsewhere
@@ -690,14 +737,8 @@ def test_train_state_checkpoint_roundtrip(tmp_path):
         ("max", 0.0, float("nan"), None, False),
     ],
 )
-def test_is_better_follows_mode_and_min_delta(mode, min_delta, value, best, better):
-    trainer = Trainer(
-        make_net(),
-        Blobs(8),
-        config=TrainConfig(select_metric="val/loss", select_mode=mode, min_delta=min_delta),
-        objective=ce_objective,
-    )
-    assert trainer._is_better(value, best) is better
+def test_is_improvement_follows_mode_and_min_delta(mode, min_delta, value, best, better):
+    assert is_improvement(value, best, mode=mode, min_delta=min_delta) is better
 
 
 def test_selection_in_min_mode_keeps_the_lowest_loss_epoch(tmp_path):
@@ -864,3 +905,18 @@ def test_user_objective_gets_the_epoch_schedule():
     Trainer(mine, _gge_batches(), config=cfg, objective=objective).fit()
     for (name, a), (_, b) in zip(default.state_dict().items(), mine.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_eval_mode_restores_each_submodules_own_mode():
+    net = make_net().train()
+    frozen = net.net[2]  # the dropout, kept in eval mode as a frozen part would be
+    frozen.eval()
+    with causalvl.runtime.eval_mode(net):
+        assert not any(m.training for m in net.modules())
+    assert net.training and net.net[0].training and not frozen.training
+    with pytest.raises(RuntimeError), causalvl.runtime.eval_mode(net):
+        raise RuntimeError("the block fails")
+    assert net.training and not frozen.training
+    plain = object()
+    with causalvl.runtime.eval_mode(plain) as same:
+        assert same is plain

@@ -48,8 +48,9 @@ from .spec import MIRRORED_FIELDS, AdapterSpec
 from .transforms import derangement
 
 RemoveKind = Literal["vision", "language"]
-VISION_MODES = ("zeros", "mean", "shuffle", "noise", "mask")
-LANGUAGE_MODES = ("zeros", "mask", "shuffle")
+#: ``mode`` values of :meth:`ModelAdapter.counterfactual_inputs` for each ``remove``
+VISION_MODES = tuple(m for r, m in _transforms.COUNTERFACTUAL_MODES if r == "vision")
+LANGUAGE_MODES = tuple(m for r, m in _transforms.COUNTERFACTUAL_MODES if r == "language")
 
 
 class ModelAdapter:
@@ -58,6 +59,8 @@ class ModelAdapter:
     A subclass sets ``spec`` (an :class:`~causalvl.adapters.spec.AdapterSpec`); its fields are
     also readable as attributes (``adapter.vision_keys``, ...). A subclass may instead set those
     class attributes directly, and its spec is then built from them (and its parent's spec).
+    Setting one of them on an instance (``adapter.language_keys = ()``) rebuilds that
+    instance's spec (``spec.replace(language_keys=())``), so the two always agree.
 
     Class attributes (mirrors of the spec):
         family: registry key (``model.config.model_type``).
@@ -116,6 +119,15 @@ class ModelAdapter:
             # written with class attributes: the parent's spec with those attributes applied
             parent = next(c.__dict__["spec"] for c in cls.__mro__[1:] if "spec" in c.__dict__)
             cls.spec = AdapterSpec.from_attributes(cls, base=parent)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # a mirrored attribute set on an instance (adapter.language_keys = ()) also rebuilds
+        # the instance's spec, which the input transforms read: the two cannot disagree
+        object.__setattr__(self, name, value)
+        if name in MIRRORED_FIELDS and (value is not None or name == "vision_mask_key"):
+            spec = self.__dict__.get("spec", type(self).spec)
+            value = dict(value) if isinstance(value, Mapping) else value
+            object.__setattr__(self, "spec", spec.replace(**{name: value}))
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None

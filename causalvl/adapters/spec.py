@@ -133,6 +133,15 @@ class AdapterSpec:
                 object.__setattr__(self, f.name, tuple(value))
         object.__setattr__(self, "unsupported_transforms", frozenset(self.unsupported_transforms))
 
+    def __hash__(self) -> int:
+        # the mapping fields are read-only views, which do not hash: hash their items
+        return hash(
+            tuple(
+                tuple(sorted(value.items())) if isinstance(value, Mapping) else value
+                for value in (getattr(self, f.name) for f in dataclasses.fields(self))
+            )
+        )
+
     def pool_mask_key(self, role: str) -> str | None:
         """The input key masking ``role``'s tokens when its feature is pooled."""
         if role in self.pool_masks:
@@ -153,7 +162,7 @@ class AdapterSpec:
             value = getattr(source, name, None)
             if value is None and name != "vision_mask_key":
                 continue
-            if isinstance(value, (property, classmethod, staticmethod)):
+            if isinstance(value, property):  # a class whose subclass reads it from elsewhere
                 continue
             values[name] = dict(value) if isinstance(value, Mapping) else value
         return (base if base is not None else cls()).replace(**values)

@@ -114,7 +114,11 @@ def adapter_for_load(
     try:
         return GenericAdapter.from_dict(spec)
     except (ConfigError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{config_path}: 'adapter_spec' is malformed: {exc}") from exc
+        raise CheckpointError(
+            f"{config_path}: 'adapter_spec' is malformed: {exc}. Save the model again with "
+            "save_pretrained, or pass the adapter: causalvl.load(directory, model, "
+            "adapter=causalvl.GenericAdapter(...))."
+        ) from exc
 
 
 def restore_adapter_state(adapter: ModelAdapter, directory: str | os.PathLike) -> None:
@@ -129,17 +133,24 @@ def restore_adapter_state(adapter: ModelAdapter, directory: str | os.PathLike) -
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is corrupted or not a safetensors file: {exc}") from exc
+        raise CheckpointError(
+            f"{path} is corrupted or not a safetensors file: {exc}. Save the model again with "
+            "save_pretrained, or delete the file and refit the mean with "
+            "adapter.fit_vision_mean(batches) after loading."
+        ) from exc
     mean: dict[str, torch.Tensor] = {}
     for key, value in tensors.items():
         if not key.startswith(_MEAN_PREFIX) or not value.is_floating_point():
             raise CheckpointError(
                 f"{path}: unexpected entry {key!r} ({value.dtype}); the file holds the "
-                f"floating '{_MEAN_PREFIX}<input key>' tensors written by save_pretrained."
+                f"floating '{_MEAN_PREFIX}<input key>' tensors written by save_pretrained; "
+                "save the model again, or delete the file and refit with "
+                "adapter.fit_vision_mean(batches)."
             )
         if value.dim() < 1 or value.shape[0] != 1 or not bool(torch.isfinite(value).all()):
             raise CheckpointError(
-                f"{path}: {key!r} of shape {tuple(value.shape)} is not a finite (1, ...) mean."
+                f"{path}: {key!r} of shape {tuple(value.shape)} is not a finite (1, ...) mean; "
+                "delete the file and refit with adapter.fit_vision_mean(batches)."
             )
         mean[key[len(_MEAN_PREFIX) :]] = value
     adapter.vision_mean = mean

@@ -154,12 +154,14 @@ class InputTransform:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             raise ConfigError(
-                f"transform {self.name!r} takes no option(s) {unknown}; its options: "
-                f"{list(self.options) or '(none)'}."
+                f"transform {self.name!r} takes no option(s) {unknown}; drop them (its "
+                f"options: {list(self.options) or '(none)'})."
             )
         if not isinstance(inputs, Mapping):
             raise InputError(
-                f"inputs must be a mapping of input names to tensors, got {type(inputs).__name__}."
+                f"inputs must be a mapping of input names to tensors, got "
+                f"{type(inputs).__name__}; pass the model's keyword inputs as a dict, e.g. "
+                "adapter.model_inputs(batch)."
             )
         return self.fn(adapter, inputs, generator, **options)
 

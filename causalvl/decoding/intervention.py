@@ -26,7 +26,6 @@ from torch import nn
 
 from ..adapters.base import ModelAdapter
 from ..adapters.generative import DEFAULT_DISTURBANCE
-from ..adapters.transforms import DECODING_MODES, get_transform
 from ..config import InterventionConfig
 from ..errors import ConfigError, InputError, UnsupportedModelError
 from ..interventions.base import Intervention, implements
@@ -159,13 +158,13 @@ class CounterfactualDecoding(Intervention):
                     "disturbance_ids=[...])."
                 )
             disturbance = tokenizer(cfg.disturbance, add_special_tokens=False)["input_ids"]
-        transform = get_transform(DECODING_MODES[cfg.counterfactual])
-        options = {"noise_step": cfg.noise_step, "disturbance_ids": disturbance}
-        return transform(
-            adapter,
+        # the adapter's method, so a family that overrides it is honoured
+        return adapter.decoding_counterfactual(  # type: ignore[attr-defined]
             inputs,
+            cfg.counterfactual,
+            noise_step=cfg.noise_step,
             generator=torch.Generator().manual_seed(cfg.seed),
-            **{k: v for k, v in options.items() if k in transform.options},
+            disturbance_ids=disturbance,
         )
 
     @torch.no_grad()

@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
+from ..batch import to_device
 from ..config import Config
 from ..errors import ConfigError, InputError, UnsupportedModelError
-from ..runtime import module_device
+from ..runtime import eval_mode, module_device
 from .metrics import DEFAULT_MIN_GROUP_SIZE
 from .probes import PROBES, ProbeContext, StepOutputs
 from .probes import is_intervened as _is_intervened
@@ -151,10 +151,6 @@ def _resolve_adapter(model: Any, adapter: Any) -> Any:
         ) from exc
 
 
-def _to(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
 def _loader(data: Any, batch_size: int, collate_fn: Callable | None) -> Iterable[Mapping[str, Any]]:
     from torch.utils.data import DataLoader, Dataset
 
@@ -216,22 +212,6 @@ def _group_names(data: Any, names: Any) -> Any:
     if callable(fn):
         return fn
     return None
-
-
-class _ModeGuard:
-    """Put every submodule in eval mode; restore each one's own mode on exit."""
-
-    def __init__(self, model: Any) -> None:
-        self.modules = list(model.modules()) if isinstance(model, nn.Module) else []
-        self.modes = [m.training for m in self.modules]
-
-    def __enter__(self) -> None:
-        for m in self.modules:
-            m.training = False
-
-    def __exit__(self, *exc: Any) -> None:
-        for m, mode in zip(self.modules, self.modes):
-            m.training = mode
 
 
 class _Runner:
@@ -333,7 +313,7 @@ def diagnose(
     adapter_obj = _resolve_adapter(model, adapter)
     runner = _Runner(model, adapter_obj)
     results: dict[str, SplitDiagnostics] = {}
-    with _ModeGuard(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for split_name, split_data in splits.items():
             results[split_name] = _diagnose_split(
                 runner,
@@ -390,7 +370,7 @@ def _diagnose_split(
     for batch in progress_bar(
         loader, enabled=config.progress, desc=f"diagnose {name}", total=total
     ):
-        batch = _to(_check_batch(batch), device)
+        batch = to_device(_check_batch(batch), device)
         logits, effects = runner(batch)
         labels = batch["labels"]
         if logits.dim() != 2 or logits.shape[0] != labels.shape[0]:
@@ -405,7 +385,9 @@ def _diagnose_split(
         batches += 1
     if not batches:
         raise InputError(f"split {name!r} produced no batches; is the data empty?")
-    parts = {p.field: p.finish() for p in probes}
+    parts = {}
+    for p in probes:  # a loop, not a comprehension: finish()'s warnings count on this frame
+        parts[p.field] = p.finish()
     acc = parts.pop("accuracy")
     return SplitDiagnostics(
         name=name,

@@ -230,11 +230,19 @@ class AccuracyProbe(Probe):
         return sum(int(c.numel()) for c in self._correct)
 
     def update(self, batch: Mapping[str, Any], outputs: StepOutputs) -> None:
-        correct = _cpu(outputs.correct)
+        group = _metadata(batch, "group") if isinstance(batch, Mapping) else None
+        self.add(outputs.correct, group)
+
+    def add(self, correct: torch.Tensor, group: Any = None) -> None:
+        """Add one batch's ``(B,)`` correctness (see :func:`causalvl.batch.correctness`) and
+        its ``(B,)`` group ids (``None`` or not a tensor: the batch has none), without building
+        :class:`StepOutputs` (what :meth:`update` does with ``outputs.correct`` and the
+        batch's ``group``)."""
+        correct = _cpu(correct)
         self._correct.append(correct)
         if not self.groups:
             return
-        group = _metadata(batch, "group") if isinstance(batch, Mapping) else None
+        group = _cpu(group).reshape(-1) if isinstance(group, torch.Tensor) else None
         if group is None or group.numel() != correct.numel():
             self._every_batch_grouped = False
         else:
@@ -344,12 +352,14 @@ class LanguagePriorProbe(Probe):
     field = "language_prior"
     metric = "language_prior"
 
-    def __init__(self, context: ProbeContext) -> None:
+    def __init__(self, context: ProbeContext, *, blind_reason: str | None = None) -> None:
+        """``blind_reason``: why the image-blind measures are n/a (``None``: they apply);
+        :meth:`from_context` takes it from the model (:func:`image_blind_reason`)."""
         if context.run is None or context.adapter is None:
             raise InputError("LanguagePriorProbe needs a context with run and adapter.")
         self.context = context
         self.config = context.config
-        self.blind_reason: str | None = None
+        self.blind_reason = blind_reason
         self.failed = False
         self._agree: list[torch.Tensor] = []
         self._kl: list[torch.Tensor] = []
@@ -358,7 +368,7 @@ class LanguagePriorProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> LanguagePriorProbe:
-        return cls(context)
+        return cls(context, blind_reason=image_blind_reason(context.model))
 
     def applies(self, context: ProbeContext) -> str | None:
         reason = super().applies(context)
@@ -366,7 +376,6 @@ class LanguagePriorProbe(Probe):
             return reason
         if not bool(getattr(context.adapter, "language_keys", True)):
             return "the model has no language input (its adapter has no language_keys)"
-        self.blind_reason = image_blind_reason(context.model)
         return None
 
     def _inputs(self, batch: Mapping[str, Any], mode: str) -> Mapping[str, Any]:
@@ -509,7 +518,8 @@ class EffectsProbe(Probe):
     def __init__(self, bins: int = 20) -> None:
         self.bins = bins
         self._picked: dict[str, list[torch.Tensor]] = {}
-        self._abs: dict[str, list[float]] = {}  # per effect: [|sum|, count, |sum|, count, ...]
+        self._abs_sum: dict[str, float] = {}  # per effect: running sum of |effect|
+        self._count: dict[str, float] = {}  # per effect: running count of values
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> EffectsProbe:
@@ -524,14 +534,15 @@ class EffectsProbe(Probe):
             e2 = e if e.dim() == 2 else e.reshape(b, -1)
             idx = outputs.preds if e2.shape[1] > 1 else torch.zeros_like(outputs.preds)
             self._picked.setdefault(key, []).append(_cpu(e2.gather(1, idx[:, None])[:, 0]))
-            self._abs.setdefault(key, []).extend([float(e2.abs().sum()), float(e2.numel())])
+            self._abs_sum[key] = self._abs_sum.get(key, 0) + float(e2.abs().sum())
+            self._count[key] = self._count.get(key, 0) + float(e2.numel())
 
     def finish(self) -> EffectMagnitudes | None:
-        if not self._abs:
+        if not self._abs_sum:
             return None
         summaries = {}
-        for key, parts in self._abs.items():
-            total_abs, count = sum(parts[0::2]), sum(parts[1::2])
+        for key, total_abs in self._abs_sum.items():
+            count = self._count[key]
             summaries[key] = summarize_effect(
                 key, total_abs / max(count, 1.0), torch.cat(self._picked[key]), bins=self.bins
             )

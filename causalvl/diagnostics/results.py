@@ -1058,6 +1058,34 @@ class MetricTable(Result):
         return cls(title=str(title), columns=columns, rows=tuple(rows), description=description)
 
 
+def makes_metric_table(obj: Any) -> bool:
+    """Whether ``obj`` is a :class:`MetricTable` or a result that makes one
+    (``to_metric_table()``, e.g. a :class:`~causalvl.decoding.POPEResult`)."""
+    if isinstance(obj, MetricTable):
+        return True
+    return callable(getattr(obj, "to_metric_table", None)) and not isinstance(obj, type)
+
+
+def as_metric_table(obj: Any, *, what: str = "a table") -> MetricTable:
+    """``obj`` as a :class:`MetricTable`: itself, or what its ``to_metric_table()`` returns
+    (e.g. a :class:`~causalvl.decoding.POPEResult`); ``what`` names ``obj`` in the error.
+
+    Raises:
+        DataError: ``obj`` is neither (or its ``to_metric_table()`` returns something else).
+    """
+    if isinstance(obj, MetricTable):
+        return obj
+    if makes_metric_table(obj):
+        table = obj.to_metric_table()
+        if isinstance(table, MetricTable):
+            return table
+    raise DataError(
+        f"{what} must be a MetricTable or a result with to_metric_table() (such as a "
+        f"POPEResult), got {type(obj).__name__}; build one with "
+        "MetricTable.from_mapping(title, {column: {metric: value}})."
+    )
+
+
 Distribution = Literal["id", "ood", "unspecified"]
 
 DISTRIBUTION_LABELS: dict[str, str] = {
@@ -1263,17 +1291,7 @@ class Diagnostics(Result):
         """A copy with more extra tables attached: :class:`MetricTable` objects, or results
         that convert to one with ``to_metric_table()`` (e.g. a
         :class:`~causalvl.decoding.POPEResult`)."""
-        converted = []
-        for t in tables:
-            if not isinstance(t, MetricTable) and callable(getattr(t, "to_metric_table", None)):
-                t = t.to_metric_table()
-            if not isinstance(t, MetricTable):
-                raise DataError(
-                    f"with_extras expects MetricTable objects (or results with to_metric_table()), "
-                    f"got {type(t).__name__}; build one with "
-                    "MetricTable.from_mapping(title, {column: {metric: value}})."
-                )
-            converted.append(t)
+        converted = [as_metric_table(t, what="a with_extras table") for t in tables]
         return dataclasses.replace(self, extras=(*self.extras, *converted))
 
     def with_split_results(self, split: str, **parts: Any) -> Diagnostics:
@@ -1306,6 +1324,8 @@ __all__ = [
     "Metric",
     "MetricRow",
     "MetricTable",
+    "as_metric_table",
+    "makes_metric_table",
     "RefutationResult",
     "Result",
     "SplitDiagnostics",

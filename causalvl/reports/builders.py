@@ -32,8 +32,8 @@ from ..diagnostics.results import (
     BlindSolvabilityAudit,
     Diagnostics,
     Metric,
-    MetricTable,
     SplitDiagnostics,
+    as_metric_table,
 )
 from .document import (
     Block,
@@ -124,6 +124,11 @@ class ReportView:
     def split(self) -> str | None:
         """The focus split: the first OOD split, else the first split."""
         return focus_split(self.models)
+
+    @functools.cached_property
+    def headline(self) -> tuple[str, ...]:
+        """The headline sentences (:func:`headline_sentences`), worked out once per view."""
+        return tuple(headline_sentences(self))
 
     def split_of(self, model: str, split: str) -> SplitDiagnostics:
         return self.models[model].splits[split]
@@ -493,9 +498,7 @@ def metric_grid(
 # -- diagnostic sections ----------------------------------------------------------------------
 def summary_section(view: ReportView) -> Section:
     """The headline sentences and the per-model summary table."""
-    blocks: list[Block] = [
-        BulletList(tuple(headline_sentences(view)) or ("No results to summarise.",))
-    ]
+    blocks: list[Block] = [BulletList(view.headline or ("No results to summarise.",))]
     header, rows = summary_rows(view)
     if rows:
         blocks.append(
@@ -807,28 +810,10 @@ def numbers_section(view: ReportView) -> Section:
 
 
 # -- other results ------------------------------------------------------------------------------
-def as_metric_table(result: Any) -> MetricTable:
-    """A :class:`MetricTable`, or a result that makes one (``to_metric_table()``, e.g.
-    :class:`~causalvl.decoding.POPEResult`)."""
-    if isinstance(result, MetricTable):
-        return result
-    make = getattr(result, "to_metric_table", None)
-    if callable(make):
-        table = make()
-        if isinstance(table, MetricTable):
-            return table
-    from ..errors import DataError
-
-    raise DataError(
-        f"a report table must be a MetricTable or a result with to_metric_table() (such as a "
-        f"POPEResult), got {type(result).__name__}."
-    )
-
-
 def metric_table_section(table: Any, title: str | None = None) -> Section:
     """A table of named numbers (a :class:`MetricTable`, a POPE result, ...): its description
     (relative ``*.html`` paths become links), the numbers and their definitions."""
-    t = as_metric_table(table)
+    t = as_metric_table(table, what="a report table")
     blocks: list[Block] = []
     if t.description:
         blocks.append(Paragraph.of(t.description, "explain", links=True))

@@ -10,7 +10,6 @@ One rule formats every number everywhere, so a number in ``report.json`` can be 
 
 from __future__ import annotations
 
-import html
 import math
 from typing import Any
 
@@ -45,11 +44,6 @@ def format_signed(value: Any) -> str:
     return text
 
 
-def esc(value: Any) -> str:
-    """HTML-escape any user-supplied value (quotes included)."""
-    return html.escape(str(value), quote=True)
-
-
 def md_escape(value: Any) -> str:
     """Escape text for a Markdown table cell or line."""
     text = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
@@ -63,4 +57,4 @@ def mpl_text(value: Any) -> str:
     return str(value).replace("$", r"\$")
 
 
-__all__ = ["MISSING", "esc", "format_number", "format_signed", "md_escape", "mpl_text"]
+__all__ = ["MISSING", "format_number", "format_signed", "md_escape", "mpl_text"]

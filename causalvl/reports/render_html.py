@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import functools
 import re
+import typing
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
 
-from .document import Document, Grid, Section
+from ..errors import DataError
+from .document import Block, Document, Grid, Section, walk
 from .figures import figure_to_data_uri
 from .formatting import format_number
 
@@ -94,6 +96,18 @@ def environment() -> Any:
     return env
 
 
+_BLOCK_TYPES = typing.get_args(Block)
+
+
+def _check_blocks(sections: tuple[Section, ...]) -> None:
+    """Refuse a block type the template does not know, as :func:`render_markdown` does (the
+    template would otherwise show nothing for it)."""
+    for section in sections:
+        for b in walk(section.blocks):
+            if not isinstance(b, _BLOCK_TYPES):
+                raise DataError(f"render_html cannot show a {type(b).__name__} block.")
+
+
 def _figure_uri(figures: Mapping[str, Any] | None, deterministic: bool) -> Any:
     figures = dict(figures or {})
 
@@ -120,6 +134,7 @@ def render_html(
     """
     from markupsafe import Markup
 
+    _check_blocks(document.sections)
     return (
         environment()
         .get_template(TEMPLATE)
@@ -139,6 +154,7 @@ def render_section_html(
 ) -> str:
     """One ``<section>`` (for a page made elsewhere), with the same markup as in
     :func:`render_html`."""
+    _check_blocks((section,))
     module = (
         environment()
         .get_template(BLOCKS)

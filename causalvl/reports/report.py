@@ -31,17 +31,21 @@ from typing import Any
 
 from .._version import __version__
 from ..config import Config, atomic_write_text, read_json
-from ..diagnostics.results import BlindSolvabilityAudit, Diagnostics, MetricTable
+from ..diagnostics.results import (
+    BlindSolvabilityAudit,
+    Diagnostics,
+    MetricTable,
+    as_metric_table,
+    makes_metric_table,
+)
 from ..errors import DataError
-from ..runtime import package_version
+from ..runtime import package_versions
 from .builders import (
     DIAGNOSTIC_SECTIONS,
     GLANCE,
     SECTION_TEXT,
     ReportView,
-    as_metric_table,
     audit_section,
-    headline_sentences,
     metric_table_section,
     numbers_section,
     provenance_section,
@@ -59,20 +63,8 @@ FORMAT_VERSION = 1
 #: the report stylesheet (package data ``causalvl/reports/templates/style.css``)
 CSS = stylesheet()
 
-_PACKAGES = (
-    "causalvl",
-    "torch",
-    "transformers",
-    "dowhy",
-    "numpy",
-    "pandas",
-    "scikit-learn",
-    "matplotlib",
-)
-
-
-def _versions() -> dict[str, str | None]:
-    return {name: package_version(name) for name in _PACKAGES}
+#: the packages whose versions ``report.json`` records, besides python, causalvl and torch
+_REPORT_PACKAGES = ("transformers", "dowhy", "numpy", "pandas", "scikit-learn", "matplotlib")
 
 
 def _as_tables(extra: Any) -> tuple[MetricTable, ...]:
@@ -81,40 +73,23 @@ def _as_tables(extra: Any) -> tuple[MetricTable, ...]:
     {column: {metric: value}}}`` / ``{title: table or result}``."""
     if extra is None:
         return ()
-    if isinstance(extra, MetricTable) or _makes_table(extra):
+    if makes_metric_table(extra):
         return (as_metric_table(extra),)
     if isinstance(extra, Mapping):
-        out = []
-        for title, value in extra.items():
-            if isinstance(value, MetricTable) or _makes_table(value):
-                out.append(as_metric_table(value))
-            elif isinstance(value, Mapping):
-                out.append(MetricTable.from_mapping(str(title), value))
-            else:
-                raise DataError(
-                    f"extra section {title!r} must be a MetricTable, a result with "
-                    f"to_metric_table() (e.g. a POPEResult) or {{column: {{metric: value}}}}, "
-                    f"got {type(value).__name__}."
-                )
-        return tuple(out)
+        return tuple(
+            MetricTable.from_mapping(str(title), value)
+            if isinstance(value, Mapping) and not makes_metric_table(value)
+            else as_metric_table(
+                value, what=f"extra section {title!r} (or {{column: {{metric: value}}}})"
+            )
+            for title, value in extra.items()
+        )
     if isinstance(extra, Sequence) and not isinstance(extra, str):
-        out = []
-        for t in extra:
-            if not (isinstance(t, MetricTable) or _makes_table(t)):
-                raise DataError(
-                    "extra_sections entries must be MetricTable objects or results with "
-                    f"to_metric_table() (e.g. a POPEResult), got {type(t).__name__}."
-                )
-            out.append(as_metric_table(t))
-        return tuple(out)
+        return tuple(as_metric_table(t, what="an extra_sections entry") for t in extra)
     raise DataError(
         f"extra_sections must be MetricTable objects or {{title: {{column: {{metric: value}}}}}}, "
         f"got {type(extra).__name__}."
     )
-
-
-def _makes_table(value: Any) -> bool:
-    return callable(getattr(value, "to_metric_table", None)) and not isinstance(value, type)
 
 
 @dataclass
@@ -189,7 +164,10 @@ class BiasReport:
                     f"BiasReport.config must be JSON-ready (a Config or plain dict): {exc}."
                 ) from exc
         if self.provenance is None:
-            prov: dict[str, Any] = {"versions": _versions(), "python": platform.python_version()}
+            prov: dict[str, Any] = {
+                "versions": package_versions(_REPORT_PACKAGES),
+                "python": platform.python_version(),
+            }
             if not self.deterministic:
                 prov["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds"
@@ -214,7 +192,7 @@ class BiasReport:
         baseline, the ID to OOD change, the worst group); the per-model numbers are in
         :meth:`summary_rows`.
         """
-        return headline_sentences(self._view())
+        return list(self._view().headline)
 
     def summary_rows(self) -> tuple[list[str], list[tuple[str, list[Any]]]]:
         """The per-model summary table: ``(column names, [(model, values)])``.
@@ -234,7 +212,9 @@ class BiasReport:
         """The report as a renderer-neutral :class:`~causalvl.reports.document.Document`:
         the summary, one section per diagnostic (:data:`~causalvl.reports.builders.DIAGNOSTIC_SECTIONS`),
         the audit, the extra tables, every number and the provenance."""
-        view = self._view()
+        return self._document(self._view())
+
+    def _document(self, view: ReportView) -> Document:
         splits = sorted({s for _, s in view.cols})
         subtitle = f"Models: {', '.join(self.models)} · splits: {', '.join(splits)}"
         created = (self.provenance or {}).get("created")
@@ -271,6 +251,9 @@ class BiasReport:
     # -- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Everything in the report as a JSON-ready dict (every number with its definition)."""
+        return self._to_dict(self._view())
+
+    def _to_dict(self, view: ReportView) -> dict[str, Any]:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -280,7 +263,7 @@ class BiasReport:
             "deterministic": self.deterministic,
             "seed": self.seed,
             "config": self.config,
-            "headline": self.headline(),
+            "headline": list(view.headline),
             "focus_split": self.focus_split(),
             "models": {m: d.to_dict() for m, d in self.models.items()},
             "extra_sections": [t.to_dict() for t in self.extra_sections],
@@ -291,7 +274,10 @@ class BiasReport:
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """Serialise to JSON; with ``path``, also write it atomically."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=False, ensure_ascii=False)
+        return self._json(self._view(), path)
+
+    def _json(self, view: ReportView, path: str | os.PathLike | None) -> str:
+        text = json.dumps(self._to_dict(view), indent=2, sort_keys=False, ensure_ascii=False)
         if path is not None:
             atomic_write_text(path, text + "\n")
         return text
@@ -344,17 +330,20 @@ class BiasReport:
             "json": folder / "report.json",
             "markdown": folder / "summary.md",
         }
-        self.to_json(paths["json"])
-        self.to_html(paths["html"])
-        self.to_markdown(paths["markdown"])
+        view = self._view()  # the headline and the document are worked out once
+        document = self._document(view)
+        self._json(view, paths["json"])
+        self._html(document, paths["html"])
+        self._markdown(document, paths["markdown"], brief=True)
         return paths
 
     # -- HTML ------------------------------------------------------------------------------
     def to_html(self, path: str | os.PathLike | None = None) -> str:
         """The self-contained HTML page; with ``path``, also write it atomically."""
-        html_text = render_html(
-            self.document(), figures=self.figures(), deterministic=self.deterministic
-        )
+        return self._html(self.document(), path)
+
+    def _html(self, document: Document, path: str | os.PathLike | None) -> str:
+        html_text = render_html(document, figures=self.figures(), deterministic=self.deterministic)
         if path is not None:
             atomic_write_text(path, html_text)
         return html_text
@@ -363,7 +352,10 @@ class BiasReport:
     def to_markdown(self, path: str | os.PathLike | None = None, *, brief: bool = True) -> str:
         """A Markdown summary (headline, comparison tables, causal estimates, extra tables);
         ``brief=False`` renders the whole document. With ``path``, also write it atomically."""
-        text = render_markdown(self.document(), brief=brief)
+        return self._markdown(self.document(), path, brief=brief)
+
+    def _markdown(self, document: Document, path: str | os.PathLike | None, *, brief: bool) -> str:
+        text = render_markdown(document, brief=brief)
         text += "\nFull numbers with definitions: report.json; figures: index.html.\n"
         if path is not None:
             atomic_write_text(path, text)

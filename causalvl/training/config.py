@@ -19,6 +19,7 @@ import dataclasses
 from typing import Literal
 
 from ..config import Config
+from ..diagnostics.metrics import DEFAULT_MIN_GROUP_SIZE
 
 #: Epochs at which the CF-VQA / RUBi ``BanOptimizer`` schedule multiplies the lr by 0.25
 #: (``range(14, 24, 2)``, methods.md §8).
@@ -78,6 +79,12 @@ class TrainConfig(Config):
             ``"ood/accuracy"``; ``"<split>/accuracy"``, ``"<split>/worst_group_accuracy"``,
             ``"<split>/loss"`` for each evaluation split, or ``"train/loss"``.
         select_mode: ``"max"`` or ``"min"``.
+        min_group_size: evaluation's ``"<split>/worst_group_accuracy"`` is taken among groups
+            of at least this many examples (default
+            :data:`~causalvl.diagnostics.metrics.DEFAULT_MIN_GROUP_SIZE`, 20, as in
+            :func:`causalvl.diagnose`); smaller groups are left out, with one warning per split
+            and ``fit``. When no group is that large, every group is considered (with a
+            warning). ``1`` considers every group.
         patience: stop after this many epochs without improvement of ``select_metric``
             (``None``: never stop early).
         min_delta: the smallest change that counts as an improvement.
@@ -121,6 +128,7 @@ class TrainConfig(Config):
     save_best: bool = True
     select_metric: str | None = None
     select_mode: Literal["max", "min"] = "max"
+    min_group_size: int = DEFAULT_MIN_GROUP_SIZE
     patience: int | None = None
     min_delta: float = 0.0
     load_best_at_end: bool = False
@@ -167,6 +175,7 @@ class TrainConfig(Config):
             self._check_positive("grad_clip")
         self._check_int("seed", minimum=0)
         self._check_int("log_every", "num_workers", minimum=0)
+        self._check_int("min_group_size", minimum=1)
         if self.patience is not None:
             self._check_int("patience", minimum=1)
             if self.select_metric is None:

@@ -54,6 +54,7 @@ from torch.utils.data import (
 from .. import runtime
 from ..batch import batch_correctness, logits_of, tensor_inputs, to_device
 from ..config import atomic_write_text
+from ..diagnostics.probes import AccuracyProbe
 from ..errors import CheckpointError, ConfigError, InputError
 from ..outputs import ObjectiveOutput
 from ..progress import progress_bar
@@ -68,7 +69,7 @@ from .checkpoint import (
 from .config import TrainConfig, check_select_metric
 from .samplers import balanced_weights
 from .schedules import lr_factor
-from .state import OBJECTIVE_PREFIX, RNG_PREFIX, TrainState, is_improvement, strip_prefix
+from .state import OBJECTIVE_PREFIX, RNG_PREFIX, TrainState, strip_prefix
 
 logger = logging.getLogger("causalvl.training")
 
@@ -182,11 +183,6 @@ def accepts_stage(objective: Callable[..., Any]) -> bool:
 
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 17) % (2**63 - 1)
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of python and the packages a run depends on (for ``run.json``)."""
-    return {k: v or "not installed" for k, v in runtime.package_versions().items()}
 
 
 class _LossModule(nn.Module):
@@ -318,6 +314,7 @@ class Trainer:
         else:
             self.eval_data = {"eval": eval_data}
         self.should_stop = False
+        self._group_warned: set[str] = set()  # splits warned about their groups in this fit
         self.epoch = 0
         self.state = TrainState()
         self.device = torch.device("cpu")
@@ -677,7 +674,7 @@ class Trainer:
         meta = {
             "config": self.config.to_dict(),
             "seed": self.config.seed,
-            "versions": package_versions(),
+            "versions": {k: v or "not installed" for k, v in runtime.package_versions().items()},
             "device": str(self.device),
             "world_size": self.dist.world_size,
             "model": type(self.model).__name__,
@@ -697,25 +694,26 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Accuracy, worst-group accuracy and loss on every evaluation split (see the class
-        docstring); the model is put back into train mode afterwards.
+        docstring); the model is put back into its previous mode afterwards, and the global
+        and model random states are restored, so a :class:`Callback` may call it without
+        changing what training draws next.
 
         Accuracy and worst-group accuracy come from
         :class:`~causalvl.diagnostics.probes.AccuracyProbe`, as in :func:`causalvl.diagnose`:
-        the worst group is taken among groups of at least
-        :data:`~causalvl.diagnostics.metrics.DEFAULT_MIN_GROUP_SIZE` (20) examples. When no
+        the worst group is taken among groups of at least ``TrainConfig.min_group_size``
+        (default :data:`~causalvl.diagnostics.metrics.DEFAULT_MIN_GROUP_SIZE`, 20) examples,
+        and the groups left out are named in a warning (once per split and ``fit``). When no
         group of a split is that large, every group is considered (with a warning) so that
         the split still has a worst-group accuracy to select checkpoints by."""
-        model = self.model
-        with runtime.eval_mode(model):
-            metrics: dict[str, float] = {}
+        metrics: dict[str, float] = {}
+        # an objective or dataset that draws must not shift training's random state
+        with self._isolated_rng(), runtime.eval_mode(self.model):
             for split, data in self.eval_data.items():
                 metrics.update(self._evaluate_split(split, data))
         return metrics
 
     def _evaluate_split(self, split: str, data: Dataset | DataLoader) -> dict[str, float]:
-        from ..diagnostics.probes import AccuracyProbe, StepOutputs
-
-        probe = AccuracyProbe(groups=True)
+        probe = AccuracyProbe(groups=True, min_group_size=self.config.min_group_size)
         loss_sum = 0.0
         loss_batches = 0
         for batch in self._eval_loader(data):
@@ -728,8 +726,7 @@ class Trainer:
             scores = batch_correctness(logits.float(), batch)
             if scores is None:
                 continue
-            group = batch.get("group") if isinstance(batch, Mapping) else None
-            probe.update({"group": group}, StepOutputs.of(logits, correct=scores))
+            probe.add(scores, batch.get("group") if isinstance(batch, Mapping) else None)
         out = {f"{split}/loss": loss_sum / max(1, loss_batches)}
         if not probe.n:
             return out
@@ -738,18 +735,34 @@ class Trainer:
         groups = result.groups
         if groups is not None:
             worst = groups.worst_group_accuracy
+            setting = f"TrainConfig(min_group_size={groups.min_group_size})"
             if worst is None:
                 worst = min(g.accuracy for g in groups.per_group)
-                warnings.warn(
+                self._warn_once(
+                    split,
                     f"no group of eval split {split!r} has {groups.min_group_size} examples "
                     f"(the largest has {max(g.n for g in groups.per_group)}); its worst-group "
                     "accuracy is taken over every group and is mostly noise. Evaluate on more "
-                    "data.",
-                    UserWarning,
-                    stacklevel=4,  # the caller of evaluate(), past its no_grad wrapper
+                    f"data, or lower {setting}.",
+                )
+            elif groups.small_groups:
+                sizes = ", ".join(f"{g.name} ({g.n})" for g in groups.small_groups)
+                self._warn_once(
+                    split,
+                    f"eval split {split!r}: {len(groups.small_groups)} group(s) under "
+                    f"{groups.min_group_size} examples are left out of its worst-group "
+                    f"accuracy: {sizes}. Lower {setting} to count them (1 counts every group).",
                 )
             out[f"{split}/worst_group_accuracy"] = worst
         return out
+
+    def _warn_once(self, split: str, message: str) -> None:
+        """Warn about ``split``'s groups once per ``fit`` (evaluation runs every epoch)."""
+        if split in self._group_warned:
+            return
+        self._group_warned.add(split)
+        # the caller of evaluate(): past _evaluate_split, evaluate and its no_grad wrapper
+        warnings.warn(message, UserWarning, stacklevel=5)
 
     # -- training ---------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -757,11 +770,6 @@ class Trainer:
             dtype = torch.bfloat16 if self.config.amp_dtype == "bfloat16" else torch.float16
             return torch.autocast(device_type="cuda", dtype=dtype)
         return contextlib.nullcontext()
-
-    def _is_better(self, value: float, best: float | None) -> bool:
-        return is_improvement(
-            value, best, mode=self.config.select_mode, min_delta=self.config.min_delta
-        )
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train for ``config.epochs`` epochs (fewer with early stopping).
@@ -801,6 +809,7 @@ class Trainer:
         resumed_from = self._resume() if resume else None
         self._write_run_files(resumed_from=resumed_from)
         self.should_stop = False
+        self._group_warned = set()
         # a run that had already stopped early stays stopped when resumed
         stopped_early = self.state.patience_exhausted(cfg.patience)
         for cb in self.callbacks:
@@ -994,8 +1003,7 @@ class Trainer:
         stopping triggered."""
         cfg = self.config
         metrics = dict(train_metrics)
-        with self._isolated_rng():
-            metrics.update(self.evaluate())
+        metrics.update(self.evaluate())  # restores the random state itself
         state = self.state
         state.history.append({"epoch": float(epoch + 1), "lr": cfg.lr * state.lr_factor, **metrics})
         state.epoch = epoch + 1
