@@ -383,6 +383,12 @@ class InterventionConfig(Config):
                 raise ConfigError(f"intervention type {key!r} is registered twice.")
             _INTERVENTIONS[key] = cls
 
+    def unallocated_fields(self) -> frozenset[str]:
+        """Size fields this config leaves unused (no parameter is built from them), e.g. the
+        question-branch widths of a GGE without a question branch. :func:`causalvl.load` does
+        not look for their values among the saved tensors' shapes."""
+        return frozenset()
+
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, "causalvl_version": __version__, **super().to_dict()}
 

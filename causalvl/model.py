@@ -7,11 +7,11 @@ from __future__ import annotations
 from .errors import warn_at_caller
 from .losses import task_loss
 from .wrapper import *  # noqa: F403
-from .wrapper import IntervenedModel, inspect_targets, intervene, load
+from .wrapper import __all__ as _wrapper_names
 
 warn_at_caller(
     "causalvl.model is renamed causalvl.wrapper (the wrapper) and the task loss lives in "
     "causalvl.losses; the old module is removed in the next release."
 )
 
-__all__ = ["IntervenedModel", "inspect_targets", "intervene", "load", "task_loss"]
+__all__ = [*_wrapper_names, "task_loss"]  # noqa: PLE0604

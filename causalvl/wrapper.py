@@ -691,7 +691,7 @@ def _read_saved_configs(cfg_path: Path) -> tuple[dict[str, Any], list[Interventi
 
 
 def _is_size_field(name: str) -> bool:
-    return name in ("hidden", "hidden_sizes") or name.endswith("_dim") or name.startswith("num_")
+    return name == "hidden_sizes" or name.endswith("_dim") or name.startswith("num_")
 
 
 def _check_sizes(
@@ -712,11 +712,12 @@ def _check_sizes(
         for key, shape in shapes.items():
             if key.startswith(prefix):
                 dims.update(shape)
+        unused = cfg.unallocated_fields()
         for name, value in cfg.to_dict().items():
-            if not _is_size_field(name) or value is None:
+            if not _is_size_field(name) or value is None or name in unused:
                 continue
             values = value if isinstance(value, list) else [value]
-            if name in ("hidden", "hidden_sizes") and len(values) > MAX_HIDDEN_LAYERS:
+            if name == "hidden_sizes" and len(values) > MAX_HIDDEN_LAYERS:
                 raise CheckpointError(
                     f"{cfg_path}: interventions[{i}].{name} lists {len(values)} layers; at most "
                     f"{MAX_HIDDEN_LAYERS} are accepted from a file. The file is corrupted."
@@ -947,3 +948,14 @@ def _all_matches(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
     except re.error:
         return []
     return [(n, m) for n, m in model.named_modules() if n and regex.fullmatch(n)]
+
+
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "IntervenedModel",
+    "TargetInfo",
+    "inspect_targets",
+    "intervene",
+    "load",
+    "tensors_digest",
+]

@@ -286,3 +286,24 @@ def test_a_positional_subclass_with_required_fields_still_works():
     assert (cfg.scale, cfg.init_seed) == (2.0, 1)
     with pytest.raises(ConfigError, match="frozen"):
         cfg.scale = 3.0
+
+
+def test_a_gge_without_question_branch_saves_and_loads(tmp_path):
+    """bias='distribution' builds no question branch: its default hidden_sizes are not sizes of
+    any saved tensor, and load must not refuse them as a corrupted file."""
+    from causalvl.errors import CheckpointError
+
+    vl = causalvl.intervene(_tiny_vqa(), causalvl.GGEConfig(bias="distribution"))
+    vl.set_bias_prior(torch.full((3, 4), 0.25))
+    vl.save_pretrained(tmp_path)
+    back = causalvl.load(tmp_path, _tiny_vqa())
+    assert back.configs[0].hidden_sizes == (1024, 1024)
+    assert torch.equal(back.interventions["0_gge"].prior, vl.interventions["0_gge"].prior)
+    # with a question branch the widths are checked against the saved tensors as before
+    path = tmp_path / "intervention_config.json"
+    meta = json.loads(path.read_text())
+    meta["interventions"][0]["bias"] = "both"
+    meta["interventions"][0]["hidden_sizes"] = [10**6]
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="refusing to allocate"):
+        causalvl.load(tmp_path, _tiny_vqa())

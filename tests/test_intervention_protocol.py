@@ -184,6 +184,38 @@ def test_legacy_install_signature_still_works_with_a_future_warning():
     assert box.inputs is batch and box.is_factual and box.storage("x") == {}
 
 
+@dataclass(kw_only=True)
+class _LegacyBoxConfig(InterventionConfig):
+    type = "test_protocol_legacy_box"
+
+
+@implements(_LegacyBoxConfig)
+class _LegacyBox(_Legacy):
+    """The former protocol with the dict under another name: it receives the context."""
+
+    def install(self, hooks, box):
+        box["seen"] = []
+
+        def hook(mod, args, kwargs, out):
+            box["seen"].append(float(box["inputs"]["pixel_values"].sum()))
+            return out * 2
+
+        hooks.add_forward_hook(self._model.classifier, hook)
+
+
+def test_a_legacy_install_with_another_parameter_name_works_with_a_warning():
+    net = _net()
+    vl = causalvl.intervene(net, _LegacyBoxConfig())
+    batch = _batch()
+    with pytest.warns(FutureWarning, match="former state_box dict"):
+        out = vl(**batch)
+    torch.testing.assert_close(out.logits, net(**batch) * 2)
+    ctx = HookContext(inputs=batch)
+    with pytest.warns(FutureWarning):
+        ctx["mine"] = 1
+        assert ctx.get("mine") == 1 and "inputs" in ctx and ctx.pop("mine") == 1
+
+
 class _LegacyBackdoor(causalvl.interventions.backdoor.BackdoorAdjustment):
     """An old-style subclass of a built-in intervention that calls super().install."""
 

@@ -43,6 +43,7 @@ from ..config import InterventionConfig
 from ..errors import ConfigError, InterventionStateError, warn_at_caller
 from ..hooks import HookManager
 from ..outputs import InterventionOutput
+from ..runtime import module_dtype_device  # noqa: F401  (its former home; kept for imports)
 
 __all__ = [
     "BUILTIN_IMPLEMENTATIONS",
@@ -190,6 +191,35 @@ class HookContext:
             yield self
         finally:
             self.inputs, self.is_factual, self.pass_name = previous
+
+    # -- the former state_box dict, for install(hooks, box) written before HookContext -----
+    # (an implementation whose parameter is not named ``state_box`` receives the context
+    # itself and indexes it like the old dict; it works, with a warning, for one release)
+    def _legacy(self) -> MutableMapping[str, Any]:
+        warn_at_caller(
+            "indexing the hook context like the former state_box dict is deprecated; use "
+            "context.inputs / context.is_factual / context.storage(self) (see "
+            "docs/howto_custom_intervention.md)."
+        )
+        return self.legacy_box()
+
+    def __getitem__(self, key: str) -> Any:
+        return self._legacy()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._legacy()[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._legacy()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._legacy().get(key, default)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        return self._legacy().setdefault(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        return self._legacy().pop(key, *default)
 
     def legacy_box(self) -> MutableMapping[str, Any]:
         """The dict-like ``state_box`` that ``install(hooks, state_box)`` implementations

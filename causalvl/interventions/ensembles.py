@@ -29,6 +29,8 @@ from .gge import GGEConfig, GreedyGradientEnsemble
 from .lmh import DEFAULT_ENTROPY_WEIGHT, BiasProductConfig, LearnedMixin, LMHConfig
 from .losses import (
     GGE_SCHEDULE_OFFSET,
+    GGELoss,
+    PseudoLabel,
     bias_product_loss,
     gge_decompose_loss,
     gge_pseudo_label,
@@ -46,10 +48,12 @@ __all__ = [
     "DEFAULT_ENTROPY_WEIGHT",
     "GGE_SCHEDULE_OFFSET",
     "BiasProductConfig",
+    "GGELoss",
     "GGEConfig",
     "GreedyGradientEnsemble",
     "LMHConfig",
     "LearnedMixin",
+    "PseudoLabel",
     "bias_product_loss",
     "gge_decompose_loss",
     "gge_pseudo_label",

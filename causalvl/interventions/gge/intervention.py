@@ -35,6 +35,7 @@ from ..branches import (
     stop_gradient_into,
 )
 from ..losses import (
+    GGELoss,
     PseudoLabel,
     _as_scores,
     gge_decompose_loss,
@@ -107,8 +108,8 @@ class GGEConfig(InterventionConfig):
     _renamed = {"hidden": "hidden_sizes", "question_feature_dim": "feature_dim"}
     bias: Literal["distribution", "question", "both"] = "both"
     variant: Literal["iterative", "together"] = "iterative"
-    loss: Literal["bce", "softmax_ce", "decompose"] = "bce"
-    pseudo_label: Literal["published", "corrected", "softmax"] | None = None
+    loss: GGELoss = "bce"
+    pseudo_label: PseudoLabel | None = None
     detach_pseudo_label: bool | None = None
     decompose_weight: float = 1.0
     weight_schedule: Literal["constant", "sin"] = "constant"
@@ -119,6 +120,12 @@ class GGEConfig(InterventionConfig):
     num_answers: int | None = None
     prior: tuple[tuple[float, ...], ...] | None = None
     init_seed: int | None = 0
+
+    def unallocated_fields(self) -> frozenset[str]:
+        # bias="distribution" builds no question branch
+        if self.bias == "distribution":
+            return frozenset({"hidden_sizes", "feature_dim"})
+        return frozenset()
 
     def validate(self) -> None:
         if self.detach_pseudo_label is not None and not isinstance(self.detach_pseudo_label, bool):
