@@ -34,24 +34,29 @@ EPS = 1e-12
 SoftLoss = Literal["bce", "softmax"]
 
 
-def _checked_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _checked_labels(logits: torch.Tensor, labels: torch.Tensor, what: str) -> torch.Tensor:
     labels = torch.as_tensor(labels).to(logits.device)
     if labels.is_floating_point():
         if labels.shape != logits.shape:
             raise InputError(
-                f"soft-score labels of shape {tuple(labels.shape)} do not match logits "
+                f"{what}: soft-score labels of shape {tuple(labels.shape)} do not match logits "
                 f"{tuple(logits.shape)}; pass class ids (B,) or scores (B, num_answers)."
             )
         return labels
     if labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
         raise InputError(
-            f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}."
+            f"{what}: class-id labels must have shape ({logits.shape[0]},), got "
+            f"{tuple(labels.shape)}."
         )
     return labels.long()
 
 
 def per_example_loss(
-    logits: torch.Tensor, labels: torch.Tensor, *, soft: SoftLoss = "bce"
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    soft: SoftLoss = "bce",
+    what: str = "the task loss",
 ) -> torch.Tensor:
     """The unreduced task loss ``(B,)`` in float32: cross-entropy for class ids ``(B,)``; for
     soft scores ``(B, A)``, BCE summed over the answers (``soft="bce"``) or softmax
@@ -63,10 +68,11 @@ def per_example_loss(
     """
     if logits.dim() != 2:
         raise InputError(
-            f"the task loss needs answer logits (B, num_answers); got shape {tuple(logits.shape)}."
+            f"{what} needs answer logits (B, num_answers); got shape {tuple(logits.shape)} "
+            "(contrastive models are not supported)."
         )
     f = logits.float()
-    labels = _checked_labels(f, labels)
+    labels = _checked_labels(f, labels, what)
     if not labels.is_floating_point():
         return F.cross_entropy(f, labels, reduction="none")
     y = labels.float()
@@ -106,6 +112,7 @@ def task_loss(
     kind: str = "classifier",
     soft: SoftLoss = "bce",
     symmetric: bool = True,
+    what: str = "the task loss",
 ) -> torch.Tensor:
     """The task loss of ``logits`` against ``batch["labels"]`` (a 0-d tensor).
 
@@ -122,6 +129,7 @@ def task_loss(
         kind: the adapter kind, ``"classifier"`` or ``"contrastive"``.
         soft: the loss for soft scores.
         symmetric: InfoNCE in both directions (otherwise image -> text).
+        what: names the loss in error messages.
 
     Example:
         >>> z = torch.tensor([[2.0, 0.0]])
@@ -135,10 +143,10 @@ def task_loss(
         if kind == "contrastive" and logits.dim() == 2 and logits.shape[0] == logits.shape[1]:
             return info_nce(logits, symmetric=symmetric)
         raise InputError(
-            "the batch has no 'labels'; the task loss needs class ids (B,) or soft scores "
-            "(B, A) under 'labels'."
+            f"the batch has no 'labels'; {what} needs class ids (B,) or soft scores (B, A) "
+            "under 'labels'."
         )
-    labels = _checked_labels(logits, labels)
+    labels = _checked_labels(logits, labels, what)
     if not labels.is_floating_point():
         return F.cross_entropy(logits, labels)
     y = labels.to(logits.dtype)
@@ -161,7 +169,14 @@ def answer_cross_entropy(
         >>> bool(torch.allclose(a, b))
         True
     """
-    return task_loss(logits, batch, kind=kind, soft="softmax", symmetric=False)
+    return task_loss(
+        logits,
+        batch,
+        kind=kind,
+        soft="softmax",
+        symmetric=False,
+        what="the branch loss (CF-VQA / RUBi)",
+    )
 
 
 __all__ = ["EPS", "answer_cross_entropy", "info_nce", "per_example_loss", "task_loss"]

@@ -158,3 +158,14 @@ def test_answer_cross_entropy_labels():
         answer_cross_entropy(z, {"labels": torch.tensor([[0], [1], [2], [0]])})
     with pytest.raises(InputError, match="soft-score"):
         answer_cross_entropy(z, {"labels": torch.rand(4, 5)})
+
+
+def test_loss_errors_name_the_loss_that_failed():
+    from causalvl.losses import per_example_loss, task_loss
+
+    with pytest.raises(InputError, match=r"the branch loss \(CF-VQA / RUBi\) needs class ids"):
+        answer_cross_entropy(torch.zeros(2, 3), {})
+    with pytest.raises(InputError, match="Group DRO needs answer logits.*contrastive"):
+        per_example_loss(torch.zeros(2, 3, 4), torch.zeros(2), what="Group DRO")
+    with pytest.raises(InputError, match=r"the task loss: class-id labels must have shape \(2,\)"):
+        task_loss(torch.zeros(2, 3), {"labels": torch.zeros(3).long()})

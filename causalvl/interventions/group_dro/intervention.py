@@ -241,7 +241,7 @@ class GroupDRO(Intervention):
             raise InputError(
                 "GroupDROConfig needs 'labels' in the batch (class ids (B,) or scores (B, A))."
             )
-        losses = per_example_loss(logits, labels)
+        losses = per_example_loss(logits, labels, what="Group DRO")
         groups = self._groups(batch, losses.shape[0]).to(losses.device)
         num = int(self.config.num_groups)
         group_loss, counts = group_mean_losses(losses, groups, num)
