@@ -47,6 +47,17 @@ def labels_of(batch: Any) -> torch.Tensor | None:
     return None if labels is None else torch.as_tensor(labels)
 
 
+def require_labels(batch: Any, owner: str) -> torch.Tensor:
+    """The batch's ``labels``; an :class:`~causalvl.errors.InputError` naming ``owner`` when
+    the batch has none."""
+    labels = labels_of(batch)
+    if labels is None:
+        raise InputError(
+            f"{owner} needs 'labels' in the batch (class ids (B,) or soft scores (B, A))."
+        )
+    return labels
+
+
 def tensor_inputs(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The tensors of ``batch`` that are not metadata: the inputs of a plain module."""
     return {k: v for k, v in batch.items() if torch.is_tensor(v) and k not in METADATA_KEYS}
@@ -146,6 +157,7 @@ __all__ = [
     "batch_correctness",
     "correctness",
     "labels_of",
+    "require_labels",
     "logits_of",
     "tensor_inputs",
     "to_device",

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from .batch import correctness
 from .diagnostics.metrics import DEFAULT_MIN_GROUP_SIZE
 
 log = logging.getLogger("causalvl.efficacy")
@@ -416,7 +417,7 @@ def score(
     """Accuracy, worst group, validity and prior-following of predictions ``(N,)`` on ``data``."""
     t = data.tensors()
     labels, qtype, aligned = t["labels"], t["question_type"], t["bias_aligned"]
-    correct = (pred == labels).double()
+    correct = correctness(pred, labels)
     valid = efficacy.support[qtype, pred]
     favoured_of_type = efficacy.prior.argmax(1)
     favoured = pred == favoured_of_type[qtype]

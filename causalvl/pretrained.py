@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConfigError, DataError, OptionalDependencyError
-from .runtime import package_version
+from .runtime import module_device, package_version
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class TextEncoder(nn.Module):
         return super().train(False)
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
-        device = next(self.model.parameters()).device
+        device = module_device(self.model)
         enc = self.tokenizer(
             list(texts),
             padding=True,
@@ -480,7 +480,7 @@ def image_features(
         enc = encoder if encoder is not None else _shared_encoder("image", _device_key(device))
         dev = device
         if dev is None and isinstance(enc, nn.Module):
-            dev = next(iter(enc.parameters()), torch.empty(0)).device
+            dev = module_device(enc)
         out = []
         with torch.no_grad(), _progress(n, progress, "image features", "img") as bar:
             for start in range(0, n, batch_size):

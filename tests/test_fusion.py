@@ -169,3 +169,21 @@ def test_loss_errors_name_the_loss_that_failed():
         per_example_loss(torch.zeros(2, 3, 4), torch.zeros(2), what="Group DRO")
     with pytest.raises(InputError, match=r"the task loss: class-id labels must have shape \(2,\)"):
         task_loss(torch.zeros(2, 3), {"labels": torch.zeros(3).long()})
+
+
+@pytest.mark.parametrize(
+    ("config", "owner"),
+    [("LMHConfig", "LMHConfig"), ("GGEConfig", "GGEConfig"), ("GroupDROConfig", "GroupDROConfig")],
+)
+def test_a_batch_without_labels_names_the_intervention(config, owner):
+    import causalvl
+
+    net = causalvl.models.TinyVQA(vocab_size=20, num_answers=3, image_size=8)
+    cfg = getattr(causalvl, config)(**({"num_groups": 2} if config == "GroupDROConfig" else {}))
+    vl = causalvl.intervene(net, cfg)
+    if vl.needs_prior:
+        vl.set_bias_prior(torch.full((2, 3), 1 / 3))
+    batch = {"pixel_values": torch.rand(2, 3, 8, 8), "input_ids": torch.randint(1, 20, (2, 4))}
+    batch.update(question_type=torch.tensor([0, 1]), group=torch.tensor([0, 1]))
+    with pytest.raises(InputError, match=f"{owner} needs 'labels' in the batch"):
+        vl.objective(vl(batch), batch)

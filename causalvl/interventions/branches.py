@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..adapters.base import ModelAdapter
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, InterventionStateError
 
 
 class _GradMulConst(torch.autograd.Function):
@@ -184,8 +184,6 @@ class BranchWarmup:
         if warmup == 0 or not self.training:  # type: ignore[attr-defined]
             return False
         if self._epoch is None:
-            from ..errors import InterventionStateError
-
             raise InterventionStateError(
                 f"{type(self.config).__name__}(branch_warmup_epochs={warmup}) needs the epoch: "  # type: ignore[attr-defined]
                 "call vl.set_epoch(epoch, num_epochs) before each epoch (causalvl.Trainer does)."
@@ -297,11 +295,6 @@ def build_branch(
     return AnswerBranch(dim, answers, hidden)
 
 
-# ---------------------------------------------------------------------------------------
-# CF-VQA
-# ---------------------------------------------------------------------------------------
-
-
 def _seeded_init(module: nn.Module, seed: int | None) -> None:
     """Re-draw every ``nn.Linear`` of ``module`` with PyTorch's default init (uniform in
     ``±1/sqrt(fan_in)``) from a private generator, so heads do not depend on the global RNG.
@@ -318,16 +311,3 @@ def _seeded_init(module: nn.Module, seed: int | None) -> None:
                         draw = torch.empty(p.shape, dtype=torch.float32)
                         nn.init.uniform_(draw, -bound, bound, generator=gen)
                         p.copy_(draw.to(p.dtype))
-
-
-def _check_roles(cfg: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, str) or not value:
-            cfg._fail(name, "must be a role name or module path (a non-empty string)")
-
-
-def _check_dim(cfg: Any, *names: str) -> None:
-    for name in names:
-        if getattr(cfg, name) is not None:
-            cfg._check_int(name, minimum=1)

@@ -148,13 +148,6 @@ class _PriorTableMixin(Intervention):
         return self.prior[qt.to(self.prior.device).long()]
 
 
-def _labels_of(batch: Mapping[str, Any], name: str) -> torch.Tensor:
-    labels = batch.get("labels") if isinstance(batch, Mapping) else None
-    if labels is None:
-        raise InputError(f"{name} needs 'labels' in the batch (class ids (B,) or scores (B, A)).")
-    return torch.as_tensor(labels)
-
-
 def set_bias_prior(vl: Any, prior: torch.Tensor) -> None:
     """Install the question-type prior on every LMH / BiasProduct / GGE / Reweight intervention
     of ``vl`` (every intervention that :attr:`~causalvl.Intervention.uses_prior`).

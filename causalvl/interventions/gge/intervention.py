@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...adapters.base import ModelAdapter
+from ...batch import require_labels
 from ...config import InterventionConfig
 from ...errors import InputError, InterventionStateError
 from ...outputs import InterventionOutput
@@ -25,8 +26,8 @@ from ...runtime import module_dtype_device
 from ..base import ForwardState, implements
 from ..branches import (
     BranchMLP,
-    _check_dim,
-    _check_roles,
+    _check_optional_int,
+    _check_role,
     _seeded_init,
     check_feature_width,
     infer_feature_dim,
@@ -43,7 +44,7 @@ from ..losses import (
     greedy_gradient_loss,
     greedy_gradient_softmax_ce_loss,
 )
-from ..prior import _check_prior_fields, _labels_of, _PriorTableMixin
+from ..prior import _check_prior_fields, _PriorTableMixin
 
 __all__ = ["GGEConfig", "GreedyGradientEnsemble"]
 
@@ -147,8 +148,8 @@ class GGEConfig(InterventionConfig):
                 "weight_schedule",
                 "only weighs the Decompose loss; set loss='decompose' or keep 'constant'",
             )
-        _check_roles(self, "question_role")
-        _check_dim(self, "feature_dim")
+        _check_role(self, "question_role")
+        _check_optional_int(self, "feature_dim")
         sizes = self.hidden_sizes
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
             self._fail("hidden_sizes", "must be a list of layer widths, e.g. (1024, 1024)")
@@ -344,7 +345,7 @@ class GreedyGradientEnsemble(_PriorTableMixin):
             raise InputError(
                 f"GGEConfig needs answer logits (B, {self.num_answers}); got {tuple(f.shape)}."
             )
-        labels = _labels_of(batch, "GGEConfig").to(f.device)
+        labels = require_labels(batch, "GGEConfig").to(f.device)
         y = _as_scores(labels, self.num_answers, f.shape[0], where="GGEConfig").float()
         if cfg.bias == "distribution":
             b = self._batch_prior(batch, f.shape[0]).float()

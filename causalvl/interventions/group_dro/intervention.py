@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from ...adapters.base import ModelAdapter
+from ...batch import require_labels
 from ...config import InterventionConfig
 from ...errors import InputError
 from ...losses import per_example_loss
@@ -236,11 +237,7 @@ class GroupDRO(Intervention):
 
     def loss(self, output: InterventionOutput, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         logits = output.logits
-        labels = batch.get("labels") if isinstance(batch, Mapping) else None
-        if labels is None:
-            raise InputError(
-                "GroupDROConfig needs 'labels' in the batch (class ids (B,) or scores (B, A))."
-            )
+        labels = require_labels(batch, "GroupDROConfig")
         losses = per_example_loss(logits, labels, what="Group DRO")
         groups = self._groups(batch, losses.shape[0]).to(losses.device)
         num = int(self.config.num_groups)

@@ -51,14 +51,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...adapters.base import ModelAdapter
+from ...batch import require_labels
 from ...config import InterventionConfig
 from ...errors import InputError, InterventionStateError
 from ...outputs import InterventionOutput
 from ...runtime import module_dtype_device
 from ..base import ForwardState, implements
 from ..branches import (
-    _check_dim,
-    _check_roles,
+    _check_optional_int,
+    _check_role,
     _seeded_init,
     check_feature_width,
     infer_feature_dim,
@@ -74,7 +75,7 @@ from ..losses import (
     prior_log_probs,
     question_type_prior,
 )
-from ..prior import _check_prior_fields, _labels_of, _PriorTableMixin, set_bias_prior
+from ..prior import _check_prior_fields, _PriorTableMixin, set_bias_prior
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +175,8 @@ class LMHConfig(InterventionConfig):
         self._check_positive("constant_smoothing", allow_zero=True)
         if not (isinstance(self.prior_floor, (int, float)) and 0 < self.prior_floor < 1):
             self._fail("prior_floor", "must be a number in (0, 1), e.g. 1e-4")
-        _check_roles(self, "hidden_role")
-        _check_dim(self, "feature_dim")
+        _check_role(self, "hidden_role")
+        _check_optional_int(self, "feature_dim")
         _check_prior_fields(self)
 
     def effective_entropy_weight(self) -> float:
@@ -293,7 +294,7 @@ class LearnedMixin(_PriorTableMixin):
                 f"{type(cfg).__name__} needs answer logits (B, {self.num_answers}); got "
                 f"{tuple(f.shape)} (contrastive models are not supported)."
             )
-        labels = _labels_of(batch, type(cfg).__name__).to(f.device)
+        labels = require_labels(batch, type(cfg).__name__).to(f.device)
         bias = self._batch_prior(batch, f.shape[0])
         gate = self.gate_values(output)
         if cfg.form == "bce":

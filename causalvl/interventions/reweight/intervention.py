@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ...adapters.base import ModelAdapter
+from ...batch import require_labels
 from ...config import InterventionConfig
 from ...errors import InputError
 from ...outputs import InterventionOutput
@@ -38,7 +39,7 @@ from ...runtime import module_dtype_device
 from ..base import implements
 from ..branches import infer_num_answers
 from ..losses import reweight_loss
-from ..prior import _check_prior_fields, _labels_of, _PriorTableMixin
+from ..prior import _check_prior_fields, _PriorTableMixin
 
 
 @dataclass(kw_only=True)
@@ -103,7 +104,7 @@ class Reweight(_PriorTableMixin):
                 f"ReweightConfig needs answer logits (B, {self.num_answers}); got "
                 f"{tuple(f.shape)} (contrastive models are not supported)."
             )
-        labels = _labels_of(batch, "ReweightConfig").to(f.device)
+        labels = require_labels(batch, "ReweightConfig").to(f.device)
         bias = self._batch_prior(batch, f.shape[0])
         cfg = self.config
         return {"reweighted": reweight_loss(f, labels, bias, cfg.kind, min_prior=cfg.min_prior)}
