@@ -73,10 +73,9 @@ _LAZY: dict[str, str] = {
     "BiasProductConfig": ".interventions.ensembles",
     "GGEConfig": ".interventions.ensembles",
     "ReweightConfig": ".interventions.reweight",
-    "question_type_prior": ".interventions.ensembles",
-    "set_bias_prior": ".interventions.ensembles",
+    "question_type_prior": ".interventions.losses",
+    "set_bias_prior": ".interventions.prior",
     "GroupDROConfig": ".interventions.group_dro",
-    # reference models
     # training
     "Trainer": ".training.trainer",
     "TrainConfig": ".training.config",
@@ -105,7 +104,6 @@ _LAZY: dict[str, str] = {
     "CounterfactualLogitsProcessor": ".decoding.processor",
     "POPEEvaluator": ".decoding.pope",
     "POPEResult": ".decoding.pope",
-    # datasets: image sources, bias constructions, tokenizer, benchmark loaders
 }
 
 #: subpackages reachable as attributes (``causalvl.datasets.PriorShiftVQA``), imported on use

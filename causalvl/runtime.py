@@ -110,8 +110,7 @@ def single_threaded_blas() -> Iterator[None]:
 
     A solver such as scikit-learn's lbfgs sums in a thread-dependent order, so the same fit on
     the same data can land on slightly different weights with another thread count; inside
-    this block the result depends on the data and the seed only. (threadpoolctl comes with
-    scikit-learn.)"""
+    this block the result depends on the data and the seed only."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):

@@ -46,3 +46,17 @@ __all__ = [
     "upsample",
     "winoground_evaluate",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "perturb_caption":  # one implementation now, in causalvl.datasets
+        from ..datasets import perturb_caption
+        from ..errors import warn_at_caller
+
+        warn_at_caller(
+            "causalvl.training.perturb_caption moved to causalvl.datasets.perturb_caption "
+            "(one function for dataset and training negatives); the old path is removed in "
+            "the next release."
+        )
+        return perturb_caption
+    raise AttributeError(f"module 'causalvl.training' has no attribute {name!r}")
