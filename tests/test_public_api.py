@@ -89,5 +89,5 @@ def test_deprecation_warnings_point_at_the_callers_line():
         causalvl.TinyVQA  # noqa: B018
         from causalvl import model  # noqa: F401
         from causalvl.training import perturb_caption  # noqa: F401
-    assert len({str(w.message) for w in caught}) == 7  # `from m import x` may look twice
+    assert len({(w.lineno, str(w.message)) for w in caught}) == 7  # `from m import x` looks twice
     assert {w.filename for w in caught} == {__file__}
