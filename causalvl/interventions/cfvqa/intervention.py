@@ -148,7 +148,9 @@ class CFVQAConfig(InterventionConfig):
 class CounterfactualConfig(CFVQAConfig):
     """Deprecated name of :class:`CFVQAConfig` (the CF-VQA config); constructing it warns.
 
-    It keeps the type key ``"cfvqa"``, so saved files load (as :class:`CFVQAConfig`)."""
+    It keeps the type key ``"cfvqa"``, so saved files load, as :class:`CFVQAConfig`: a
+    reloaded config equals ``CFVQAConfig(...)`` with the same fields, not the deprecated
+    instance (configs compare by class and fields)."""
 
     def __post_init__(self) -> None:
         warn_at_caller(
