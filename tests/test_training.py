@@ -505,38 +505,14 @@ def test_amp_on_cpu_warns_and_trains_with_progress_and_logs(caplog, capsys):
 
 
 def test_gge_iterative_takes_one_optimizer_step_per_stage():
-    from causalvl.interventions.ensembles import set_bias_prior
-
-    def batches():
-        out = []
-        for seed in range(3):
-            g = torch.Generator().manual_seed(seed)
-            out.append(
-                {
-                    "pixel_values": torch.rand(6, 3, 8, 8, generator=g),
-                    "input_ids": torch.randint(1, 20, (6, 5), generator=g),
-                    "question_type": torch.randint(0, 3, (6,), generator=g),
-                    "labels": torch.randint(0, 5, (6,), generator=g),
-                }
-            )
-        return out
-
-    def wrapped():
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            net = causalvl.models.TinyVQA(vocab_size=20, num_answers=5, image_size=8, hidden=16)
-        vl = causalvl.intervene(net, causalvl.GGEConfig(hidden_sizes=(8,)))
-        set_bias_prior(vl, torch.rand(3, 5, generator=torch.Generator().manual_seed(0)) * 0.9)
-        return vl
-
-    vl = wrapped()
+    vl = _gge_iter()
     assert vl.stages() == (("gge_question",), ("gge_base",))
-    data = batches()
-    loader = torch.utils.data.DataLoader(data, batch_size=None)
+    loader = _gge_batches()
+    data = list(loader)
     cfg = TrainConfig(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0)
     Trainer(vl, loader, config=cfg).fit()
 
-    ref = wrapped()
+    ref = _gge_iter()
     opt = torch.optim.SGD([p for p in ref.parameters() if p.requires_grad], lr=0.1, momentum=0.0)
     for batch in data:
         for stage in (0, 1):
@@ -546,7 +522,7 @@ def test_gge_iterative_takes_one_optimizer_step_per_stage():
     for (name, a), (_, b) in zip(vl.state_dict().items(), ref.state_dict().items()):
         assert torch.equal(a, b), name
 
-    summed = wrapped()  # one step on the summed loss ends elsewhere
+    summed = _gge_iter()  # one step on the summed loss ends elsewhere
     opt = torch.optim.SGD([p for p in summed.parameters() if p.requires_grad], lr=0.1)
     for batch in data:
         summed.objective(summed(batch), batch).loss.backward()
