@@ -192,3 +192,49 @@ def hf_models() -> dict[str, torch.nn.Module]:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         return {name: make() for name, make in HF_FAMILIES.items()}
+
+
+def small_diagnostics(accuracy: float, agreement: float | None = 0.3, flips: float | None = None):
+    """Diagnostics of one model on an id and an ood split (n = 10 each), with a language-prior
+    part when ``agreement`` is given and a context part when ``flips`` is given."""
+    from causalvl.diagnostics.results import (
+        ContextReliance,
+        Diagnostics,
+        LanguagePriorReliance,
+        SplitDiagnostics,
+    )
+
+    prior = None
+    if agreement is not None:
+        prior = LanguagePriorReliance(
+            prior_agreement=agreement,
+            mean_kl=0.1,
+            image_swap_flip_rate=0.5,
+            null_accuracy=0.2,
+            null_mode="zeros",
+            n=10,
+            n_swapped=10,
+        )
+    context = None
+    if flips is not None:
+        context = ContextReliance(
+            flip_rate=flips,
+            accuracy_factual=accuracy,
+            accuracy_replaced=accuracy,
+            accuracy_change=0.0,
+            mode="swap",
+            n=10,
+        )
+    return Diagnostics(
+        splits={
+            "id": SplitDiagnostics(name="id", distribution="id", n=10, accuracy=0.9),
+            "ood": SplitDiagnostics(
+                name="ood",
+                distribution="ood",
+                n=10,
+                accuracy=accuracy,
+                language_prior=prior,
+                context=context,
+            ),
+        }
+    )

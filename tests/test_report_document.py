@@ -11,16 +11,13 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
+from conftest import small_diagnostics
 from markupsafe import escape
 
 import causalvl
 from causalvl.decoding.pope import POPEEvaluator, POPEMetrics, POPEResult
 from causalvl.diagnostics.results import (
-    ContextReliance,
-    Diagnostics,
-    LanguagePriorReliance,
     MetricTable,
-    SplitDiagnostics,
     as_metric_table,
 )
 from causalvl.errors import DataError
@@ -52,36 +49,7 @@ LABELS = {"a": {"dog", "ball"}, "b": {"cat"}, "c": {"dog", "cat", "sofa"}}
 
 
 def _diag(accuracy: float, agreement: float | None = 0.3, flips: float | None = 0.2):
-    prior = LanguagePriorReliance(
-        prior_agreement=agreement,
-        mean_kl=0.1,
-        image_swap_flip_rate=0.5,
-        null_accuracy=0.2,
-        null_mode="zeros",
-        n=10,
-        n_swapped=10,
-    )
-    context = ContextReliance(
-        flip_rate=flips,
-        accuracy_factual=accuracy,
-        accuracy_replaced=accuracy,
-        accuracy_change=0.0,
-        mode="swap",
-        n=10,
-    )
-    return Diagnostics(
-        splits={
-            "id": SplitDiagnostics(name="id", distribution="id", n=10, accuracy=0.9),
-            "ood": SplitDiagnostics(
-                name="ood",
-                distribution="ood",
-                n=10,
-                accuracy=accuracy,
-                language_prior=prior,
-                context=context,
-            ),
-        }
-    )
+    return small_diagnostics(accuracy, agreement, flips)
 
 
 def _pope() -> POPEResult:

@@ -4,51 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import small_diagnostics as _diag
 
 import causalvl
-from causalvl.diagnostics.results import (
-    ContextReliance,
-    Diagnostics,
-    LanguagePriorReliance,
-    SplitDiagnostics,
-)
-
-
-def _diag(accuracy: float, agreement: float | None = 0.3, flips: float | None = None):
-    prior = None
-    if agreement is not None:
-        prior = LanguagePriorReliance(
-            prior_agreement=agreement,
-            mean_kl=0.1,
-            image_swap_flip_rate=0.5,
-            null_accuracy=0.2,
-            null_mode="zeros",
-            n=10,
-            n_swapped=10,
-        )
-    context = None
-    if flips is not None:
-        context = ContextReliance(
-            flip_rate=flips,
-            accuracy_factual=accuracy,
-            accuracy_replaced=accuracy,
-            accuracy_change=0.0,
-            mode="swap",
-            n=10,
-        )
-    return Diagnostics(
-        splits={
-            "id": SplitDiagnostics(name="id", distribution="id", n=10, accuracy=0.9),
-            "ood": SplitDiagnostics(
-                name="ood",
-                distribution="ood",
-                n=10,
-                accuracy=accuracy,
-                language_prior=prior,
-                context=context,
-            ),
-        }
-    )
 
 
 def test_one_model_report_compares_the_model_with_nothing():
