@@ -24,10 +24,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_torchrun_two_ranks_identical_weights(tmp_path):
-    script = Path(__file__).with_name("_ddp_script.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(script.parents[1])}
+def _torchrun(script: Path, out: Path, *, timeout: int) -> None:
+    """Run ``script out`` on two CPU ranks with torchrun; fail with its output if it fails."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
     cmd = [
         sys.executable,
         "-m",
@@ -37,10 +37,15 @@ def test_torchrun_two_ranks_identical_weights(tmp_path):
         "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}",
         str(script),
-        str(tmp_path),
+        str(out),
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_identical_weights(tmp_path):
+    _torchrun(Path(__file__).with_name("_ddp_script.py"), tmp_path, timeout=240)
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())
     assert r0["world_size"] == r1["world_size"] == 2
@@ -161,21 +166,7 @@ def test_torchrun_resume_is_bitwise_and_stages_agree(tmp_path):
     stages per batch keep the ranks in step."""
     script = tmp_path / "resume_script.py"
     script.write_text(_RESUME_SCRIPT)
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--nnodes=1",
-        "--master_addr=127.0.0.1",
-        f"--master_port={_free_port()}",
-        str(script),
-        str(tmp_path),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _torchrun(script, tmp_path, timeout=300)
     r0 = json.loads((tmp_path / "resume0.json").read_text())
     r1 = json.loads((tmp_path / "resume1.json").read_text())
     assert r0["full"] == r1["full"] and r0["resumed"] == r1["resumed"]
