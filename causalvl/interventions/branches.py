@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..adapters.base import ModelAdapter
 from ..errors import ConfigError, InputError, InterventionStateError
+
+# the config checks of the branch-head interventions (pure Python; their former home is here)
+from .checks import _check_hidden, _check_optional_int, _check_role  # noqa: F401
 
 
 class _GradMulConst(torch.autograd.Function):
@@ -189,29 +191,6 @@ class BranchWarmup:
                 "call vl.set_epoch(epoch, num_epochs) before each epoch (causalvl.Trainer does)."
             )
         return self._epoch < warmup
-
-
-# -- config checks shared by the branch-head interventions ---------------------------------
-def _check_hidden(cfg: Any, name: str = "hidden_sizes") -> None:
-    value = getattr(cfg, name)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        cfg._fail(name, "must be a list of hidden-layer widths, e.g. (1024, 1024) or ()")
-    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in value):
-        cfg._fail(name, "every hidden width must be an integer >= 1")
-    cfg._normalise(name, tuple(value))
-
-
-def _check_role(cfg: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(cfg, name)
-        if not isinstance(value, str) or not value:
-            cfg._fail(name, "must be a role name or module path, e.g. 'language_features'")
-
-
-def _check_optional_int(cfg: Any, *names: str) -> None:
-    for name in names:
-        if getattr(cfg, name) is not None:
-            cfg._check_int(name, minimum=1)
 
 
 class AnswerBranch(nn.Module):

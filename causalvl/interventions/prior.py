@@ -10,44 +10,16 @@ The table itself is computed by :func:`causalvl.interventions.losses.question_ty
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError, InputError, InterventionStateError
 from .base import Intervention
+from .checks import _check_prior_fields  # noqa: F401  (its former home; kept for imports)
 
 __all__ = ["set_bias_prior"]
-
-
-def _check_prior_fields(cfg: Any) -> None:
-    if cfg.num_question_types is not None:
-        cfg._check_int("num_question_types", minimum=1)
-    if cfg.num_answers is not None:
-        cfg._check_int("num_answers", minimum=1)
-    if cfg.prior is None:
-        return
-    rows = cfg.prior
-    if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or not rows:
-        cfg._fail("prior", "must be a non-empty list of rows (one list of floats per type)")
-    try:
-        table = tuple(tuple(float(v) for v in row) for row in rows)
-    except (TypeError, ValueError):
-        cfg._fail("prior", "must be a list of rows of numbers")
-    widths = {len(r) for r in table}
-    if len(widths) != 1 or 0 in widths:
-        cfg._fail("prior", f"rows must all have the same non-zero length (got {sorted(widths)})")
-    if any(not (math.isfinite(v) and 0 <= v <= 1) for r in table for v in r):
-        cfg._fail("prior", "entries must be finite and in [0, 1]")
-    if cfg.num_question_types is not None and cfg.num_question_types != len(table):
-        cfg._fail(
-            "num_question_types", f"does not match the {len(table)} rows of prior; drop one of them"
-        )
-    if cfg.num_answers is not None and cfg.num_answers != len(table[0]):
-        cfg._fail("num_answers", f"does not match the prior's {len(table[0])} columns")
-    cfg._normalise("prior", table)
 
 
 class _PriorTableMixin(Intervention):
