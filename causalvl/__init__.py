@@ -59,23 +59,23 @@ _LAZY: dict[str, str] = {
     "ForwardState": ".interventions.base",
     "HookContext": ".interventions.base",
     "implements": ".interventions.base",
-    "IdentityConfig": ".interventions.identity",
+    "IdentityConfig": ".interventions.identity.config",
     # backdoor adjustment
-    "BackdoorConfig": ".interventions.backdoor",
+    "BackdoorConfig": ".interventions.backdoor.config",
     # causal attention (front-door)
-    "CATTConfig": ".interventions.catt",
+    "CATTConfig": ".interventions.catt.config",
     "ConfounderDictionary": ".interventions.confounders",
     "FeatureCollection": ".interventions.confounders",
-    "CFVQAConfig": ".interventions.counterfactual",
-    "PriorSubtractionConfig": ".interventions.counterfactual",
-    "RUBiConfig": ".interventions.rubi",
-    "LMHConfig": ".interventions.ensembles",
-    "BiasProductConfig": ".interventions.ensembles",
-    "GGEConfig": ".interventions.ensembles",
-    "ReweightConfig": ".interventions.reweight",
+    "CFVQAConfig": ".interventions.cfvqa.config",
+    "PriorSubtractionConfig": ".interventions.prior_subtraction.config",
+    "RUBiConfig": ".interventions.rubi.config",
+    "LMHConfig": ".interventions.lmh.config",
+    "BiasProductConfig": ".interventions.lmh.config",
+    "GGEConfig": ".interventions.gge.config",
+    "ReweightConfig": ".interventions.reweight.config",
     "question_type_prior": ".interventions.losses",
     "set_bias_prior": ".interventions.prior",
-    "GroupDROConfig": ".interventions.group_dro",
+    "GroupDROConfig": ".interventions.group_dro.config",
     # training
     "Trainer": ".training.trainer",
     "TrainConfig": ".training.config",
@@ -99,7 +99,7 @@ _LAZY: dict[str, str] = {
     "BlindSolvabilityAudit": ".diagnostics",
     "BiasReport": ".reports",
     # counterfactual decoding for generative VLMs
-    "CounterfactualDecodingConfig": ".decoding.intervention",
+    "CounterfactualDecodingConfig": ".decoding.config",
     "CounterfactualDecodingOutput": ".decoding.intervention",
     "CounterfactualLogitsProcessor": ".decoding.processor",
     "POPEEvaluator": ".decoding.pope",
@@ -127,7 +127,7 @@ _SUBMODULES = frozenset(
 )
 
 #: deprecated names that still resolve (constructing them warns), kept out of ``__all__``
-_DEPRECATED: dict[str, str] = {"CounterfactualConfig": ".interventions.counterfactual"}
+_DEPRECATED: dict[str, str] = {"CounterfactualConfig": ".interventions.cfvqa.config"}
 
 #: names that were top-level before and now live only in their subpackage: they resolve for
 #: one more release, with a FutureWarning naming the path to import them from

@@ -338,18 +338,18 @@ class Config(JSONSerializable, metaclass=_ConfigMeta):
 #: built-in intervention type key -> ``"module:Class"`` of its config, imported on first lookup
 #: (reading a config imports only the module that defines it; see :func:`intervention_config_class`)
 BUILTIN_INTERVENTION_CONFIGS: dict[str, str] = {
-    "identity": "causalvl.interventions.identity:IdentityConfig",
-    "cfvqa": "causalvl.interventions.cfvqa.intervention:CFVQAConfig",
-    "prior_subtraction": "causalvl.interventions.prior_subtraction.intervention:PriorSubtractionConfig",
-    "rubi": "causalvl.interventions.rubi.intervention:RUBiConfig",
-    "lmh": "causalvl.interventions.lmh.intervention:LMHConfig",
-    "bias_product": "causalvl.interventions.lmh.intervention:BiasProductConfig",
-    "gge": "causalvl.interventions.gge.intervention:GGEConfig",
-    "reweight": "causalvl.interventions.reweight.intervention:ReweightConfig",
-    "group_dro": "causalvl.interventions.group_dro.intervention:GroupDROConfig",
-    "backdoor": "causalvl.interventions.backdoor.intervention:BackdoorConfig",
-    "catt": "causalvl.interventions.catt.intervention:CATTConfig",
-    "counterfactual_decoding": "causalvl.decoding.intervention:CounterfactualDecodingConfig",
+    "identity": "causalvl.interventions.identity.config:IdentityConfig",
+    "cfvqa": "causalvl.interventions.cfvqa.config:CFVQAConfig",
+    "prior_subtraction": "causalvl.interventions.prior_subtraction.config:PriorSubtractionConfig",
+    "rubi": "causalvl.interventions.rubi.config:RUBiConfig",
+    "lmh": "causalvl.interventions.lmh.config:LMHConfig",
+    "bias_product": "causalvl.interventions.lmh.config:BiasProductConfig",
+    "gge": "causalvl.interventions.gge.config:GGEConfig",
+    "reweight": "causalvl.interventions.reweight.config:ReweightConfig",
+    "group_dro": "causalvl.interventions.group_dro.config:GroupDROConfig",
+    "backdoor": "causalvl.interventions.backdoor.config:BackdoorConfig",
+    "catt": "causalvl.interventions.catt.config:CATTConfig",
+    "counterfactual_decoding": "causalvl.decoding.config:CounterfactualDecodingConfig",
 }
 
 #: type key -> config class of every intervention config defined so far (built-in or user)

@@ -4,14 +4,17 @@ registries and the direction of imports."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
+from conftest import make_visual_bert
 from torch import nn
 
 import causalvl
@@ -336,9 +339,14 @@ def test_the_string_tables_resolve_to_the_registered_classes():
     for key, target in BUILTIN_INTERVENTION_CONFIGS.items():
         cls = intervention_config_class(key)
         assert f"{cls.__module__}:{cls.__qualname__}" == target and cls.type == key
+        # every built-in config lives in a torch-free config module, apart from its implementation
+        assert cls.__module__.endswith(".config"), cls.__module__
         module, _, name = BUILTIN_IMPLEMENTATIONS[key].partition(":")
-        impl = getattr(sys.modules[module], name)
+        assert module != cls.__module__ and module.endswith(".intervention"), module
+        impl = getattr(importlib.import_module(module), name)
         assert issubclass(cls, impl.config_class)
+        config = InterventionConfig.from_dict({"type": key, **_MINIMAL.get(key, {})})
+        assert implementation_for(config) is impl
     with pytest.raises(ConfigError, match="unknown intervention type 'nope'.*'cfvqa'"):
         intervention_config_class("nope")
     with pytest.raises(ConfigError, match="unknown intervention type"):
@@ -372,6 +380,58 @@ heavy = sorted(m for m in sys.modules if m == "transformers" or m.startswith(("t
 print(json.dumps(heavy))
 """
     assert json.loads(_run(code)) == []
+
+
+def _model_for(key: str) -> tuple[nn.Module, dict[str, Any]]:
+    """A small model the built-in type ``key`` applies to, and the ``intervene`` keywords."""
+    if key == "catt":
+        return make_visual_bert(), {}
+    if key == "counterfactual_decoding":
+        from causalvl.decoding.tiny import tiny_generative_model
+
+        return tiny_generative_model("llava")[0], {}
+    return _net(), {}
+
+
+def test_reading_every_builtin_config_imports_no_torch():
+    dicts = {k: {"type": k, **_MINIMAL.get(k, {})} for k in BUILTIN_INTERVENTION_CONFIGS}
+    code = f"""
+import json, sys
+from causalvl.config import InterventionConfig
+configs = [InterventionConfig.from_dict(d) for d in json.loads({json.dumps(json.dumps(dicts))}).values()]
+assert [c.type for c in configs] == {json.dumps(list(dicts))}, configs
+heavy = sorted(m for m in ("torch", "numpy", "transformers") if m in sys.modules)
+assert not heavy, heavy
+from causalvl.interventions.base import implementation_for  # now torch may load
+print(json.dumps({{c.type: [c.to_dict(), implementation_for(c).__name__] for c in configs}}))
+"""
+    found = json.loads(_run(code))
+    assert {k: name for k, (_, name) in found.items()} == {
+        k: target.partition(":")[2] for k, target in BUILTIN_IMPLEMENTATIONS.items()
+    }
+    # the configs read without torch build working wrappers (here, where torch is loaded)
+    for key, (data, _) in found.items():
+        config = InterventionConfig.from_dict(data)
+        assert config == InterventionConfig.from_dict(dicts[key])
+        model, kwargs = _model_for(key)
+        vl = causalvl.intervene(model, config, **kwargs)
+        assert type(next(iter(vl.interventions.values()))).__name__ == found[key][1]
+
+
+def test_config_constants_agree_with_the_torch_modules_they_repeat():
+    from causalvl.adapters.generative import DEFAULT_DISTURBANCE
+    from causalvl.adapters.transforms import COUNTERFACTUAL_MODES, NOISE_STEPS, get_transform
+    from causalvl.decoding import config as decoding_config
+    from causalvl.interventions.prior_subtraction import config as ps_config
+
+    deterministic = tuple(
+        mode
+        for (removed, mode), name in COUNTERFACTUAL_MODES.items()
+        if removed == "vision" and not get_transform(name).needs_generator
+    )
+    assert deterministic == ps_config._DETERMINISTIC_MODES
+    assert decoding_config.NOISE_STEPS == NOISE_STEPS
+    assert decoding_config.DEFAULT_DISTURBANCE == DEFAULT_DISTURBANCE
 
 
 def test_imports_point_one_way():

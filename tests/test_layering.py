@@ -115,3 +115,17 @@ def test_the_check_sees_a_violation(tmp_path, monkeypatch):
 def test_light_imports_do_not_load_transformers(statement):
     code = f"import sys\n{statement}\nassert 'transformers' not in sys.modules, statement"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import causalvl; causalvl.LMHConfig(); causalvl.CounterfactualDecodingConfig()",
+        "from causalvl.interventions.lmh import LMHConfig, DEFAULT_ENTROPY_WEIGHT",
+        "from causalvl.interventions.cfvqa import CFVQAConfig, CounterfactualConfig",
+        "import causalvl; causalvl.BackdoorConfig(num_prototypes=2, feature_dim=3)",
+    ],
+)
+def test_configs_do_not_load_torch(statement):
+    code = f"import sys\n{statement}\nassert 'torch' not in sys.modules, {statement!r}"
+    subprocess.run([sys.executable, "-c", code], check=True)

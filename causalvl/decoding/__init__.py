@@ -23,7 +23,7 @@ _LAZY = {
     "BatchedContrastProcessor": ".processor",
     "TokenSelector": ".processor",
     "StepRecord": ".processor",
-    "CounterfactualDecodingConfig": ".intervention",
+    "CounterfactualDecodingConfig": ".config",
     "CounterfactualDecoding": ".intervention",
     "CounterfactualDecodingOutput": ".intervention",
     "POPEEvaluator": ".pope",

@@ -56,7 +56,7 @@ __all__ = [
 
 #: built-in intervention type key -> ``"module:Class"`` of its implementation (resolved lazily)
 BUILTIN_IMPLEMENTATIONS: dict[str, str] = {
-    "identity": "causalvl.interventions.identity:Identity",
+    "identity": "causalvl.interventions.identity.intervention:Identity",
     "cfvqa": "causalvl.interventions.cfvqa.intervention:Counterfactual",
     "prior_subtraction": "causalvl.interventions.prior_subtraction.intervention:PriorSubtraction",
     "rubi": "causalvl.interventions.rubi.intervention:RUBi",

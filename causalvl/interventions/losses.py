@@ -26,6 +26,9 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError, InputError
 
+# the names of the GGE loss forms are defined with its config (pure Python)
+from .gge.config import GGELoss, PseudoLabel  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -305,9 +308,6 @@ def lmh_softmax_loss(
         entropy = -(bias_lp.exp() * bias_lp).masked_fill(~support, 0.0).sum(-1).mean()
     return nll, entropy
 
-
-PseudoLabel = Literal["published", "corrected", "softmax"]
-GGELoss = Literal["bce", "softmax_ce", "decompose"]
 
 #: epochs added to both ``e`` and ``E`` in the official GGE weight schedule
 GGE_SCHEDULE_OFFSET = 30

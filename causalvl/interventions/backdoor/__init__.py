@@ -1,19 +1,28 @@
 """Backdoor adjustment (NWGM edit hook over a confounder dictionary) and the VC R-CNN context objective.
 
-The config and the implementation are in :mod:`.intervention`; built-in types are
-looked up through :data:`causalvl.config.BUILTIN_INTERVENTION_CONFIGS`.
+The config is in :mod:`.config` (pure Python, imported with the package) and the
+implementation in :mod:`.intervention` (torch, imported when one of its names is first used);
+built-in types are looked up through :data:`causalvl.config.BUILTIN_INTERVENTION_CONFIGS`.
 """
 
-from .intervention import (
-    BackdoorAdjustment,
-    BackdoorConfig,
-    ConfounderDictionary,
-    FeatureCollection,
-    NWGMAttention,
-    VCRCNNHead,
-    checkpointed_ancestor,
-    vc_rcnn_loss,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import BackdoorConfig
+
+#: public name -> submodule it lives in (imported on first use, so importing the config does not
+#: import torch)
+_LAZY = {
+    "BackdoorAdjustment": ".intervention",
+    "checkpointed_ancestor": ".intervention",
+    "ConfounderDictionary": ".intervention",
+    "FeatureCollection": ".intervention",
+    "NWGMAttention": ".intervention",
+    "vc_rcnn_loss": ".intervention",
+    "VCRCNNHead": ".intervention",
+}
 
 __all__ = [
     "BackdoorAdjustment",
@@ -25,3 +34,15 @@ __all__ = [
     "vc_rcnn_loss",
     "VCRCNNHead",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

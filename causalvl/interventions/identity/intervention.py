@@ -1,36 +1,11 @@
-"""A no-op intervention that proves the plumbing: logits equal the bare model's exactly."""
+"""The no-op intervention (:class:`Identity`); its config is in :mod:`.config`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from ..base import Intervention, implements
+from .config import IdentityConfig
 
-from ..config import InterventionConfig
-from .base import Intervention, implements
-
-
-@dataclass(kw_only=True)
-class IdentityConfig(InterventionConfig):
-    """No intervention: the wrapped model predicts exactly what the bare model predicts.
-
-    Args:
-        capture_roles: roles whose features are captured into ``output.features`` (handy for
-            inspecting a model; the logits are unaffected).
-
-    Example:
-        >>> import causalvl
-        >>> causalvl.IdentityConfig().to_dict()["type"]
-        'identity'
-    """
-
-    type = "identity"
-    capture_roles: tuple[str, ...] = ()
-
-    def validate(self) -> None:
-        if isinstance(self.capture_roles, str) or not all(
-            isinstance(r, str) for r in self.capture_roles
-        ):
-            self._fail("capture_roles", "must be a list of role names")
-        self._normalise("capture_roles", tuple(self.capture_roles))
+__all__ = ["Identity", "IdentityConfig"]
 
 
 @implements(IdentityConfig)

@@ -1,21 +1,28 @@
 """LMH (Learned-Mixin +H) and BiasProduct: ensembles with the question-type prior.
 
-The config and the implementation are in :mod:`.intervention`; built-in types are
-looked up through :data:`causalvl.config.BUILTIN_INTERVENTION_CONFIGS`.
+The config is in :mod:`.config` (pure Python, imported with the package) and the
+implementation in :mod:`.intervention` (torch, imported when one of its names is first used);
+built-in types are looked up through :data:`causalvl.config.BUILTIN_INTERVENTION_CONFIGS`.
 """
 
-from .intervention import (
-    DEFAULT_ENTROPY_WEIGHT,
-    BiasProductConfig,
-    LearnedMixin,
-    LMHConfig,
-    bias_product_loss,
-    lmh_bce_loss,
-    lmh_softmax_loss,
-    prior_log_probs,
-    question_type_prior,
-    set_bias_prior,
-)
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import DEFAULT_ENTROPY_WEIGHT, BiasProductConfig, LMHConfig
+
+#: public name -> submodule it lives in (imported on first use, so importing the config does not
+#: import torch)
+_LAZY = {
+    "bias_product_loss": ".intervention",
+    "LearnedMixin": ".intervention",
+    "lmh_bce_loss": ".intervention",
+    "lmh_softmax_loss": ".intervention",
+    "prior_log_probs": ".intervention",
+    "question_type_prior": ".intervention",
+    "set_bias_prior": ".intervention",
+}
 
 __all__ = [
     "bias_product_loss",
@@ -29,3 +36,15 @@ __all__ = [
     "question_type_prior",
     "set_bias_prior",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

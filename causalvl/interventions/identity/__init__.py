@@ -1,0 +1,35 @@
+"""A no-op intervention that proves the plumbing: logits equal the bare model's exactly.
+
+The config is in :mod:`.config` (pure Python, imported with the package) and the
+implementation in :mod:`.intervention` (torch, imported when one of its names is first used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import IdentityConfig
+
+#: public name -> submodule it lives in (imported on first use, so importing the config does not
+#: import torch)
+_LAZY = {
+    "Identity": ".intervention",
+}
+
+__all__ = [
+    "Identity",
+    "IdentityConfig",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
