@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "causalvl"
 
 #: lowest first; a module may import from its own top-level package and from earlier layers
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("_version", "errors"),
+    ("_version", "errors", "_lazy"),
     ("config", "outputs", "runtime", "progress", "batch"),
     ("losses",),
     ("pretrained",),

@@ -6,9 +6,7 @@ implementation in :mod:`.intervention` (torch, imported when one of its names is
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..._lazy import lazy_attributes
 from .config import IdentityConfig
 
 #: public name -> submodule it lives in (imported on first use, so importing the config does not
@@ -22,14 +20,4 @@ __all__ = [
     "IdentityConfig",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -7,9 +7,7 @@ built-in types are looked up through :data:`causalvl.config.BUILTIN_INTERVENTION
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..._lazy import lazy_attributes
 from .config import RUBiConfig
 
 #: public name -> submodule it lives in (imported on first use, so importing the config does not
@@ -23,14 +21,4 @@ __all__ = [
     "RUBiConfig",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
