@@ -37,7 +37,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import causalvl
 from causalvl import efficacy
 from causalvl.datasets import cifar10, default_data_dir
 
@@ -45,18 +44,9 @@ from causalvl.datasets import cifar10, default_data_dir
 def methods(settings: efficacy.EfficacySettings) -> dict[str, efficacy.Method]:
     """plain, CF-VQA (branch warm-up for a tenth of the epochs), LMH and the oracle."""
     every = efficacy.default_methods(settings)
-    heads = (16,) if settings.is_smoke else (256, 256)
-    warmup = max(1, settings.epochs // 10)
-    cfvqa = causalvl.CFVQAConfig(
-        graph="simple", fusion="sum", hidden_sizes=heads, branch_warmup_epochs=warmup
-    )
     return {
         "plain": every["plain"],
-        "CF-VQA": efficacy.Method(
-            (cfvqa,),
-            note=f"TIE of the simple graph, sum fusion; question branch alone for {warmup} "
-            "epoch(s)",
-        ),
+        "CF-VQA": every["CF-VQA (warm-up)"],
         "LMH": every["LMH"],
         "oracle": every["oracle"],
     }
