@@ -12,7 +12,7 @@ below. Every part of causalvl takes these meanings from here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -61,6 +61,21 @@ def require_labels(batch: Any, owner: str) -> torch.Tensor:
 def tensor_inputs(batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """The tensors of ``batch`` that are not metadata: the inputs of a plain module."""
     return {k: v for k, v in batch.items() if torch.is_tensor(v) and k not in METADATA_KEYS}
+
+
+def collate_of(data: Any) -> Callable[[list[Any]], Any] | None:
+    """The dataset's own ``collate`` (datasets of causalvl define one), or ``None`` for torch's
+    default collation."""
+    fn = getattr(data, "collate", None)
+    return fn if callable(fn) else None
+
+
+def ordered_loader(data: Any, batch_size: int) -> Any:
+    """A ``DataLoader`` over ``data`` in its own order (no shuffling), with the dataset's
+    collate: the loader of every pass that scores each example once."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_of(data))
 
 
 def to_device(batch: Any, device: torch.device | str) -> Any:
@@ -155,10 +170,12 @@ __all__ = [
     "METADATA",
     "METADATA_KEYS",
     "batch_correctness",
+    "collate_of",
     "correctness",
     "labels_of",
     "require_labels",
     "logits_of",
+    "ordered_loader",
     "tensor_inputs",
     "to_device",
 ]

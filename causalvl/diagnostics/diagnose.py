@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..batch import to_device
+from ..batch import collate_of, to_device
 from ..config import Config
 from ..errors import ConfigError, InputError, UnsupportedModelError
 from ..runtime import eval_mode, module_device
@@ -165,9 +165,7 @@ def _loader(data: Any, batch_size: int, collate_fn: Callable | None) -> Iterable
     if isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         if len(data) == 0:
             raise InputError("the dataset is empty; there is nothing to diagnose.")
-        collate = collate_fn or getattr(data, "collate", None)
-        if collate is None:
-            collate = _default_collate()
+        collate = collate_fn or collate_of(data) or _default_collate()
         return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate)
     if isinstance(data, Iterable):
         return data

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..batch import to_device
+from ..batch import ordered_loader, to_device
 from ..errors import ConfigError, InputError, NoMatchingModuleError, OptionalDependencyError
 from ..runtime import eval_mode, module_device, version_at_least
 from .trainer import default_predict
@@ -455,13 +455,7 @@ def refit_last_layer(
             )
         if len(data) == 0:
             raise InputError("refit_last_layer: the refit set is empty.")
-        collate = getattr(data, "collate", None)
-        loader = DataLoader(
-            data,
-            batch_size=batch_size,
-            shuffle=False,
-            collate_fn=collate if callable(collate) else None,
-        )
+        loader = ordered_loader(data, batch_size)
     device = module_device(vl)
     with eval_mode(vl):
         with torch.no_grad():

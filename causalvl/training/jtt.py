@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..batch import to_device
+from ..batch import collate_of, ordered_loader, to_device
 from ..errors import ConfigError, InputError
 from ..runtime import eval_mode, module_device
 from .config import TrainConfig
@@ -103,13 +103,7 @@ def jtt_error_set(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"jtt_error_set: model must be an nn.Module, got {type(model).__name__}.")
     predict = predict or default_predict
-    collate = getattr(data, "collate", None)
-    loader = DataLoader(
-        data,
-        batch_size=batch_size,
-        shuffle=False,
-        collate_fn=collate if callable(collate) else None,
-    )
+    loader = ordered_loader(data, batch_size)
     device = module_device(model)
     with eval_mode(model):
         wrong: list[torch.Tensor] = []
@@ -189,8 +183,7 @@ class UpsampledDataset(Dataset):
 
     @property
     def collate(self) -> Callable[[list[Any]], Any] | None:
-        fn = getattr(self.data, "collate", None)
-        return fn if callable(fn) else None
+        return collate_of(self.data)
 
 
 def upsample(data: Dataset, indices: Any, factor: int) -> UpsampledDataset:

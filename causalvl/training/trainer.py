@@ -52,7 +52,7 @@ from torch.utils.data import (
 )
 
 from .. import runtime
-from ..batch import batch_correctness, logits_of, tensor_inputs, to_device
+from ..batch import batch_correctness, collate_of, logits_of, tensor_inputs, to_device
 from ..config import atomic_write_text
 from ..diagnostics.probes import AccuracyProbe
 from ..errors import CheckpointError, ConfigError, InputError
@@ -363,8 +363,7 @@ class Trainer:
         return torch.device(want)
 
     def _collate(self, data: Dataset) -> Callable[[list[Any]], Any] | None:
-        fn = getattr(data, "collate", None)
-        return fn if callable(fn) else None
+        return collate_of(data)
 
     def _train_loader(self, epoch: int) -> DataLoader:
         data = self.train_data
